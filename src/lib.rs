@@ -1,0 +1,1 @@
+//! Bulkhead: a network-segmentation gateway.
