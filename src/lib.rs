@@ -1,1 +1,10 @@
 //! Bulkhead: a network-segmentation gateway.
+//!
+//! `config` (wire types) → `model` (validated) → `plan` (pure, deterministic desired state)
+//! → `apply` (side effects) → `supervisor` (the daemon).
+
+pub mod cli;
+pub mod config;
+pub mod diag;
+pub mod model;
+pub mod plan;

@@ -1,0 +1,409 @@
+//! The plan: the complete desired state computed from a model. Pure and deterministic: the same
+//! model always gives byte-identical output.
+
+pub mod explain;
+pub mod hostrules;
+pub mod invariants;
+pub mod iptables;
+pub mod nft;
+pub mod ruleset;
+
+use std::fmt::Write;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::Serialize;
+
+use crate::model::{
+    AddrRange, Backend, DhcpOption, Model, Reservation, SegmentLink, UplinkAddressing,
+};
+pub use ruleset::Ruleset;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum LinkKind {
+    Vlan { parent: String, id: u16 },
+    Port,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LinkPlan {
+    pub name: String,
+    #[serde(flatten)]
+    pub kind: LinkKind,
+    /// `trunk`, `uplink` or `segment:NAME`.
+    pub role: String,
+    pub mtu: Option<u32>,
+    /// Addresses with prefix (gateway/prefix of the segment).
+    pub addresses: Vec<Ipv4Net>,
+    pub dhcp_client: bool,
+    pub up: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RoutePlan {
+    pub dst: Ipv4Net,
+    pub via: Ipv4Addr,
+    pub dev: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SysctlPlan {
+    pub key: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PoolPlan {
+    pub segment: String,
+    pub interface: String,
+    pub subnet: Ipv4Net,
+    pub server: Ipv4Addr,
+    pub router: Ipv4Addr,
+    pub broadcast: Ipv4Addr,
+    pub ranges: Vec<AddrRange>,
+    pub lease_time: u32,
+    pub max_lease_time: u32,
+    pub dns: Vec<Ipv4Addr>,
+    pub domain: Option<String>,
+    pub mtu: Option<u32>,
+    pub reservations: Vec<Reservation>,
+    pub options: Vec<DhcpOption>,
+}
+
+/// The firewall as the chosen backend will load it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "backend")]
+pub enum FirewallText {
+    Nftables { script: String },
+    Iptables { ipset: String, rules: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub source: String,
+    pub hostname: String,
+    pub backend: Backend,
+    pub links: Vec<LinkPlan>,
+    pub routes: Vec<RoutePlan>,
+    pub sysctls: Vec<SysctlPlan>,
+    pub ruleset: Ruleset,
+    pub firewall: FirewallText,
+    pub dhcp: Vec<PoolPlan>,
+}
+
+fn links(m: &Model) -> (Vec<LinkPlan>, Vec<RoutePlan>) {
+    let mut out = Vec::new();
+    if let Some(t) = &m.trunk {
+        let seg_max = m
+            .segments
+            .iter()
+            .filter(|s| matches!(s.link, SegmentLink::Vlan { .. }))
+            .filter_map(|s| s.mtu)
+            .max();
+        out.push(LinkPlan {
+            name: t.interface.clone(),
+            kind: LinkKind::Port,
+            role: "trunk".into(),
+            mtu: t.mtu.or(seg_max.filter(|m| *m > 1500)),
+            addresses: Vec::new(),
+            dhcp_client: false,
+            up: true,
+        });
+    }
+    let mut routes = Vec::new();
+    let (addresses, dhcp_client) = match &m.uplink.addressing {
+        UplinkAddressing::Dhcp => (Vec::new(), true),
+        UplinkAddressing::Static { address, gateway } => {
+            if let Some(g) = gateway {
+                routes.push(RoutePlan {
+                    dst: Ipv4Net::default(),
+                    via: *g,
+                    dev: m.uplink.interface.clone(),
+                });
+            }
+            (vec![*address], false)
+        }
+    };
+    out.push(LinkPlan {
+        name: m.uplink.interface.clone(),
+        kind: LinkKind::Port,
+        role: "uplink".into(),
+        mtu: m.uplink.mtu,
+        addresses,
+        dhcp_client,
+        up: true,
+    });
+    for s in &m.segments {
+        out.push(LinkPlan {
+            name: s.ifname.clone(),
+            kind: match &s.link {
+                SegmentLink::Vlan { parent, id } => LinkKind::Vlan {
+                    parent: parent.clone(),
+                    id: *id,
+                },
+                SegmentLink::Port => LinkKind::Port,
+            },
+            role: format!("segment:{}", s.name),
+            mtu: s.mtu,
+            addresses: vec![Ipv4Net::new(s.gateway, s.subnet.prefix_len()).unwrap()],
+            dhcp_client: false,
+            up: true,
+        });
+    }
+    (out, routes)
+}
+
+/// Kernel settings. `default.*` and global keys come first, so interfaces created afterwards
+/// inherit them.
+fn sysctls(m: &Model) -> Vec<SysctlPlan> {
+    let s = &m.sysctl;
+    let b = |x: bool| if x { "1" } else { "0" }.to_string();
+    let mut v = Vec::new();
+    let mut put = |k: &str, val: String| {
+        v.push(SysctlPlan {
+            key: k.to_string(),
+            value: val,
+        })
+    };
+    for scope in ["default", "all"] {
+        put(
+            &format!("net.ipv4.conf.{scope}.rp_filter"),
+            s.rp_filter.to_string(),
+        );
+        put(
+            &format!("net.ipv4.conf.{scope}.accept_redirects"),
+            b(s.accept_redirects),
+        );
+        put(
+            &format!("net.ipv4.conf.{scope}.send_redirects"),
+            b(s.send_redirects),
+        );
+        put(
+            &format!("net.ipv4.conf.{scope}.accept_source_route"),
+            b(s.accept_source_route),
+        );
+        put(
+            &format!("net.ipv4.conf.{scope}.log_martians"),
+            b(s.log_martians),
+        );
+        put(
+            &format!("net.ipv6.conf.{scope}.accept_redirects"),
+            b(s.accept_redirects),
+        );
+    }
+    put("net.ipv4.tcp_syncookies", b(s.syncookies));
+    put(
+        "net.ipv4.icmp_echo_ignore_broadcasts",
+        b(s.ignore_broadcast_ping),
+    );
+    put("net.ipv4.ip_forward", b(s.forwarding));
+    for (k, val) in &s.extra {
+        if let Some(x) = v.iter_mut().find(|x| &x.key == k) {
+            x.value = val.clone();
+        } else {
+            v.push(SysctlPlan {
+                key: k.clone(),
+                value: val.clone(),
+            });
+        }
+    }
+    v
+}
+
+fn pools(m: &Model) -> Vec<PoolPlan> {
+    m.segments
+        .iter()
+        .filter_map(|s| {
+            let d = s.dhcp.as_ref()?;
+            Some(PoolPlan {
+                segment: s.name.clone(),
+                interface: s.ifname.clone(),
+                subnet: s.subnet,
+                server: s.gateway,
+                router: s.gateway,
+                broadcast: s.subnet.broadcast(),
+                ranges: d.ranges.clone(),
+                lease_time: d.lease_time,
+                max_lease_time: d.max_lease_time,
+                dns: d.dns.clone(),
+                domain: d.domain.clone(),
+                mtu: s.mtu,
+                reservations: d.reservations.clone(),
+                options: d.options.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Render the firewall for a backend.
+pub fn render_firewall(rs: &Ruleset, backend: Backend, source: &str) -> FirewallText {
+    match backend {
+        Backend::Nftables => FirewallText::Nftables {
+            script: nft::render(rs, source),
+        },
+        Backend::Iptables => FirewallText::Iptables {
+            ipset: iptables::render_ipset(rs),
+            rules: iptables::render(rs, source),
+        },
+    }
+}
+
+/// Compute the plan for a model, for its own backend or another one.
+pub fn build(m: &Model, backend: Option<Backend>) -> Plan {
+    let backend = backend.unwrap_or(m.backend);
+    let (links, routes) = links(m);
+    let ruleset = ruleset::build(m);
+    let source = std::path::Path::new(&m.file)
+        .file_name()
+        .map_or(m.file.clone(), |f| f.to_string_lossy().into_owned());
+    let firewall = render_firewall(&ruleset, backend, &source);
+    Plan {
+        source,
+        hostname: m.hostname.clone(),
+        backend,
+        links,
+        routes,
+        sysctls: sysctls(m),
+        ruleset,
+        firewall,
+        dhcp: pools(m),
+    }
+}
+
+/// Which part of the plan to print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Links,
+    Sysctl,
+    Firewall,
+    Dhcp,
+}
+
+impl Plan {
+    /// Human-readable text. `--only firewall` is exactly what apply loads.
+    pub fn text(&self, only: Option<Part>) -> String {
+        let mut o = String::new();
+        let show = |p: Part| only.is_none_or(|x| x == p);
+        let header = only.is_none();
+        if show(Part::Links) {
+            if header {
+                let _ = writeln!(o, "# links");
+            }
+            for l in &self.links {
+                let kind = match &l.kind {
+                    LinkKind::Vlan { parent, id } => format!("vlan {} on {parent} id {id}", l.name),
+                    LinkKind::Port => format!("port {}", l.name),
+                };
+                let mut s = kind;
+                if let Some(m) = l.mtu {
+                    let _ = write!(s, " mtu {m}");
+                }
+                for a in &l.addresses {
+                    let _ = write!(s, " address {a}");
+                }
+                if l.dhcp_client {
+                    s.push_str(" address dhcp");
+                }
+                let _ = writeln!(o, "{s} up  # {}", l.role);
+            }
+            for r in &self.routes {
+                let _ = writeln!(o, "route {} via {} dev {}", r.dst, r.via, r.dev);
+            }
+        }
+        if show(Part::Sysctl) {
+            if header {
+                let _ = writeln!(o, "\n# sysctl");
+            }
+            for s in &self.sysctls {
+                let _ = writeln!(o, "{} = {}", s.key, s.value);
+            }
+        }
+        if show(Part::Dhcp) {
+            if header {
+                let _ = writeln!(o, "\n# dhcp");
+            }
+            for p in &self.dhcp {
+                let _ = writeln!(
+                    o,
+                    "pool {} on {} subnet {}",
+                    p.segment, p.interface, p.subnet
+                );
+                let _ = writeln!(
+                    o,
+                    "  server {} router {} broadcast {}",
+                    p.server, p.router, p.broadcast
+                );
+                for r in &p.ranges {
+                    let _ = writeln!(o, "  range {}-{} ({} addresses)", r.lo, r.hi, r.len());
+                }
+                let _ = writeln!(o, "  lease {}s max {}s", p.lease_time, p.max_lease_time);
+                if !p.dns.is_empty() {
+                    let d: Vec<String> = p.dns.iter().map(|a| a.to_string()).collect();
+                    let _ = writeln!(o, "  dns {}", d.join(", "));
+                }
+                if let Some(d) = &p.domain {
+                    let _ = writeln!(o, "  domain {d}");
+                }
+                if let Some(m) = p.mtu {
+                    let _ = writeln!(o, "  mtu {m}");
+                }
+                for r in &p.reservations {
+                    let _ = write!(
+                        o,
+                        "  reserve {} -> {}",
+                        crate::model::addr::fmt_mac(&r.mac),
+                        r.address
+                    );
+                    if let Some(h) = &r.hostname {
+                        let _ = write!(o, " hostname {h}");
+                    }
+                    if let Some(g) = &r.group {
+                        let _ = write!(o, " group {g}");
+                    }
+                    let _ = writeln!(o);
+                }
+                for x in &p.options {
+                    let _ = writeln!(o, "  option {} = {}", x.code, x.shown);
+                }
+            }
+        }
+        if show(Part::Firewall) {
+            if header {
+                let _ = writeln!(o, "\n# firewall ({})", self.backend.name());
+            }
+            match &self.firewall {
+                FirewallText::Nftables { script } => o.push_str(script),
+                FirewallText::Iptables { ipset, rules } => {
+                    if header || only == Some(Part::Firewall) {
+                        let _ = writeln!(o, "# --- ipset restore ---");
+                    }
+                    o.push_str(ipset);
+                    let _ = writeln!(o, "# --- iptables-restore --noflush ---");
+                    o.push_str(rules);
+                }
+            }
+        }
+        o
+    }
+
+    pub fn json(&self, only: Option<Part>) -> String {
+        let v = match only {
+            None => serde_json::to_value(self),
+            Some(Part::Links) => serde_json::to_value(
+                serde_json::json!({"links": self.links, "routes": self.routes}),
+            ),
+            Some(Part::Sysctl) => {
+                serde_json::to_value(serde_json::json!({"sysctls": self.sysctls}))
+            }
+            Some(Part::Dhcp) => serde_json::to_value(serde_json::json!({"dhcp": self.dhcp})),
+            Some(Part::Firewall) => serde_json::to_value(
+                serde_json::json!({"firewall": self.firewall, "ruleset": self.ruleset}),
+            ),
+        }
+        .expect("plan serializes");
+        let mut s = serde_json::to_string_pretty(&v).expect("plan serializes");
+        s.push('\n');
+        s
+    }
+}

@@ -1,0 +1,722 @@
+//! The backend-neutral ruleset: what both renderers and `explain` are computed from.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::Serialize;
+
+use crate::model::{
+    AddrRange, Endpoint, InternetAccess, Loc, Model, PortRange, Proto, Rate, Service,
+    UplinkAddressing, addr::merge_ranges,
+};
+
+/// Name of the nftables table (and prefix of the iptables chains and ipsets) Bulkhead owns.
+pub const TABLE: &str = "bulkhead";
+/// The live set that alerts put scanning sources into.
+pub const QUARANTINE: &str = "quarantine";
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Ruleset {
+    pub sets: Vec<SetDef>,
+    pub chains: Vec<Chain>,
+    pub dnat: Vec<Dnat>,
+    /// Masquerade traffic leaving this interface.
+    pub masquerade: Option<String>,
+    pub nflog_group: u16,
+    pub log_rate: Rate,
+    pub log_burst: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SetDef {
+    pub name: String,
+    /// Seconds after which an element expires, for live sets such as the quarantine.
+    pub timeout: Option<u64>,
+    pub elements: Vec<AddrRange>,
+    pub comment: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Hook {
+    Input,
+    Forward,
+    Output,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Chain {
+    pub name: &'static str,
+    pub hook: Option<Hook>,
+    pub policy: Verdict,
+    pub rules: Vec<FwRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Accept,
+    Drop,
+    Return,
+    Jump(&'static str),
+}
+
+/// Why a rendered rule exists: a config entry (with its place in the file) or a built-in.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Origin {
+    /// `rule`, `forward`, `internet`, `egress`, `management`, `dhcp`, `antispoof` or `builtin`.
+    pub kind: &'static str,
+    pub name: String,
+    pub loc: Option<Loc>,
+}
+
+impl Origin {
+    fn builtin(name: &str) -> Self {
+        Origin {
+            kind: "builtin",
+            name: name.to_string(),
+            loc: None,
+        }
+    }
+
+    /// The stable comment every rendered rule carries.
+    pub fn comment(&self) -> String {
+        format!("{}:{}", self.kind, self.name)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum L4 {
+    Tcp,
+    Udp,
+    Icmp,
+    Icmpv6,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AddrMatch {
+    Set(String),
+    Nets(Vec<Ipv4Net>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ct {
+    EstablishedRelated,
+    Invalid,
+    Dnat,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Match {
+    /// Only IPv6 packets (nftables' inet table sees both families; iptables renders IPv4 only).
+    pub ipv6: bool,
+    pub iif: Option<String>,
+    pub oif: Option<String>,
+    pub saddr: Option<AddrMatch>,
+    pub daddr: Option<AddrMatch>,
+    /// The destination is one of the gateway's own addresses.
+    pub daddr_local: bool,
+    pub l4: Option<L4>,
+    pub sport: Vec<PortRange>,
+    pub dport: Vec<PortRange>,
+    pub ct: Option<Ct>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FwRule {
+    pub origin: Origin,
+    #[serde(rename = "match")]
+    pub m: Match,
+    pub verdict: Verdict,
+    /// Log (rate-limited, to NFLOG) before the verdict.
+    pub log: bool,
+}
+
+impl FwRule {
+    /// NFLOG prefix: `bh:CHAIN:KIND:NAME`, bounded for iptables' 64-byte limit.
+    pub fn log_prefix(&self, chain: &str) -> String {
+        let mut p = format!("bh:{chain}:{}", self.origin.comment());
+        p.truncate(63);
+        p
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Dnat {
+    pub origin: Origin,
+    pub iif: String,
+    pub proto: L4,
+    pub port: PortRange,
+    pub saddr: Option<AddrMatch>,
+    pub to: Ipv4Addr,
+    pub to_port: Option<u16>,
+}
+
+fn l4s(s: &Service) -> Vec<Option<L4>> {
+    s.protos
+        .iter()
+        .map(|p| match p {
+            Proto::Tcp => Some(L4::Tcp),
+            Proto::Udp => Some(L4::Udp),
+            Proto::Icmp => Some(L4::Icmp),
+            Proto::Any => None,
+        })
+        .collect()
+}
+
+struct Builder<'m> {
+    m: &'m Model,
+}
+
+impl Builder<'_> {
+    fn uplink(&self) -> String {
+        self.m.uplink.interface.clone()
+    }
+
+    /// Source side of an endpoint: (iif, saddr).
+    fn src(&self, e: &Endpoint) -> (Option<String>, Option<AddrMatch>) {
+        match e {
+            Endpoint::Segment(s) => (Some(self.m.segment(s).unwrap().ifname.clone()), None),
+            Endpoint::Group(g) => (None, Some(AddrMatch::Set(g.clone()))),
+            Endpoint::Internet => (Some(self.uplink()), None),
+            Endpoint::Any | Endpoint::Gateway => (None, None),
+        }
+    }
+
+    /// Destination side of an endpoint in the forward chain: (oif, daddr).
+    fn dst(&self, e: &Endpoint) -> (Option<String>, Option<AddrMatch>) {
+        match e {
+            Endpoint::Segment(s) => (Some(self.m.segment(s).unwrap().ifname.clone()), None),
+            Endpoint::Group(g) => (None, Some(AddrMatch::Set(g.clone()))),
+            Endpoint::Internet => (Some(self.uplink()), None),
+            Endpoint::Any | Endpoint::Gateway => (None, None),
+        }
+    }
+
+    /// Expand a service into one rule per protocol.
+    fn service_rules(
+        &self,
+        out: &mut Vec<FwRule>,
+        origin: &Origin,
+        base: &Match,
+        svc: &Service,
+        log: bool,
+    ) {
+        for l4 in l4s(svc) {
+            let mut m = base.clone();
+            m.l4 = l4;
+            m.dport = svc.ports.clone();
+            out.push(FwRule {
+                origin: origin.clone(),
+                m,
+                verdict: Verdict::Accept,
+                log,
+            });
+        }
+    }
+
+    fn head(&self, rules: &mut Vec<FwRule>, with_lo: bool, out: bool) {
+        rules.push(FwRule {
+            origin: Origin::builtin("established"),
+            m: Match {
+                ct: Some(Ct::EstablishedRelated),
+                ..Match::default()
+            },
+            verdict: Verdict::Accept,
+            log: false,
+        });
+        rules.push(FwRule {
+            origin: Origin::builtin("invalid"),
+            m: Match {
+                ct: Some(Ct::Invalid),
+                ..Match::default()
+            },
+            verdict: Verdict::Drop,
+            log: false,
+        });
+        if with_lo {
+            let m = if out {
+                Match {
+                    oif: Some("lo".into()),
+                    ..Match::default()
+                }
+            } else {
+                Match {
+                    iif: Some("lo".into()),
+                    ..Match::default()
+                }
+            };
+            rules.push(FwRule {
+                origin: Origin::builtin("loopback"),
+                m,
+                verdict: Verdict::Accept,
+                log: false,
+            });
+        }
+        if !out {
+            rules.push(FwRule {
+                origin: Origin::builtin("antispoof"),
+                m: Match::default(),
+                verdict: Verdict::Jump("antispoof"),
+                log: false,
+            });
+            rules.push(FwRule {
+                origin: Origin::builtin(QUARANTINE),
+                m: Match {
+                    saddr: Some(AddrMatch::Set(QUARANTINE.into())),
+                    ..Match::default()
+                },
+                verdict: Verdict::Drop,
+                log: false,
+            });
+        }
+    }
+
+    fn tail(&self, rules: &mut Vec<FwRule>) {
+        rules.push(FwRule {
+            origin: Origin::builtin("default-drop"),
+            m: Match::default(),
+            verdict: Verdict::Drop,
+            log: true,
+        });
+    }
+
+    fn antispoof(&self) -> Chain {
+        // Segments are IPv4; IPv6 never gets forwarded (policy drop) and only ICMPv6 reaches
+        // the gateway, so address checks below concern IPv4 alone.
+        let mut rules = vec![FwRule {
+            origin: Origin::builtin("ipv6"),
+            m: Match {
+                ipv6: true,
+                ..Match::default()
+            },
+            verdict: Verdict::Return,
+            log: false,
+        }];
+        for s in &self.m.segments {
+            let o = Origin {
+                kind: "antispoof",
+                name: s.name.clone(),
+                loc: Some(s.loc.clone()),
+            };
+            if s.dhcp.is_some() {
+                rules.push(FwRule {
+                    origin: o.clone(),
+                    m: Match {
+                        iif: Some(s.ifname.clone()),
+                        saddr: Some(AddrMatch::Nets(vec![
+                            Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 32).unwrap(),
+                        ])),
+                        l4: Some(L4::Udp),
+                        dport: vec![PortRange::single(67)],
+                        ..Match::default()
+                    },
+                    verdict: Verdict::Return,
+                    log: false,
+                });
+            }
+            rules.push(FwRule {
+                origin: o.clone(),
+                m: Match {
+                    iif: Some(s.ifname.clone()),
+                    saddr: Some(AddrMatch::Nets(vec![s.subnet])),
+                    ..Match::default()
+                },
+                verdict: Verdict::Return,
+                log: false,
+            });
+            rules.push(FwRule {
+                origin: o,
+                m: Match {
+                    iif: Some(s.ifname.clone()),
+                    ..Match::default()
+                },
+                verdict: Verdict::Drop,
+                log: true,
+            });
+        }
+        if !self.m.segments.is_empty() {
+            rules.push(FwRule {
+                origin: Origin {
+                    kind: "antispoof",
+                    name: "uplink".into(),
+                    loc: None,
+                },
+                m: Match {
+                    iif: Some(self.uplink()),
+                    saddr: Some(AddrMatch::Nets(
+                        self.m.segments.iter().map(|s| s.subnet).collect(),
+                    )),
+                    ..Match::default()
+                },
+                verdict: Verdict::Drop,
+                log: true,
+            });
+        }
+        Chain {
+            name: "antispoof",
+            hook: None,
+            policy: Verdict::Return,
+            rules,
+        }
+    }
+
+    fn input(&self) -> Chain {
+        let m = self.m;
+        let mut rules = Vec::new();
+        self.head(&mut rules, true, false);
+        for l4 in [L4::Icmp, L4::Icmpv6] {
+            rules.push(FwRule {
+                origin: Origin::builtin("icmp"),
+                m: Match {
+                    l4: Some(l4),
+                    ..Match::default()
+                },
+                verdict: Verdict::Accept,
+                log: false,
+            });
+        }
+        for s in &m.segments {
+            if s.dhcp.is_some() {
+                rules.push(FwRule {
+                    origin: Origin {
+                        kind: "dhcp",
+                        name: s.name.clone(),
+                        loc: Some(s.loc.clone()),
+                    },
+                    m: Match {
+                        iif: Some(s.ifname.clone()),
+                        l4: Some(L4::Udp),
+                        dport: vec![PortRange::single(67)],
+                        ..Match::default()
+                    },
+                    verdict: Verdict::Accept,
+                    log: false,
+                });
+            }
+        }
+        if m.uplink.addressing == UplinkAddressing::Dhcp {
+            rules.push(FwRule {
+                origin: Origin::builtin("uplink-dhcp-client"),
+                m: Match {
+                    iif: Some(self.uplink()),
+                    l4: Some(L4::Udp),
+                    sport: vec![PortRange::single(67)],
+                    dport: vec![PortRange::single(68)],
+                    ..Match::default()
+                },
+                verdict: Verdict::Accept,
+                log: false,
+            });
+        }
+        let mg = m.management_segment();
+        let mut ports = vec![PortRange::single(m.management.ssh_port)];
+        if let Some(a) = m.management.api_port {
+            ports.push(PortRange::single(a));
+        }
+        let ports = crate::model::addr::merge_ports(ports);
+        let origin = Origin {
+            kind: "management",
+            name: mg.name.clone(),
+            loc: Some(mg.loc.clone()),
+        };
+        let sources: Vec<Option<AddrMatch>> = if m.management.sources.is_empty() {
+            vec![None]
+        } else {
+            m.management
+                .sources
+                .iter()
+                .map(|g| Some(AddrMatch::Set(g.clone())))
+                .collect()
+        };
+        for saddr in sources {
+            rules.push(FwRule {
+                origin: origin.clone(),
+                m: Match {
+                    iif: Some(mg.ifname.clone()),
+                    saddr,
+                    l4: Some(L4::Tcp),
+                    dport: ports.clone(),
+                    ..Match::default()
+                },
+                verdict: Verdict::Accept,
+                log: false,
+            });
+        }
+        for r in m.rules.iter().filter(|r| r.to == Endpoint::Gateway) {
+            let (iif, saddr) = self.src(&r.from);
+            let base = Match {
+                iif,
+                saddr,
+                ..Match::default()
+            };
+            self.service_rules(&mut rules, &rule_origin(r), &base, &r.service, r.log);
+        }
+        self.tail(&mut rules);
+        Chain {
+            name: "input",
+            hook: Some(Hook::Input),
+            policy: Verdict::Drop,
+            rules,
+        }
+    }
+
+    fn forward(&self) -> Chain {
+        let m = self.m;
+        let mut rules = Vec::new();
+        self.head(&mut rules, false, false);
+        for f in &m.forwards {
+            let seg = m.segment(&f.to_segment).unwrap();
+            let origin = Origin {
+                kind: "forward",
+                name: f.name.clone(),
+                loc: Some(f.loc.clone()),
+            };
+            let port = match f.to_port {
+                Some(p) => PortRange::single(p),
+                None => f.port,
+            };
+            rules.push(FwRule {
+                origin,
+                m: Match {
+                    iif: Some(self.uplink()),
+                    oif: Some(seg.ifname.clone()),
+                    saddr: forward_saddr(&f.from),
+                    daddr: Some(AddrMatch::Nets(vec![Ipv4Net::new(f.to, 32).unwrap()])),
+                    l4: Some(if f.proto == Proto::Udp {
+                        L4::Udp
+                    } else {
+                        L4::Tcp
+                    }),
+                    dport: vec![port],
+                    ct: Some(Ct::Dnat),
+                    ..Match::default()
+                },
+                verdict: Verdict::Accept,
+                log: f.log,
+            });
+        }
+        for r in m.rules.iter().filter(|r| r.to != Endpoint::Gateway) {
+            let (iif, saddr) = self.src(&r.from);
+            let (oif, daddr) = self.dst(&r.to);
+            let base = Match {
+                iif,
+                oif,
+                saddr,
+                daddr,
+                ..Match::default()
+            };
+            self.service_rules(&mut rules, &rule_origin(r), &base, &r.service, r.log);
+        }
+        for s in &m.segments {
+            let base = Match {
+                iif: Some(s.ifname.clone()),
+                oif: Some(self.uplink()),
+                ..Match::default()
+            };
+            match &s.internet {
+                InternetAccess::None => {}
+                InternetAccess::Full => rules.push(FwRule {
+                    origin: Origin {
+                        kind: "internet",
+                        name: s.name.clone(),
+                        loc: Some(s.loc.clone()),
+                    },
+                    m: base,
+                    verdict: Verdict::Accept,
+                    log: false,
+                }),
+                InternetAccess::Profile(p) => {
+                    let origin = Origin {
+                        kind: "egress",
+                        name: format!("{p}:{}", s.name),
+                        loc: Some(s.loc.clone()),
+                    };
+                    for svc in &m.egress_profile(p).unwrap().allow {
+                        self.service_rules(&mut rules, &origin, &base, svc, false);
+                    }
+                }
+            }
+        }
+        self.tail(&mut rules);
+        Chain {
+            name: "forward",
+            hook: Some(Hook::Forward),
+            policy: Verdict::Drop,
+            rules,
+        }
+    }
+
+    fn output(&self) -> Chain {
+        let m = self.m;
+        let Some(profile) = &m.gateway_egress else {
+            return Chain {
+                name: "output",
+                hook: Some(Hook::Output),
+                policy: Verdict::Accept,
+                rules: Vec::new(),
+            };
+        };
+        let mut rules = Vec::new();
+        self.head(&mut rules, true, true);
+        for l4 in [L4::Icmp, L4::Icmpv6] {
+            rules.push(FwRule {
+                origin: Origin::builtin("icmp"),
+                m: Match {
+                    l4: Some(l4),
+                    ..Match::default()
+                },
+                verdict: Verdict::Accept,
+                log: false,
+            });
+        }
+        rules.push(FwRule {
+            origin: Origin::builtin("dhcp-server"),
+            m: Match {
+                l4: Some(L4::Udp),
+                sport: vec![PortRange::single(67)],
+                ..Match::default()
+            },
+            verdict: Verdict::Accept,
+            log: false,
+        });
+        if m.uplink.addressing == UplinkAddressing::Dhcp {
+            rules.push(FwRule {
+                origin: Origin::builtin("uplink-dhcp-client"),
+                m: Match {
+                    oif: Some(self.uplink()),
+                    l4: Some(L4::Udp),
+                    dport: vec![PortRange::single(67)],
+                    ..Match::default()
+                },
+                verdict: Verdict::Accept,
+                log: false,
+            });
+        }
+        for t in &m.logging.targets {
+            rules.push(FwRule {
+                origin: Origin {
+                    kind: "syslog",
+                    name: t.name.clone(),
+                    loc: None,
+                },
+                m: Match {
+                    daddr: Some(AddrMatch::Nets(vec![Ipv4Net::new(t.host, 32).unwrap()])),
+                    l4: Some(if t.transport == crate::model::Transport::Udp {
+                        L4::Udp
+                    } else {
+                        L4::Tcp
+                    }),
+                    dport: vec![PortRange::single(t.port)],
+                    ..Match::default()
+                },
+                verdict: Verdict::Accept,
+                log: false,
+            });
+        }
+        let origin = Origin {
+            kind: "egress",
+            name: format!("{profile}:gateway"),
+            loc: None,
+        };
+        for svc in &m.egress_profile(profile).unwrap().allow {
+            self.service_rules(&mut rules, &origin, &Match::default(), svc, false);
+        }
+        self.tail(&mut rules);
+        Chain {
+            name: "output",
+            hook: Some(Hook::Output),
+            policy: Verdict::Drop,
+            rules,
+        }
+    }
+}
+
+fn rule_origin(r: &crate::model::Rule) -> Origin {
+    Origin {
+        kind: "rule",
+        name: r.name.clone(),
+        loc: Some(r.loc.clone()),
+    }
+}
+
+fn forward_saddr(from: &Endpoint) -> Option<AddrMatch> {
+    match from {
+        Endpoint::Group(g) => Some(AddrMatch::Set(g.clone())),
+        _ => None,
+    }
+}
+
+/// Build the ruleset for a validated model.
+pub fn build(m: &Model) -> Ruleset {
+    let b = Builder { m };
+    let mut sets: Vec<SetDef> = m
+        .groups
+        .iter()
+        .map(|g| SetDef {
+            name: g.name.clone(),
+            timeout: None,
+            elements: merge_ranges(g.members.clone()),
+            comment: format!("group {}", g.name),
+        })
+        .collect();
+    sets.push(SetDef {
+        name: QUARANTINE.into(),
+        timeout: Some(m.alerts.quarantine.unwrap_or(600)),
+        elements: Vec::new(),
+        comment: "sources quarantined by alerts".into(),
+    });
+    let dnat = m
+        .forwards
+        .iter()
+        .map(|f| Dnat {
+            origin: Origin {
+                kind: "forward",
+                name: f.name.clone(),
+                loc: Some(f.loc.clone()),
+            },
+            iif: m.uplink.interface.clone(),
+            proto: if f.proto == Proto::Udp {
+                L4::Udp
+            } else {
+                L4::Tcp
+            },
+            port: f.port,
+            saddr: forward_saddr(&f.from),
+            to: f.to,
+            to_port: f.to_port,
+        })
+        .collect();
+    Ruleset {
+        sets,
+        chains: vec![b.antispoof(), b.input(), b.forward(), b.output()],
+        dnat,
+        masquerade: m.uplink.masquerade.then(|| m.uplink.interface.clone()),
+        nflog_group: m.logging.nflog_group,
+        log_rate: m.logging.drop_log_rate,
+        log_burst: m.logging.drop_log_burst,
+    }
+}
+
+impl Ruleset {
+    pub fn chain(&self, name: &str) -> Option<&Chain> {
+        self.chains.iter().find(|c| c.name == name)
+    }
+
+    pub fn set(&self, name: &str) -> Option<&SetDef> {
+        self.sets.iter().find(|s| s.name == name)
+    }
+
+    pub fn rule_count(&self) -> usize {
+        self.chains.iter().map(|c| c.rules.len()).sum::<usize>()
+            + self.dnat.len()
+            + usize::from(self.masquerade.is_some())
+    }
+
+    pub fn element_count(&self) -> usize {
+        self.sets.iter().map(|s| s.elements.len()).sum()
+    }
+}
