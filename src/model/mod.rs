@@ -338,6 +338,13 @@ pub struct Sysctl {
 }
 
 impl Model {
+    /// The config file's name without its directory, for generated headers.
+    pub fn source_name(&self) -> String {
+        std::path::Path::new(&self.file)
+            .file_name()
+            .map_or(self.file.clone(), |f| f.to_string_lossy().into_owned())
+    }
+
     pub fn segment(&self, name: &str) -> Option<&Segment> {
         self.segments.iter().find(|s| s.name == name)
     }

@@ -254,9 +254,7 @@ pub fn build(m: &Model, backend: Option<Backend>) -> Plan {
     let backend = backend.unwrap_or(m.backend);
     let (links, routes) = links(m);
     let ruleset = ruleset::build(m);
-    let source = std::path::Path::new(&m.file)
-        .file_name()
-        .map_or(m.file.clone(), |f| f.to_string_lossy().into_owned());
+    let source = m.source_name();
     let firewall = render_firewall(&ruleset, backend, &source);
     Plan {
         source,

@@ -1,0 +1,150 @@
+//! Golden renderings: every config under tests/golden (and the shipped one) against its
+//! expected plan, nftables script, iptables/ipset inputs and host rules.
+//!
+//! Re-bless after an intended change with: `BULKHEAD_BLESS=1 cargo test --test golden`
+
+mod common;
+
+use bulkhead::model::{self, Backend};
+use bulkhead::plan::{self, FirewallText, Part};
+
+fn outputs(name: &str, path: &std::path::Path) -> Vec<(String, String)> {
+    let (m, _) = model::load(path).unwrap_or_else(|r| panic!("{name} must be valid:\n{r}"));
+    let mut v = Vec::new();
+    let own = plan::build(&m, None);
+    v.push((format!("{name}.plan.txt"), own.text(None)));
+    let p = plan::build(&m, Some(Backend::Nftables));
+    if let FirewallText::Nftables { script } = &p.firewall {
+        v.push((format!("{name}.nft"), script.clone()));
+    }
+    let p = plan::build(&m, Some(Backend::Iptables));
+    if let FirewallText::Iptables { ipset, rules } = &p.firewall {
+        v.push((format!("{name}.ipset"), ipset.clone()));
+        v.push((format!("{name}.iptables"), rules.clone()));
+    }
+    for g in &m.groups {
+        if name == "shipped" || name == "iptables" {
+            v.push((
+                format!("{name}.hostrules.{}.nft", g.name),
+                plan::hostrules::render(&m, &g.name).unwrap(),
+            ));
+        }
+    }
+    v
+}
+
+#[test]
+fn renderings_match_golden_files() {
+    let dir = common::root().join("tests/golden/out");
+    let bless = std::env::var_os("BULKHEAD_BLESS").is_some();
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut failures = Vec::new();
+    for (name, path) in common::golden_configs() {
+        for (file, text) in outputs(&name, &path) {
+            let golden = dir.join(&file);
+            if bless {
+                std::fs::write(&golden, &text).unwrap();
+                continue;
+            }
+            let want = std::fs::read_to_string(&golden).unwrap_or_default();
+            if want != text {
+                let line = want
+                    .lines()
+                    .zip(text.lines())
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(want.lines().count().min(text.lines().count()));
+                failures.push(format!(
+                    "{file}: differs from line {}:\n  golden: {:?}\n  now:    {:?}",
+                    line + 1,
+                    want.lines().nth(line),
+                    text.lines().nth(line)
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{}\nre-bless with BULKHEAD_BLESS=1 cargo test --test golden",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn plans_are_deterministic() {
+    for (name, path) in common::golden_configs() {
+        let (a, _) = model::load(&path).unwrap();
+        let (b, _) = model::load(&path).unwrap();
+        for part in [None, Some(Part::Firewall), Some(Part::Dhcp)] {
+            assert_eq!(
+                plan::build(&a, None).text(part),
+                plan::build(&b, None).text(part),
+                "{name}"
+            );
+            assert_eq!(
+                plan::build(&a, None).json(part),
+                plan::build(&b, None).json(part),
+                "{name}"
+            );
+        }
+        let v: serde_json::Value = serde_json::from_str(&plan::build(&a, None).json(None)).unwrap();
+        assert!(v["ruleset"]["chains"].is_array(), "{name}");
+    }
+}
+
+#[test]
+fn every_rendered_rule_names_its_origin() {
+    for (name, path) in common::golden_configs() {
+        let (m, _) = model::load(&path).unwrap();
+        let p = plan::build(&m, Some(Backend::Nftables));
+        let FirewallText::Nftables { script } = &p.firewall else {
+            unreachable!()
+        };
+        for l in script.lines() {
+            let t = l.trim();
+            let is_rule = t.contains(" accept")
+                || t.contains(" drop")
+                || t.contains(" return")
+                || t.contains(" jump ")
+                || t.contains(" log ")
+                || t.contains(" dnat ")
+                || t.contains(" masquerade");
+            if is_rule && !t.starts_with("type ") {
+                assert!(
+                    t.contains("comment \""),
+                    "{name}: rule without comment: {t}"
+                );
+            }
+        }
+        for r in &m.rules {
+            assert!(
+                script.contains(&format!("comment \"rule:{}\"", r.name)),
+                "{name}: rule {} not rendered",
+                r.name
+            );
+        }
+    }
+}
+
+#[test]
+fn groups_are_sets_not_rule_per_host() {
+    let (_, path) = common::golden_configs()
+        .into_iter()
+        .find(|(n, _)| n == "manygroups")
+        .unwrap();
+    let (m, _) = model::load(&path).unwrap();
+    let rs = plan::ruleset::build(&m);
+    let p = plan::build(&m, Some(Backend::Nftables));
+    let FirewallText::Nftables { script } = &p.firewall else {
+        unreachable!()
+    };
+    // one rule line per config rule (tcp only), whatever the number of members
+    for r in m.rules.iter().filter(|r| r.name.starts_with("svc")) {
+        let n = script
+            .lines()
+            .filter(|l| l.contains(&format!("comment \"rule:{}\"", r.name)))
+            .count();
+        assert_eq!(n, 1, "{}", r.name);
+    }
+    assert!(rs.element_count() >= 49);
+    assert!(script.contains("ip saddr @svc00 ip daddr @svc01"));
+}
