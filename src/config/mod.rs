@@ -443,7 +443,7 @@ pub fn parse(file: &str, text: &str) -> Result<Source, Report> {
         let diagnostics = syntax
             .iter()
             .map(|e| {
-                let d = Diagnostic::error("", e.message().trim().to_string());
+                let d = Diagnostic::error("syntax", e.message().trim().to_string());
                 match e.span() {
                     Some(s) => d.at(s),
                     None => d,

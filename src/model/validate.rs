@@ -289,7 +289,7 @@ pub fn build(src: &Source) -> Result<(Model, Report), Report> {
     let uplink = match &c.uplink {
         None => {
             v.err(
-                "",
+                "uplink",
                 "missing [uplink] section: the gateway needs an uplink interface",
             );
             Uplink {
