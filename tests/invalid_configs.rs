@@ -546,6 +546,7 @@ members = ["198.18.1.10"]
 sources = ["admins"]
 "#), &[
         r#"bad.toml:19:11: management.sources: no address of the management segment `admin` (198.18.2.0/24) is left to manage the gateway: this would lock every administrator out"#,
+        r#"bad.toml:19:12: warning: management.sources[0]: group `admins` has members outside the management segment `admin` (198.18.2.0/24); only those inside it can manage the gateway"#,
     ]),
     ("lockout_empty_sources", Edit::Append(r#"
 [management]
@@ -682,6 +683,60 @@ extra = { "rm -rf" = "1" }
 "#), &[
         r#"bad.toml:16:13: sysctl.rp_filter: rp_filter 3 must be 0 (off), 1 (strict) or 2 (loose)"#,
         r#"bad.toml:17:22: sysctl.extra.rm -rf: `rm -rf` is not a sysctl key like net.ipv4.tcp_timestamps"#,
+    ]),
+    ("target_name_quote", Edit::Append(r#"
+[[logging.targets]]
+name = "si\"em"
+host = "198.18.2.9"
+"#), &[
+        r#"bad.toml:16:8: logging.targets[0].name: target name `si"em` must be 1-32 characters of a-z, A-Z, 0-9, - _ ."#,
+    ]),
+    ("sysctl_extra_managed_key", Edit::Append(r#"
+[sysctl]
+extra = { "net.ipv4.ip_forward" = "0" }
+"#), &[
+        r#"bad.toml:16:35: sysctl.extra.net.ipv4.ip_forward: `net.ipv4.ip_forward` is set by sysctl.forwarding; set that key instead"#,
+    ]),
+    ("disabled_dhcp_still_checked", Edit::Append(r#"
+[segments.lan.dhcp]
+enabled = false
+ranges = ["198.18.9.10-198.18.9.20"]
+"#), &[
+        r#"bad.toml:17:11: segments.lan.dhcp.ranges[0]: range 198.18.9.10-198.18.9.20 is not inside the segment subnet 198.18.1.0/24"#,
+    ]),
+    ("every_rule_opening_ssh_is_reported", Edit::Append(r#"
+[[rules]]
+name = "first"
+from = "lan"
+to = "gateway"
+proto = "tcp"
+ports = [22]
+
+[[rules]]
+name = "second"
+from = "internet"
+to = "gateway"
+proto = "tcp"
+ports = ["20-30"]
+"#), &[
+        r#"bad.toml:15:1: rules[0]: rule `first` lets segment `lan` reach SSH (tcp/22) on the gateway; it is allowed only from the management segment `admin`"#,
+        r#"bad.toml:22:1: rules[1]: rule `second` lets the internet reach SSH (tcp/22) on the gateway; it is allowed only from the management segment `admin`"#,
+    ]),
+    ("mgmt_rule_bypasses_sources", Edit::Append(r#"
+[groups.admins]
+members = ["198.18.2.10"]
+
+[management]
+sources = ["admins"]
+
+[[rules]]
+name = "mgmt-ssh"
+from = "admin"
+to = "gateway"
+proto = "tcp"
+ports = [22]
+"#), &[
+        r#"bad.toml:21:1: rules[0]: rule `mgmt-ssh` lets 198.18.2.2 (management segment, outside management.sources) reach SSH (tcp/22) on the gateway; it is allowed only from the management segment `admin` (management.sources)"#,
     ]),
 ];
 

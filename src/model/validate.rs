@@ -602,8 +602,9 @@ pub fn build(src: &Source) -> Result<(Model, Report), Report> {
             (false, None) => InternetAccess::None,
         };
         let dhcp = match (&s.dhcp, subnet, gateway) {
-            (Some(d), Some(net), Some(gw)) if d.enabled.unwrap_or(true) => {
-                dhcp_pool(&mut v, &p, d, net, gw, &names)
+            // A disabled pool is still checked, so it can be switched on safely later.
+            (Some(d), Some(net), Some(gw)) => {
+                dhcp_pool(&mut v, &p, d, net, gw, &names).filter(|_| d.enabled.unwrap_or(true))
             }
             _ => None,
         };
@@ -722,12 +723,25 @@ pub fn build(src: &Source) -> Result<(Model, Report), Report> {
         );
     }
     let mut sources = Vec::new();
+    let mut whole_segment = false;
     for (i, s) in c.management.sources.iter().flatten().enumerate() {
         let p = format!("management.sources[{i}]");
         if names.groups.contains(s) {
             sources.push(s.clone());
+            if let (Some(m), Some(g)) = (mgmt.first(), groups.iter().find(|g| &g.name == s)) {
+                if g.members.iter().any(|r| !r.within(&m.subnet)) {
+                    v.warn(
+                        p,
+                        format!(
+                            "group `{s}` has members outside the management segment `{}` ({}); only those inside it can manage the gateway",
+                            m.name, m.subnet
+                        ),
+                    );
+                }
+            }
         } else if mgmt.first().is_some_and(|m| &m.name == s) {
-            // the whole management segment: same as no restriction
+            // the whole management segment: no restriction, whatever else is listed
+            whole_segment = true;
         } else {
             v.err(
                 p,
@@ -740,6 +754,9 @@ pub fn build(src: &Source) -> Result<(Model, Report), Report> {
             "management.sources",
             "an empty source list would lock every administrator out of the gateway",
         );
+    }
+    if whole_segment {
+        sources.clear();
     }
     let management = Management {
         ssh_port,
@@ -801,7 +818,7 @@ pub fn build(src: &Source) -> Result<(Model, Report), Report> {
         }
         if from == to && from != Endpoint::Any {
             match &from {
-                Endpoint::Segment(s) => v.warn(format!("{p}.to"), format!("traffic inside segment `{s}` never crosses the gateway; this rule has no effect there")),
+                Endpoint::Segment(s) => v.warn(format!("{p}.to"), format!("traffic inside segment `{s}` never crosses the gateway: only the host firewalls from `bulkhead hostrules` enforce this rule")),
                 Endpoint::Internet => v.err(format!("{p}.to"), "traffic from the internet to the internet is not routed by the gateway"),
                 _ => {}
             }
@@ -1057,6 +1074,17 @@ pub fn build(src: &Source) -> Result<(Model, Report), Report> {
             );
         }
         let name = t.name.clone().unwrap_or_else(|| format!("target{i}"));
+        if name.is_empty()
+            || name.len() > 32
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            v.err(
+                format!("{p}.name"),
+                format!("target name `{name}` must be 1-32 characters of a-z, A-Z, 0-9, - _ ."),
+            );
+        }
         if let Some(host) = host {
             targets.push(LogTarget {
                 name,
@@ -1152,6 +1180,39 @@ pub fn build(src: &Source) -> Result<(Model, Report), Report> {
                     && p.chars()
                         .all(|c| c.is_ascii_alphanumeric() || "_-/".contains(c))
             });
+        let managed = [
+            ("net.ipv4.ip_forward", "forwarding"),
+            ("net.ipv4.conf.all.rp_filter", "rp_filter"),
+            ("net.ipv4.conf.default.rp_filter", "rp_filter"),
+            ("net.ipv4.conf.all.accept_redirects", "accept_redirects"),
+            ("net.ipv4.conf.default.accept_redirects", "accept_redirects"),
+            ("net.ipv6.conf.all.accept_redirects", "accept_redirects"),
+            ("net.ipv6.conf.default.accept_redirects", "accept_redirects"),
+            ("net.ipv4.conf.all.send_redirects", "send_redirects"),
+            ("net.ipv4.conf.default.send_redirects", "send_redirects"),
+            (
+                "net.ipv4.conf.all.accept_source_route",
+                "accept_source_route",
+            ),
+            (
+                "net.ipv4.conf.default.accept_source_route",
+                "accept_source_route",
+            ),
+            ("net.ipv4.tcp_syncookies", "syncookies"),
+            ("net.ipv4.conf.all.log_martians", "log_martians"),
+            ("net.ipv4.conf.default.log_martians", "log_martians"),
+            (
+                "net.ipv4.icmp_echo_ignore_broadcasts",
+                "ignore_broadcast_ping",
+            ),
+        ];
+        if let Some((_, key)) = managed.iter().find(|(m, _)| m == k) {
+            v.err(
+                format!("sysctl.extra.{k}"),
+                format!("`{k}` is set by sysctl.{key}; set that key instead"),
+            );
+            continue;
+        }
         if !ok {
             v.err(
                 format!("sysctl.extra.{k}"),

@@ -111,11 +111,29 @@ pub fn check(m: &Model) -> Vec<Diagnostic> {
     if let crate::model::UplinkAddressing::Static { address, .. } = &m.uplink.addressing {
         targets.push(address.addr());
     }
+    // Every config rule of the input chain that would accept such a packet is reported, not
+    // only the first one that matches.
+    if !m.management.sources.is_empty() {
+        // with restricted sources, the rest of the management segment is an outsider too
+        let allowed = |a: Ipv4Addr| {
+            m.management.sources.iter().any(|g| {
+                m.group(g)
+                    .is_some_and(|g| g.members.iter().any(|r| r.contains(a)))
+            })
+        };
+        if let Some(h) = mg.subnet.hosts().find(|a| *a != mg.gateway && !allowed(*a)) {
+            outsiders.push((
+                format!("{h} (management segment, outside management.sources)"),
+                h,
+            ));
+        }
+    }
+    let input = rs.chain("input").expect("input chain");
     let mut reported = std::collections::BTreeSet::new();
     for (who, src) in &outsiders {
         for (what, port) in &ports {
             for dst in &targets {
-                let d = explain(
+                let (packet, _) = super::explain::classify(
                     m,
                     &rs,
                     &Flow {
@@ -125,20 +143,26 @@ pub fn check(m: &Model) -> Vec<Diagnostic> {
                         port: Some(*port),
                     },
                 );
-                if d.allowed() && d.packet.chain == "input" {
-                    let (path, name) = match &d.rule {
-                        Some(r) => (
-                            rule_path(m, r.origin.kind, &r.origin.name),
-                            r.origin.name.clone(),
-                        ),
-                        None => ("management".into(), String::new()),
-                    };
-                    if reported.insert((path.clone(), port)) {
+                if packet.chain != "input" {
+                    continue;
+                }
+                for r in &input.rules {
+                    let config_rule = matches!(r.origin.kind, "rule" | "forward");
+                    if !config_rule
+                        || r.verdict != super::ruleset::Verdict::Accept
+                        || !super::explain::rule_matches(&rs, r, &packet)
+                    {
+                        continue;
+                    }
+                    let path = rule_path(m, r.origin.kind, &r.origin.name);
+                    if reported.insert((path.clone(), *port)) {
                         out.push(Diagnostic::error(
                             path,
                             format!(
-                                "rule `{name}` lets {who} reach {what} (tcp/{port}) on the gateway; it is allowed only from the management segment `{}`",
-                                mg.name
+                                "rule `{}` lets {who} reach {what} (tcp/{port}) on the gateway; it is allowed only from the management segment `{}`{}",
+                                r.origin.name,
+                                mg.name,
+                                if m.management.sources.is_empty() { "" } else { " (management.sources)" }
                             ),
                         ));
                     }

@@ -95,17 +95,11 @@ pub struct Plan {
 fn links(m: &Model) -> (Vec<LinkPlan>, Vec<RoutePlan>) {
     let mut out = Vec::new();
     if let Some(t) = &m.trunk {
-        let seg_max = m
-            .segments
-            .iter()
-            .filter(|s| matches!(s.link, SegmentLink::Vlan { .. }))
-            .filter_map(|s| s.mtu)
-            .max();
         out.push(LinkPlan {
             name: t.interface.clone(),
             kind: LinkKind::Port,
             role: "trunk".into(),
-            mtu: t.mtu.or(seg_max.filter(|m| *m > 1500)),
+            mtu: t.mtu,
             addresses: Vec::new(),
             dhcp_client: false,
             up: true,
