@@ -125,10 +125,11 @@ fn toml(g: &Gen) -> String {
         // never open the management ports of the gateway to anyone but the management segment
         if to == "gateway" || to == "any" {
             ports.retain(|p| *p != g.ssh);
-            if from != "s0" && (ports.is_empty() || proto == "any" || proto == "icmp" && false) {
-                if proto != "icmp" {
-                    ports = vec![8081];
-                }
+            if from != "s0"
+                && (ports.is_empty() || proto == "any" || proto == "icmp" && false)
+                && proto != "icmp"
+            {
+                ports = vec![8081];
             }
         }
         t += &format!("[[rules]]\nname = \"r{k}\"\nfrom = \"{from}\"\nto = \"{to}\"\n");
@@ -224,10 +225,10 @@ fn read_script(text: &str) -> Script {
             }
             continue;
         }
-        if let Some(c) = &cur_chain {
-            if !t.starts_with("type ") {
-                chains.get_mut(c).unwrap().push(t.to_string());
-            }
+        if let Some(c) = &cur_chain
+            && !t.starts_with("type ")
+        {
+            chains.get_mut(c).unwrap().push(t.to_string());
         }
     }
     Script { sets, chains }

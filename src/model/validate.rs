@@ -728,16 +728,16 @@ pub fn build(src: &Source) -> Result<(Model, Report), Report> {
         let p = format!("management.sources[{i}]");
         if names.groups.contains(s) {
             sources.push(s.clone());
-            if let (Some(m), Some(g)) = (mgmt.first(), groups.iter().find(|g| &g.name == s)) {
-                if g.members.iter().any(|r| !r.within(&m.subnet)) {
-                    v.warn(
+            if let (Some(m), Some(g)) = (mgmt.first(), groups.iter().find(|g| &g.name == s))
+                && g.members.iter().any(|r| !r.within(&m.subnet))
+            {
+                v.warn(
                         p,
                         format!(
                             "group `{s}` has members outside the management segment `{}` ({}); only those inside it can manage the gateway",
                             m.name, m.subnet
                         ),
                     );
-                }
             }
         } else if mgmt.first().is_some_and(|m| &m.name == s) {
             // the whole management segment: no restriction, whatever else is listed
