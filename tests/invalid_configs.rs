@@ -21,21 +21,12 @@ management = true
 
 enum Edit {
     Append(&'static str),
-    Replace(&'static [(&'static str, &'static str)]),
     Whole(&'static str),
 }
 
 fn text(e: &Edit) -> String {
     match e {
         Edit::Append(s) => format!("{BASE}{s}"),
-        Edit::Replace(pairs) => {
-            let mut t = BASE.to_string();
-            for (a, b) in *pairs {
-                assert!(t.contains(a), "{a} not in base");
-                t = t.replacen(a, b, 1);
-            }
-            t
-        }
         Edit::Whole(s) => s.to_string(),
     }
 }
