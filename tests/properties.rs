@@ -120,25 +120,23 @@ fn toml(g: &Gen) -> String {
         if from == to {
             continue;
         }
-        let proto = ["tcp", "udp", "icmp", "any", "tcp+udp"][r.proto];
+        let mut proto = ["tcp", "udp", "icmp", "any", "tcp+udp"][r.proto];
         let mut ports = r.ports.clone();
         // never open the management ports of the gateway to anyone but the management segment
         if to == "gateway" || to == "any" {
             ports.retain(|p| *p != g.ssh);
-            if from != "s0"
-                && (ports.is_empty() || proto == "any" || proto == "icmp" && false)
-                && proto != "icmp"
-            {
-                ports = vec![8081];
+            if from != "s0" {
+                if proto == "any" {
+                    proto = "icmp";
+                }
+                if matches!(proto, "tcp" | "tcp+udp") && ports.is_empty() {
+                    ports = vec![8081];
+                }
             }
         }
         t += &format!("[[rules]]\nname = \"r{k}\"\nfrom = \"{from}\"\nto = \"{to}\"\n");
         match proto {
             "tcp+udp" => t += "proto = [\"tcp\", \"udp\"]\n",
-            "any" if ports.is_empty() => t += "proto = \"any\"\n",
-            "any" | "icmp" if !ports.is_empty() && (to == "gateway" || to == "any") => {
-                t += "proto = \"icmp\"\n"
-            }
             p => t += &format!("proto = \"{p}\"\n"),
         }
         let proto_has_ports = matches!(proto, "tcp" | "udp" | "tcp+udp");
