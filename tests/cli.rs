@@ -1,0 +1,208 @@
+//! The `bulkhead` binary as an operator runs it: exit codes, output, help.
+
+mod common;
+
+use std::process::{Command, Output};
+
+fn bh(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+        .args(args)
+        .output()
+        .expect("run bulkhead")
+}
+
+fn shipped() -> String {
+    common::root()
+        .join("overlay/etc/bulkhead/bulkhead.toml")
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    let o = bh(&["--help"]);
+    assert!(o.status.success());
+    let top = stdout(&o);
+    let subs: Vec<String> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .filter(|s| s != "help")
+        .collect();
+    assert!(subs.len() >= 4, "{top}");
+    for s in subs {
+        let o = bh(&[&s, "--help"]);
+        assert!(o.status.success(), "{s} --help");
+        assert!(stdout(&o).contains("--config"), "{s} --help lacks --config");
+    }
+}
+
+#[test]
+fn check_reports_summary_or_every_error() {
+    let o = bh(&["-c", &shipped(), "check"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("ok: 5 segments, 4 groups, 9 rules, 2 port forwards"),
+        "{}",
+        stdout(&o)
+    );
+
+    let dir = common::TempDir::new("cli");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[uplink]\ninterface = \"wan0\"\n\n[segments.a]\ninterface = \"lan0\"\nsubnet = \"198.18.1.0/24\"\ngateway = \"198.18.2.1\"\nvlan = 5000\n",
+    )
+    .unwrap();
+    let o = bh(&["-c", bad.to_str().unwrap(), "check"]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    let file = bad.to_str().unwrap();
+    assert!(
+        e.contains(&format!(
+            "{file}:7:11: segments.a.gateway: gateway 198.18.2.1 is outside"
+        )),
+        "{e}"
+    );
+    assert!(
+        e.contains(&format!(
+            "{file}:5:13: segments.a.interface: a segment is either a VLAN"
+        )),
+        "{e}"
+    );
+    assert!(e.contains(&format!("{file}: 2 errors")), "{e}");
+
+    let o = bh(&["-c", "/nonexistent/bulkhead.toml", "check"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("cannot read the file"));
+}
+
+#[test]
+fn plan_is_deterministic_and_only_firewall_is_the_script() {
+    let a = bh(&["-c", &shipped(), "plan"]);
+    let b = bh(&["-c", &shipped(), "plan"]);
+    assert!(a.status.success());
+    assert_eq!(a.stdout, b.stdout);
+    let fw = stdout(&bh(&["-c", &shipped(), "plan", "--only", "firewall"]));
+    assert!(fw.starts_with("#!/usr/sbin/nft -f\n"), "{fw}");
+    assert!(!fw.contains("# links"));
+    let golden =
+        std::fs::read_to_string(common::root().join("tests/golden/out/shipped.nft")).unwrap();
+    assert_eq!(fw, golden);
+    let ipt = stdout(&bh(&[
+        "-c",
+        &shipped(),
+        "plan",
+        "--only",
+        "firewall",
+        "--backend",
+        "iptables",
+    ]));
+    assert!(ipt.contains("*filter") && ipt.contains("create bh-web_nodes hash:net"));
+    let json = stdout(&bh(&["-c", &shipped(), "plan", "--format", "json"]));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["links"].as_array().unwrap().len(), 7);
+    assert_eq!(v["dhcp"].as_array().unwrap().len(), 5);
+    let links = stdout(&bh(&["-c", &shipped(), "plan", "--only", "links"]));
+    assert!(
+        links.contains("vlan eth0.100 on eth0 id 100 address 198.18.100.1/24 up  # segment:mgmt"),
+        "{links}"
+    );
+}
+
+#[test]
+fn explain_names_the_rule_and_its_line() {
+    let cfg = shipped();
+    let e = |from: &str, to: &str, proto: &str, port: Option<&str>| {
+        let mut args = vec![
+            "-c",
+            cfg.as_str(),
+            "explain",
+            "--from",
+            from,
+            "--to",
+            to,
+            "--proto",
+            proto,
+        ];
+        if let Some(p) = port {
+            args.extend(["--port", p]);
+        }
+        bh(&args)
+    };
+    let o = e("198.18.20.50", "198.18.10.10", "tcp", Some("443"));
+    assert!(o.status.success());
+    let text = stdout(&o);
+    assert!(
+        text.starts_with("ACCEPT by rule internal-to-dmz-web ("),
+        "{text}"
+    );
+    assert!(text.contains("bulkhead.toml:121)"), "{text}");
+
+    let o = e("198.18.200.77", "198.18.20.50", "tcp", Some("22"));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).starts_with("DROP by default drop of chain forward"));
+
+    let o = e("198.18.20.50", "198.18.100.1", "tcp", Some("22"));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "SSH from internal must be dropped"
+    );
+
+    let o = e("198.18.100.20", "198.18.100.1", "tcp", Some("22"));
+    assert!(o.status.success(), "SSH from mgmt must be accepted");
+
+    let o = e("198.18.30.50", "198.51.100.7", "udp", Some("123"));
+    assert!(
+        stdout(&o).contains("egress dns") || stdout(&o).contains("egress minimal_os:server"),
+        "{}",
+        stdout(&o)
+    );
+
+    let o = e("198.18.30.50", "198.51.100.7", "tcp", None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--port is needed"));
+
+    let o = bh(&[
+        "-c",
+        &cfg,
+        "explain",
+        "--from",
+        "198.18.20.5",
+        "--to",
+        "198.18.10.10",
+        "--proto",
+        "icmp",
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["verdict"], "drop");
+}
+
+#[test]
+fn hostrules_for_a_group_and_unknown_group() {
+    let o = bh(&["-c", &shipped(), "hostrules", "--role", "db_nodes"]);
+    assert!(o.status.success());
+    let t = stdout(&o);
+    assert!(
+        t.contains(
+            "ip saddr @app_nodes tcp dport { 3306, 5432 } counter accept comment \"rule:app-to-db\""
+        ),
+        "{t}"
+    );
+    let o = bh(&["-c", &shipped(), "hostrules", "--role", "nope"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no group named `nope`"));
+}
