@@ -6,5 +6,6 @@
 pub mod cli;
 pub mod config;
 pub mod diag;
+pub mod lab;
 pub mod model;
 pub mod plan;

@@ -30,6 +30,44 @@ pub struct Global {
     /// The config file.
     #[arg(short, long, global = true, default_value = crate::config::DEFAULT_PATH, env = "BULKHEAD_CONFIG")]
     pub config: PathBuf,
+    /// Run the config as the lab does: VLAN segments as plain ports of the same name, a DHCP
+    /// uplink on the lab's static address.
+    #[arg(long, global = true, hide = true)]
+    pub lab: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// Create the namespaces and start the gateway with the config.
+    Up {
+        #[arg(long, value_enum)]
+        backend: Option<BackendArg>,
+    },
+    /// Open real connections for every allowed flow and a sample of denied ones; print the
+    /// matrix; exit 1 on any mismatch.
+    Verify {
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Stop what the lab started and remove what it created.
+    Down,
+    /// (internal) answer on ports inside a lab namespace
+    #[command(hide = true)]
+    Serve {
+        #[arg(long, value_delimiter = ',')]
+        tcp: Vec<u16>,
+        #[arg(long, value_delimiter = ',')]
+        udp: Vec<u16>,
+    },
+    /// (internal) probe from inside a lab namespace
+    #[command(hide = true)]
+    Probe {
+        #[arg(long)]
+        bind: Option<Ipv4Addr>,
+        #[arg(long, default_value = "600")]
+        timeout_ms: u64,
+        probes: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -84,6 +122,14 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
+    /// The lab: the whole site in network namespaces, and proof that the policy holds.
+    Lab {
+        /// Name of the lab (several can run side by side).
+        #[arg(long, default_value = "lab")]
+        name: String,
+        #[command(subcommand)]
+        command: LabCommand,
+    },
     /// Print a host-based nftables file for one server of a group.
     Hostrules {
         /// The group (role) the server belongs to.
@@ -104,10 +150,13 @@ pub enum CliError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     HostRules(#[from] plan::hostrules::HostRulesError),
+    #[error(transparent)]
+    Lab(#[from] crate::lab::LabError),
 }
 
-fn load(cfg: &std::path::Path) -> Result<(Model, Report), ExitCode> {
+fn load_as(cfg: &std::path::Path, lab: bool) -> Result<(Model, Report), ExitCode> {
     match model::load(cfg) {
+        Ok((m, r)) if lab => Ok((m.for_lab(), r)),
         Ok(x) => Ok(x),
         Err(report) => {
             eprint!("{report}");
@@ -130,6 +179,8 @@ fn print_warnings(r: &Report) {
 
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let cfg = &cli.global.config;
+    let lab_mode = cli.global.lab;
+    let load = |cfg: &std::path::Path| load_as(cfg, lab_mode);
     let mut stdout = std::io::stdout().lock();
     match cli.command {
         Command::Check => {
@@ -227,6 +278,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 ExitCode::from(1)
             });
         }
+        Command::Lab { name, command } => return lab(cfg, &name, command),
         Command::Hostrules { role, output } => {
             let (m, _) = match load(cfg) {
                 Ok(x) => x,
@@ -237,6 +289,133 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 Some(p) => std::fs::write(p, text)?,
                 None => stdout.write_all(text.as_bytes())?,
             }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn lab(cfg: &std::path::Path, name: &str, command: LabCommand) -> Result<ExitCode, CliError> {
+    use crate::lab::{self, Lab};
+    use std::io::IsTerminal;
+    let l = Lab::new(name);
+    let mut out = std::io::stdout().lock();
+    match command {
+        LabCommand::Serve { tcp, udp } => {
+            lab::net::serve(&tcp, &udp)?;
+        }
+        LabCommand::Probe {
+            bind,
+            timeout_ms,
+            probes,
+        } => {
+            let ps: Vec<lab::net::Probe> = probes
+                .iter()
+                .map(|p| p.parse())
+                .collect::<Result<_, String>>()
+                .map_err(CliError::Usage)?;
+            let r = lab::net::probe_all(bind, &ps, std::time::Duration::from_millis(timeout_ms));
+            for (p, ok) in ps.iter().zip(r) {
+                writeln!(out, "{p} {}", if ok { "ok" } else { "blocked" })?;
+            }
+        }
+        LabCommand::Up { backend } => {
+            let (m, _) = match load_as(cfg, false) {
+                Ok(x) => x,
+                Err(code) => return Ok(code),
+            };
+            let backend = match backend {
+                Some(BackendArg::Iptables) => "iptables",
+                Some(BackendArg::Nftables) => "nftables",
+                None => m.backend.name(),
+            };
+            let st = l.up(cfg, &m, backend)?;
+            writeln!(
+                out,
+                "lab `{}` is up: gateway in namespace {} ({backend}), config {}",
+                st.name,
+                st.gateway_ns,
+                st.config.display()
+            )?;
+            for h in &st.hosts {
+                let place = match (&h.segment, &h.group) {
+                    (Some(s), Some(g)) => format!("group {g} in segment {s}"),
+                    (Some(s), None) => format!("client in segment {s}"),
+                    (None, Some(g)) => format!("group {g} on the internet"),
+                    (None, None) => "internet host".to_string(),
+                };
+                writeln!(out, "  {:<15} {:<28} namespace {}", h.addr, place, h.ns)?;
+            }
+            writeln!(out, "next: bulkhead lab verify; bulkhead lab down")?;
+        }
+        LabCommand::Verify { format } => {
+            let st = l.state()?;
+            let (m, _) = match load_as(&st.config, true) {
+                Ok(x) => x,
+                Err(code) => return Ok(code),
+            };
+            let mut checks = lab::probes(&m, &st.hosts, Vec::new());
+            lab::verify(&l, &st, &mut checks)?;
+            let bad = checks
+                .iter()
+                .filter(|c| c.observed != Some(c.expected))
+                .count();
+            if format == Format::Json {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&checks).expect("serializes")
+                )?;
+            } else {
+                let color = std::io::stdout().is_terminal();
+                let (g, r, z) = if color {
+                    ("\x1b[32m", "\x1b[31m", "\x1b[0m")
+                } else {
+                    ("", "", "")
+                };
+                writeln!(
+                    out,
+                    "{:<14} {:<16} {:<10} {:<8} {:<8} decided by",
+                    "from", "to", "flow", "expect", "observed"
+                )?;
+                let word = |b: bool| if b { "allow" } else { "deny" };
+                for c in &checks {
+                    let ok = c.observed == Some(c.expected);
+                    let obs = c.observed.map_or("?", word);
+                    writeln!(
+                        out,
+                        "{}{:<14} {:<16} {:<10} {:<8} {:<8} {}{}",
+                        if ok { g } else { r },
+                        c.from,
+                        c.to,
+                        format!("{}/{}", c.proto.name(), c.port),
+                        word(c.expected),
+                        obs,
+                        c.decided_by,
+                        z
+                    )?;
+                }
+                let allowed = checks.iter().filter(|c| c.expected).count();
+                writeln!(
+                    out,
+                    "{} checks: {allowed} allowed, {} denied, {bad} mismatch{}",
+                    checks.len(),
+                    checks.len() - allowed,
+                    if bad == 1 { "" } else { "es" }
+                )?;
+            }
+            if bad > 0 {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        LabCommand::Down => {
+            let st = l.down()?;
+            writeln!(
+                out,
+                "lab `{}` is down: {} processes stopped, {} namespaces removed",
+                st.name,
+                st.pids.len(),
+                st.namespaces.len()
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)

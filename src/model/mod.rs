@@ -13,6 +13,11 @@ use serde::Serialize;
 pub use addr::{AddrRange, PortRange};
 pub use validate::build;
 
+/// The uplink address the lab gives a gateway whose config says `address = "dhcp"`.
+pub const LAB_UPLINK: &str = "203.0.113.2/24";
+/// The lab's "internet" router behind the uplink.
+pub const LAB_UPLINK_GW: &str = "203.0.113.1";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
@@ -362,6 +367,24 @@ impl Model {
             .iter()
             .find(|s| s.management)
             .expect("validated model has a management segment")
+    }
+
+    /// The model as the lab runs it on a kernel without 802.1Q: every VLAN segment becomes a
+    /// plain port of the same name (the lab creates veth ports named like the VLAN links), and
+    /// a DHCP uplink gets the lab's static address ([`LAB_UPLINK`], via [`LAB_UPLINK_GW`]).
+    pub fn for_lab(&self) -> Model {
+        let mut m = self.clone();
+        for s in &mut m.segments {
+            s.link = SegmentLink::Port;
+        }
+        m.trunk = None;
+        if m.uplink.addressing == UplinkAddressing::Dhcp {
+            m.uplink.addressing = UplinkAddressing::Static {
+                address: LAB_UPLINK.parse().expect("constant"),
+                gateway: Some(LAB_UPLINK_GW.parse().expect("constant")),
+            };
+        }
+        m
     }
 
     /// The segment whose subnet holds `a`.

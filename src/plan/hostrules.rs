@@ -371,3 +371,113 @@ pub fn render(m: &Model, role: &str) -> Result<String, HostRulesError> {
     let _ = writeln!(out, "}}");
     Ok(out)
 }
+
+/// Where a host sits, for evaluating its host firewall.
+pub struct HostView<'a> {
+    pub group: &'a str,
+    pub segment: Option<&'a crate::model::Segment>,
+}
+
+fn internal(m: &Model, a: std::net::Ipv4Addr) -> bool {
+    m.segments.iter().any(|s| s.subnet.contains(&a))
+        || matches!(&m.uplink.addressing, crate::model::UplinkAddressing::Static { address, .. } if address.trunc().contains(&a))
+}
+
+fn host_in(m: &Model, e: &Endpoint, a: std::net::Ipv4Addr) -> bool {
+    match e {
+        Endpoint::Segment(s) => m.segment(s).is_some_and(|s| s.subnet.contains(&a)),
+        Endpoint::Group(g) => m
+            .group(g)
+            .is_some_and(|g| g.members.iter().any(|r| r.contains(a))),
+        Endpoint::Internet => !internal(m, a),
+        Endpoint::Any => true,
+        Endpoint::Gateway => m.segments.iter().any(|s| s.gateway == a),
+    }
+}
+
+fn covers_view(e: &Endpoint, h: &HostView) -> bool {
+    match e {
+        Endpoint::Group(x) => x == h.group,
+        Endpoint::Segment(s) => h.segment.is_some_and(|seg| &seg.name == s),
+        Endpoint::Any => true,
+        _ => false,
+    }
+}
+
+fn service_has(svc: &Service, proto: Proto, port: Option<u16>) -> bool {
+    svc.protos.iter().any(|p| *p == Proto::Any || *p == proto)
+        && (svc.ports.is_empty() || port.is_some_and(|x| svc.ports.iter().any(|r| r.contains(x))))
+}
+
+/// Would the host file of `h` accept a new connection from `src` (input chain)?
+/// Mirrors [`render`]: management SSH, rules towards the host, port forwards to it.
+pub fn input_allows(
+    m: &Model,
+    h: &HostView,
+    src: std::net::Ipv4Addr,
+    proto: Proto,
+    port: Option<u16>,
+) -> bool {
+    let mg = m.management_segment();
+    let admin = if m.management.sources.is_empty() {
+        mg.subnet.contains(&src)
+    } else {
+        m.management
+            .sources
+            .iter()
+            .any(|g| host_in(m, &Endpoint::Group(g.clone()), src))
+    };
+    if admin && proto == Proto::Tcp && port == Some(22) || proto == Proto::Icmp {
+        return true;
+    }
+    let rules = m
+        .rules
+        .iter()
+        .filter(|r| {
+            covers_view(&r.to, h) && host_in(m, &r.from, src) && r.from != Endpoint::Gateway
+        })
+        .any(|r| service_has(&r.service, proto, port));
+    let g = m.group(h.group);
+    let forwards = m.forwards.iter().any(|f| {
+        g.is_some_and(|g| g.members.iter().any(|r| r.contains(f.to)))
+            && f.proto == proto
+            && match f.to_port {
+                Some(tp) => port == Some(tp),
+                None => port.is_some_and(|p| f.port.contains(p)),
+            }
+            && match &f.from {
+                Endpoint::Group(x) => host_in(m, &Endpoint::Group(x.clone()), src),
+                Endpoint::Internet => !internal(m, src),
+                _ => true,
+            }
+    });
+    rules || forwards
+}
+
+/// Would the host file of `h` let it open a connection to `dst` (output chain)?
+pub fn output_allows(
+    m: &Model,
+    h: &HostView,
+    dst: std::net::Ipv4Addr,
+    proto: Proto,
+    port: Option<u16>,
+) -> bool {
+    if proto == Proto::Icmp {
+        return true;
+    }
+    let rules = m
+        .rules
+        .iter()
+        .filter(|r| covers_view(&r.from, h) && host_in(m, &r.to, dst))
+        .any(|r| service_has(&r.service, proto, port));
+    let egress = h.segment.is_some_and(|seg| match &seg.internet {
+        InternetAccess::None => false,
+        InternetAccess::Full => !internal(m, dst),
+        InternetAccess::Profile(p) => {
+            !internal(m, dst)
+                && m.egress_profile(p)
+                    .is_some_and(|pr| pr.allow.iter().any(|s| service_has(s, proto, port)))
+        }
+    });
+    rules || egress
+}
