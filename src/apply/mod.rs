@@ -1,0 +1,4 @@
+pub mod cmd;
+pub mod firewall;
+pub mod netlink;
+pub mod sysctl;
