@@ -25,7 +25,11 @@ pub enum NetlinkError {
     #[error(
         "cannot create VLAN {name} on {parent} (id {id}): the kernel has no 802.1Q support (load module 8021q or build with CONFIG_VLAN_8021Q)"
     )]
-    VlanUnsupported { name: String, parent: String, id: u16 },
+    VlanUnsupported {
+        name: String,
+        parent: String,
+        id: u16,
+    },
     #[error("interface {name} exists but is not {want}; Bulkhead will not change or remove it")]
     Conflict { name: String, want: String },
     #[error("netlink {op} {object}: {message}")]
@@ -201,10 +205,7 @@ impl Netlink for RtNetlink {
         self.get_link(self.handle.link().get().match_name(name.to_string()))
             .map_err(|e| match e {
                 NetlinkError::Failed {
-                    op,
-                    errno,
-                    message,
-                    ..
+                    op, errno, message, ..
                 } => NetlinkError::Failed {
                     op,
                     object: name.into(),
@@ -352,7 +353,11 @@ impl Netlink for RtNetlink {
             }
             Ok(false) => Ok(false),
             Err(e) if matches!(errno(&e), Some(EADDRNOTAVAIL | ENODEV)) => Ok(false),
-            Err(e) => Err(failed("delete address", format!("{addr} ifindex {index}"), e)),
+            Err(e) => Err(failed(
+                "delete address",
+                format!("{addr} ifindex {index}"),
+                e,
+            )),
         }
     }
 

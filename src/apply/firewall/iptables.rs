@@ -94,7 +94,9 @@ impl Iptables {
         Ok(out
             .lines()
             .filter(|l| {
-                let l = l.strip_prefix('[').map_or(*l, |x| x.split_once("] ").map_or(x, |y| y.1));
+                let l = l
+                    .strip_prefix('[')
+                    .map_or(*l, |x| x.split_once("] ").map_or(x, |y| y.1));
                 l.starts_with(&format!(":{PREFIX}-")) || l.starts_with(&format!("-A {PREFIX}-"))
             })
             .map(str::to_string)
@@ -154,7 +156,10 @@ impl Iptables {
                 self.ipt(&["-t", &h.table, "-I", &h.chain, "1", "-j", &h.target])
                     .map_err(cmd("hooks"))?;
                 tracing::info!(table = %h.table, chain = %h.chain, target = %h.target, "inserted hook jump at head");
-                changes.push(format!("inserted -t {} -I {} 1 -j {}", h.table, h.chain, h.target));
+                changes.push(format!(
+                    "inserted -t {} -I {} 1 -j {}",
+                    h.table, h.chain, h.target
+                ));
                 // Everything shifted down by one.
                 stale = at.iter().map(|n| n + 1).collect();
             } else {
@@ -249,9 +254,11 @@ impl Firewall for Iptables {
         changes.push("ipset restore".to_string());
         run(&self.restore, &["-w", "--test", "--noflush"], Some(rules))
             .map_err(cmd("iptables-restore --test"))?;
-        run(&self.restore, &["-w", "--noflush"], Some(rules))
-            .map_err(cmd("iptables-restore"))?;
-        tracing::info!(chains = "BH-*", "iptables-restore --noflush: loaded Bulkhead's chains");
+        run(&self.restore, &["-w", "--noflush"], Some(rules)).map_err(cmd("iptables-restore"))?;
+        tracing::info!(
+            chains = "BH-*",
+            "iptables-restore --noflush: loaded Bulkhead's chains"
+        );
         changes.push("iptables-restore --noflush".to_string());
         changes.extend(self.ensure_hooks(hooks)?);
         // Sets Bulkhead created earlier that this ruleset no longer uses.

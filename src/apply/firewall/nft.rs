@@ -267,7 +267,12 @@ impl Firewall for Nftables {
         let mut out = Vec::new();
         for it in items {
             let Some(s) = it.get("set") else { continue };
-            for e in s.get("elem").and_then(Value::as_array).into_iter().flatten() {
+            for e in s
+                .get("elem")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(t) = elem_text(e) {
                     out.push(t);
                 }
