@@ -3,6 +3,7 @@
 //! `config` (wire types) → `model` (validated) → `plan` (pure, deterministic desired state)
 //! → `apply` (side effects) → `supervisor` (the daemon).
 
+pub mod apply;
 pub mod cli;
 pub mod config;
 pub mod diag;

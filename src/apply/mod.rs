@@ -1,0 +1,785 @@
+//! Apply a plan to the running system: sysctls, a fail-closed firewall when none is loaded,
+//! links and addresses, then the full firewall in one transaction. Every side effect sits
+//! behind a small trait ([`Netlink`], [`Sysctl`], [`Firewall`]) with a real implementation,
+//! and is logged once (tracing) with the object it changed.
+//!
+//! Applied state lives under `STATE_DIR/apply/` (see [`state`]): the last-known-good plan and
+//! firewall text, the previous generations, and the record of what Bulkhead created.
+
+pub mod cmd;
+pub mod firewall;
+pub mod netlink;
+pub mod state;
+pub mod sysctl;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use ipnet::Ipv4Net;
+use serde::Serialize;
+
+pub use self::firewall::{Firewall, FirewallError, LoadText, RuleCounter};
+pub use self::netlink::{Netlink, NetlinkError, RtNetlink};
+use self::state::{CreatedAddress, CreatedLink, StateError, Store};
+pub use self::sysctl::{ProcSys, Sysctl, SysctlError};
+use crate::model::Backend;
+use crate::plan::{LinkKind, Plan};
+
+/// How many previous generations are kept beside the last-known-good one.
+pub const KEEP_GENERATIONS: usize = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Step {
+    Sysctls,
+    FailClosed,
+    Links,
+    Routes,
+    Firewall,
+    Cleanup,
+    State,
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Step::Sysctls => "sysctls",
+            Step::FailClosed => "fail-closed firewall",
+            Step::Links => "links",
+            Step::Routes => "routes",
+            Step::Firewall => "firewall",
+            Step::Cleanup => "cleanup",
+            Step::State => "state",
+        })
+    }
+}
+
+/// One change made (apply) or to be made (diff).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    pub step: Step,
+    /// The object: a sysctl key, an interface, `dev/address`, `table inet bulkhead`, ….
+    pub object: String,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}: {}", self.step, self.object, self.detail)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ApplyReport {
+    pub changes: Vec<Change>,
+    /// The generation now current, when one was recorded.
+    pub generation: Option<u64>,
+    /// Whether a firewall was loaded (the fail-closed one or the full one).
+    pub firewall_loaded: bool,
+    #[serde(serialize_with = "ser_ms")]
+    pub elapsed: Duration,
+}
+
+fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1000.0)
+}
+
+/// What `diff` found: the changes an apply would make.
+#[derive(Debug, Clone, Serialize)]
+pub struct DiffReport {
+    pub changes: Vec<Change>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Sysctl(#[from] SysctlError),
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    #[error(transparent)]
+    Firewall(#[from] FirewallError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// What happened to the firewall after a failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "outcome", content = "detail")]
+pub enum Recovery {
+    /// The failure changed nothing in the firewall (e.g. nft's transaction was refused whole).
+    Unchanged,
+    /// The firewall had been partly changed and the last-known-good one was reloaded.
+    RestoredLastGood(u64),
+    /// There was no last-known-good firewall; the fail-closed one was loaded instead.
+    FailClosed,
+    /// Restoring failed too: what the firewall holds is unknown. Says why.
+    RestoreFailed(String),
+    /// The failure came before the firewall step.
+    NotAttempted,
+}
+
+impl std::fmt::Display for Recovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Recovery::Unchanged => f.write_str("the loaded firewall was not changed"),
+            Recovery::RestoredLastGood(g) => {
+                write!(
+                    f,
+                    "the last-known-good firewall (generation {g}) was restored"
+                )
+            }
+            Recovery::FailClosed => f.write_str(
+                "no last-known-good firewall exists; the fail-closed firewall was loaded",
+            ),
+            Recovery::RestoreFailed(e) => write!(f, "restoring the firewall FAILED too: {e}"),
+            Recovery::NotAttempted => f.write_str("the firewall was not touched"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// A step failed. `changes` lists what had been changed before it.
+    #[error("apply failed at step `{step}`: {cause} ({recovery})")]
+    Failed {
+        step: Step,
+        #[source]
+        cause: Box<StepError>,
+        changes: Vec<Change>,
+        recovery: Recovery,
+    },
+    #[error("the plan is for the {plan} backend but this applier drives {applier}")]
+    BackendMismatch {
+        plan: &'static str,
+        applier: &'static str,
+    },
+    #[error("no previous generation to roll back to")]
+    NothingToRollBack,
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Firewall(#[from] FirewallError),
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    #[error(transparent)]
+    Sysctl(#[from] SysctlError),
+}
+
+impl ApplyError {
+    /// The failing step, for a failed apply.
+    pub fn step(&self) -> Option<Step> {
+        match self {
+            ApplyError::Failed { step, .. } => Some(*step),
+            _ => None,
+        }
+    }
+}
+
+/// Drives the side effects. Build with [`Applier::new`] for the real system, or
+/// [`Applier::with_parts`] to swap any layer out.
+pub struct Applier {
+    store: Store,
+    net: Box<dyn Netlink>,
+    sys: Box<dyn Sysctl>,
+    fw: Box<dyn Firewall>,
+}
+
+fn fail(
+    step: Step,
+    changes: &[Change],
+    recovery: Recovery,
+) -> impl FnOnce(StepError) -> ApplyError {
+    let changes = changes.to_vec();
+    move |cause| ApplyError::Failed {
+        step,
+        cause: Box::new(cause),
+        changes,
+        recovery,
+    }
+}
+
+impl Applier {
+    /// The real system: rtnetlink in the calling thread's network namespace, `/proc/sys`, and
+    /// the firewall backend `backend`. State goes to `STATE_DIR/apply/`.
+    pub fn new(state_dir: impl Into<PathBuf>, backend: Backend) -> Result<Self, ApplyError> {
+        Ok(Self::with_parts(
+            state_dir,
+            Box::new(RtNetlink::new()?),
+            Box::new(ProcSys::default()),
+            firewall::backend(backend),
+        ))
+    }
+
+    pub fn with_parts(
+        state_dir: impl Into<PathBuf>,
+        net: Box<dyn Netlink>,
+        sys: Box<dyn Sysctl>,
+        fw: Box<dyn Firewall>,
+    ) -> Self {
+        Applier {
+            store: Store::new(&state_dir.into(), KEEP_GENERATIONS),
+            net,
+            sys,
+            fw,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn firewall(&self) -> &dyn Firewall {
+        self.fw.as_ref()
+    }
+
+    /// Apply the plan: sysctls → fail-closed firewall (only when no Bulkhead ruleset is
+    /// loaded) → links, addresses, routes → the full firewall in one transaction → removal of
+    /// what Bulkhead created that the plan no longer lists → a new generation.
+    pub fn apply(&self, plan: &Plan) -> Result<ApplyReport, ApplyError> {
+        let t0 = Instant::now();
+        if plan.backend != self.fw.backend() {
+            return Err(ApplyError::BackendMismatch {
+                plan: plan.backend.name(),
+                applier: self.fw.backend().name(),
+            });
+        }
+        let mut changes = Vec::new();
+        let mut loaded = false;
+        let work = self.store.work();
+
+        // 1. Kernel settings first: default.* keys are inherited by links created below.
+        let sc = sysctl::apply(self.sys.as_ref(), &plan.sysctls)
+            .map_err(|e| fail(Step::Sysctls, &changes, Recovery::NotAttempted)(e.into()))?;
+        changes.extend(sc.into_iter().map(|c| Change {
+            step: Step::Sysctls,
+            object: c.key,
+            detail: format!("{} -> {}", c.from, c.to),
+        }));
+
+        // 2. Nothing of ours loaded yet: close the gateway before any interface comes up.
+        let is_loaded = self
+            .fw
+            .is_loaded()
+            .map_err(|e| fail(Step::FailClosed, &changes, Recovery::NotAttempted)(e.into()))?;
+        if !is_loaded {
+            let text = self.fail_closed_text(plan);
+            self.fw
+                .load(&text, &work)
+                .map_err(|e| fail(Step::FailClosed, &changes, Recovery::Unchanged)(e.into()))?;
+            tracing::info!(backend = plan.backend.name(), "loaded fail-closed firewall");
+            loaded = true;
+            changes.push(Change {
+                step: Step::FailClosed,
+                object: self.fw_object(),
+                detail: "loaded the fail-closed firewall (no Bulkhead ruleset was loaded)".into(),
+            });
+        }
+
+        // 3. Links, addresses, routes.
+        self.links(plan, &mut changes)
+            .map_err(|(s, e)| fail(s, &changes, Recovery::NotAttempted)(e))?;
+
+        // 4. The full firewall, unless the live one is already exactly the last applied one.
+        let text = LoadText::from_plan(plan);
+        let cur = self
+            .store
+            .current()
+            .map_err(|e| fail(Step::State, &changes, Recovery::NotAttempted)(e.into()))?;
+        let before = self
+            .fw
+            .snapshot()
+            .map_err(|e| fail(Step::Firewall, &changes, Recovery::NotAttempted)(e.into()))?;
+        let same = cur
+            .as_ref()
+            .is_some_and(|g| g.text == text && before.is_some() && g.snapshot == before);
+        let mut snapshot = before.clone();
+        if !same {
+            match self.fw.load(&text, &work) {
+                Ok(_) => {
+                    loaded = true;
+                    changes.push(Change {
+                        step: Step::Firewall,
+                        object: self.fw_object(),
+                        detail: match &before {
+                            None => "loaded".into(),
+                            Some(_) => "replaced in one transaction".into(),
+                        },
+                    });
+                    snapshot = self.fw.snapshot().map_err(|e| {
+                        fail(Step::Firewall, &changes, Recovery::NotAttempted)(e.into())
+                    })?;
+                }
+                Err(e) => {
+                    let recovery = self.recover(plan, before.as_deref(), cur.as_ref());
+                    return Err(fail(Step::Firewall, &changes, recovery)(e.into()));
+                }
+            }
+        }
+
+        // 5. What Bulkhead created and the plan no longer lists.
+        self.cleanup(plan, &mut changes)
+            .map_err(|e| fail(Step::Cleanup, &changes, Recovery::Unchanged)(e))?;
+
+        // 6. Record the generation when anything differs from the last one.
+        let plan_json = plan.json(None);
+        let mut generation = cur.as_ref().map(|g| g.meta.generation);
+        let snap_changed = cur.as_ref().is_some_and(|g| g.snapshot != snapshot);
+        if cur
+            .as_ref()
+            .is_none_or(|g| g.plan_json != plan_json || g.text != text)
+            || loaded
+        {
+            generation = Some(
+                self.store
+                    .commit(&text, &plan_json, snapshot.as_deref())
+                    .map_err(|e| fail(Step::State, &changes, Recovery::Unchanged)(e.into()))?,
+            );
+        } else if snap_changed && let Some(s) = &snapshot {
+            let _ = self.store.set_snapshot(s);
+        }
+        let report = ApplyReport {
+            changes,
+            generation,
+            firewall_loaded: loaded,
+            elapsed: t0.elapsed(),
+        };
+        tracing::info!(
+            changes = report.changes.len(),
+            generation = ?report.generation,
+            elapsed_ms = report.elapsed.as_millis() as u64,
+            "apply done"
+        );
+        Ok(report)
+    }
+
+    fn fw_object(&self) -> String {
+        match self.fw.backend() {
+            Backend::Nftables => "table inet bulkhead".into(),
+            Backend::Iptables => "iptables BH-* chains and bh-* ipsets".into(),
+        }
+    }
+
+    fn fail_closed_text(&self, plan: &Plan) -> LoadText {
+        let rs = firewall::fail_closed(&plan.ruleset);
+        let fw = crate::plan::render_firewall(&rs, plan.backend, &plan.source);
+        LoadText::new(&fw, &rs)
+    }
+
+    /// After a failed load: if the live firewall no longer equals what it was before, put the
+    /// last-known-good one back (or the fail-closed one when there is none).
+    fn recover(
+        &self,
+        plan: &Plan,
+        before: Option<&str>,
+        lkg: Option<&state::Generation>,
+    ) -> Recovery {
+        let work = self.store.work();
+        match self.fw.snapshot() {
+            Ok(now) if now.as_deref() == before => return Recovery::Unchanged,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the firewall after a failed load"),
+        }
+        let r = match lkg {
+            Some(g) => self
+                .fw
+                .load(&g.text, &work)
+                .map(|_| Recovery::RestoredLastGood(g.meta.generation)),
+            None => self
+                .fw
+                .load(&self.fail_closed_text(plan), &work)
+                .map(|_| Recovery::FailClosed),
+        };
+        match r {
+            Ok(r) => {
+                tracing::warn!(recovery = %r, "firewall restored after a failed load");
+                r
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "restoring the firewall failed");
+                Recovery::RestoreFailed(e.to_string())
+            }
+        }
+    }
+
+    fn links(&self, plan: &Plan, changes: &mut Vec<Change>) -> Result<(), (Step, StepError)> {
+        let l = |e: NetlinkError| (Step::Links, StepError::from(e));
+        let st = |e: StateError| (Step::State, StepError::from(e));
+        let mut rec = self.store.created().map_err(st)?;
+        let res = (|| {
+            for lp in &plan.links {
+                let link = match (self.net.link(&lp.name).map_err(l)?, &lp.kind) {
+                    (Some(s), LinkKind::Port) => s,
+                    (Some(s), LinkKind::Vlan { parent, id }) => {
+                        let p = self.net.link(parent).map_err(l)?;
+                        if !netlink::is_vlan(&s)
+                            || s.vlan_id != Some(*id)
+                            || p.is_none_or(|p| Some(p.index) != s.parent)
+                        {
+                            return Err(l(NetlinkError::Conflict {
+                                name: lp.name.clone(),
+                                want: format!("vlan {id} on {parent}"),
+                            }));
+                        }
+                        s
+                    }
+                    (None, LinkKind::Port) => {
+                        return Err(l(NetlinkError::MissingInterface {
+                            name: lp.name.clone(),
+                            role: lp.role.clone(),
+                        }));
+                    }
+                    (None, LinkKind::Vlan { parent, id }) => {
+                        let p = self.net.link(parent).map_err(l)?.ok_or_else(|| {
+                            l(NetlinkError::MissingInterface {
+                                name: parent.clone(),
+                                role: format!("trunk of {}", lp.name),
+                            })
+                        })?;
+                        if self.net.add_vlan(&lp.name, p.index, *id).map_err(l)? {
+                            rec.links.push(CreatedLink {
+                                name: lp.name.clone(),
+                                parent: parent.clone(),
+                                id: *id,
+                            });
+                            self.store.save_created(&rec).map_err(st)?;
+                            changes.push(Change {
+                                step: Step::Links,
+                                object: lp.name.clone(),
+                                detail: format!("created vlan {id} on {parent}"),
+                            });
+                        }
+                        self.net.link(&lp.name).map_err(l)?.ok_or_else(|| {
+                            l(NetlinkError::MissingInterface {
+                                name: lp.name.clone(),
+                                role: "a vlan just created".into(),
+                            })
+                        })?
+                    }
+                };
+                if let Some(mtu) = lp.mtu
+                    && link.mtu != mtu
+                {
+                    self.net.set_mtu(link.index, mtu).map_err(l)?;
+                    changes.push(Change {
+                        step: Step::Links,
+                        object: lp.name.clone(),
+                        detail: format!("mtu {} -> {mtu}", link.mtu),
+                    });
+                }
+                let have = self.net.addresses(link.index).map_err(l)?;
+                for a in &lp.addresses {
+                    if have.contains(a) {
+                        continue;
+                    }
+                    if self.net.add_address(link.index, *a).map_err(l)? {
+                        rec.addresses.push(CreatedAddress {
+                            dev: lp.name.clone(),
+                            address: *a,
+                        });
+                        self.store.save_created(&rec).map_err(st)?;
+                        changes.push(Change {
+                            step: Step::Links,
+                            object: format!("{}/{a}", lp.name),
+                            detail: "address added".into(),
+                        });
+                    }
+                }
+                if lp.up && !link.up {
+                    self.net.set_up(link.index).map_err(l)?;
+                    changes.push(Change {
+                        step: Step::Links,
+                        object: lp.name.clone(),
+                        detail: "up".into(),
+                    });
+                }
+            }
+            let r = |e: NetlinkError| (Step::Routes, StepError::from(e));
+            for rt in &plan.routes {
+                if rt.dst.prefix_len() != 0 {
+                    tracing::warn!(route = %rt.dst, "only default routes are applied");
+                    continue;
+                }
+                let dev = self.net.link(&rt.dev).map_err(r)?.ok_or_else(|| {
+                    r(NetlinkError::MissingInterface {
+                        name: rt.dev.clone(),
+                        role: "route device".into(),
+                    })
+                })?;
+                let have = self.net.default_routes().map_err(r)?;
+                if have
+                    .iter()
+                    .any(|d| d.via == Some(rt.via) && d.oif == Some(dev.index))
+                {
+                    continue;
+                }
+                if self.net.add_default_route(rt.via, dev.index).map_err(r)? {
+                    changes.push(Change {
+                        step: Step::Routes,
+                        object: format!("default via {} dev {}", rt.via, rt.dev),
+                        detail: "added".into(),
+                    });
+                } else {
+                    tracing::warn!(via = %rt.via, dev = %rt.dev, "another default route exists; left alone");
+                }
+            }
+            Ok(())
+        })();
+        self.store.save_created(&rec).map_err(st)?;
+        res
+    }
+
+    fn cleanup(&self, plan: &Plan, changes: &mut Vec<Change>) -> Result<(), StepError> {
+        let mut rec = self.store.created()?;
+        let wanted_addr = |c: &CreatedAddress| {
+            plan.links
+                .iter()
+                .any(|l| l.name == c.dev && l.addresses.contains(&c.address))
+        };
+        let wanted_link = |c: &CreatedLink| {
+            plan.links.iter().any(|l| {
+                l.name == c.name
+                    && l.kind
+                        == LinkKind::Vlan {
+                            parent: c.parent.clone(),
+                            id: c.id,
+                        }
+            })
+        };
+        let res = (|| {
+            while let Some(i) = rec.addresses.iter().position(|c| !wanted_addr(c)) {
+                let c = rec.addresses[i].clone();
+                if let Some(link) = self.net.link(&c.dev)?
+                    && self.net.del_address(link.index, c.address)?
+                {
+                    changes.push(Change {
+                        step: Step::Cleanup,
+                        object: format!("{}/{}", c.dev, c.address),
+                        detail: "address removed (created by Bulkhead, no longer planned)".into(),
+                    });
+                }
+                rec.addresses.remove(i);
+            }
+            while let Some(i) = rec.links.iter().position(|c| !wanted_link(c)) {
+                let c = rec.links[i].clone();
+                if let Some(link) = self.net.link(&c.name)?
+                    && netlink::is_vlan(&link)
+                    && link.vlan_id == Some(c.id)
+                    && self.net.del_link(link.index)?
+                {
+                    changes.push(Change {
+                        step: Step::Cleanup,
+                        object: c.name.clone(),
+                        detail: "link removed (created by Bulkhead, no longer planned)".into(),
+                    });
+                }
+                rec.addresses.retain(|a| a.dev != c.name);
+                rec.links.remove(i);
+            }
+            Ok::<_, NetlinkError>(())
+        })();
+        self.store.save_created(&rec)?;
+        res.map_err(StepError::from)
+    }
+
+    /// What an apply of `plan` would change, read from the live system (changes nothing).
+    pub fn diff(&self, plan: &Plan) -> Result<DiffReport, ApplyError> {
+        let mut v = Vec::new();
+        for c in sysctl::diff(self.sys.as_ref(), &plan.sysctls)? {
+            v.push(Change {
+                step: Step::Sysctls,
+                object: c.key,
+                detail: format!("{} -> {}", c.from, c.to),
+            });
+        }
+        let mut push = |step, object: String, detail: String| {
+            v.push(Change {
+                step,
+                object,
+                detail,
+            })
+        };
+        for lp in &plan.links {
+            let Some(link) = self.net.link(&lp.name)? else {
+                let what = match &lp.kind {
+                    LinkKind::Port => "missing (a port: must exist, apply will fail)".to_string(),
+                    LinkKind::Vlan { parent, id } => {
+                        format!("missing: create vlan {id} on {parent}")
+                    }
+                };
+                push(Step::Links, lp.name.clone(), what);
+                for a in &lp.addresses {
+                    push(
+                        Step::Links,
+                        format!("{}/{a}", lp.name),
+                        "address to add".into(),
+                    );
+                }
+                continue;
+            };
+            if let Some(m) = lp.mtu
+                && m != link.mtu
+            {
+                push(
+                    Step::Links,
+                    lp.name.clone(),
+                    format!("mtu {} -> {m}", link.mtu),
+                );
+            }
+            let have = self.net.addresses(link.index)?;
+            for a in &lp.addresses {
+                if !have.contains(a) {
+                    push(
+                        Step::Links,
+                        format!("{}/{a}", lp.name),
+                        "address to add".into(),
+                    );
+                }
+            }
+            if lp.up && !link.up {
+                push(Step::Links, lp.name.clone(), "down -> up".into());
+            }
+        }
+        let defaults = self.net.default_routes()?;
+        for rt in &plan.routes {
+            let idx = self.net.link(&rt.dev)?.map(|l| l.index);
+            if !defaults
+                .iter()
+                .any(|d| d.via == Some(rt.via) && idx.is_some() && d.oif == idx)
+            {
+                push(
+                    Step::Routes,
+                    format!("default via {} dev {}", rt.via, rt.dev),
+                    "route to add".into(),
+                );
+            }
+        }
+        let rec = self.store.created()?;
+        for c in &rec.addresses {
+            if !plan
+                .links
+                .iter()
+                .any(|l| l.name == c.dev && l.addresses.contains(&c.address))
+            {
+                push(
+                    Step::Cleanup,
+                    format!("{}/{}", c.dev, c.address),
+                    "address to remove (created by Bulkhead, no longer planned)".into(),
+                );
+            }
+        }
+        for c in &rec.links {
+            if !plan.links.iter().any(|l| l.name == c.name) {
+                push(
+                    Step::Cleanup,
+                    c.name.clone(),
+                    "link to remove (created by Bulkhead, no longer planned)".into(),
+                );
+            }
+        }
+        let obj = self.fw_object();
+        let text = LoadText::from_plan(plan);
+        let cur = self.store.current()?;
+        match (self.fw.snapshot()?, cur) {
+            (None, _) => push(Step::Firewall, obj, "not loaded".into()),
+            (Some(_), None) => push(
+                Step::Firewall,
+                obj,
+                "loaded, but never applied by this state directory".into(),
+            ),
+            (Some(live), Some(g)) => {
+                if g.text != text {
+                    push(
+                        Step::Firewall,
+                        obj.clone(),
+                        format!(
+                            "planned firewall differs from the last applied (generation {})",
+                            g.meta.generation
+                        ),
+                    );
+                }
+                if g.snapshot.as_deref() != Some(live.as_str()) {
+                    push(
+                        Step::Firewall,
+                        obj,
+                        "live firewall differs from what was last applied (changed outside apply)"
+                            .into(),
+                    );
+                }
+            }
+        }
+        Ok(DiffReport { changes: v })
+    }
+
+    /// Reload the last-known-good firewall (e.g. after it was changed by hand).
+    pub fn restore(&self) -> Result<ApplyReport, ApplyError> {
+        let t0 = Instant::now();
+        let g = self.store.current()?.ok_or(ApplyError::NothingToRollBack)?;
+        self.fw.load(&g.text, &self.store.work())?;
+        if let Some(s) = self.fw.snapshot()? {
+            self.store.set_snapshot(&s)?;
+        }
+        Ok(ApplyReport {
+            changes: vec![Change {
+                step: Step::Firewall,
+                object: self.fw_object(),
+                detail: format!("restored generation {}", g.meta.generation),
+            }],
+            generation: Some(g.meta.generation),
+            firewall_loaded: true,
+            elapsed: t0.elapsed(),
+        })
+    }
+
+    /// Go back one generation: load the previous generation's firewall and make it the
+    /// last-known-good one (the current one is dropped). Links, addresses and sysctls are not
+    /// rolled back: re-apply the older config for those.
+    pub fn rollback(&self) -> Result<ApplyReport, ApplyError> {
+        let t0 = Instant::now();
+        let prev = self.store.previous()?;
+        let g = prev.last().ok_or(ApplyError::NothingToRollBack)?;
+        self.fw.load(&g.text, &self.store.work())?;
+        let from = self.store.current()?.map(|c| c.meta.generation);
+        let now = self.store.pop()?.ok_or(ApplyError::NothingToRollBack)?;
+        if let Some(s) = self.fw.snapshot()? {
+            self.store.set_snapshot(&s)?;
+        }
+        tracing::info!(from = ?from, to = now.meta.generation, "rolled back the firewall");
+        Ok(ApplyReport {
+            changes: vec![Change {
+                step: Step::Firewall,
+                object: self.fw_object(),
+                detail: format!(
+                    "rolled back from generation {} to {}",
+                    from.map_or("?".into(), |g| g.to_string()),
+                    now.meta.generation
+                ),
+            }],
+            generation: Some(now.meta.generation),
+            firewall_loaded: true,
+            elapsed: t0.elapsed(),
+        })
+    }
+
+    /// Add addresses to a group's live set (no reload; the next apply resets groups to the
+    /// config, the quarantine set keeps its entries).
+    pub fn set_add(&self, group: &str, addrs: &[Ipv4Net]) -> Result<(), ApplyError> {
+        Ok(self.fw.set_add(group, addrs)?)
+    }
+
+    pub fn set_del(&self, group: &str, addrs: &[Ipv4Net]) -> Result<(), ApplyError> {
+        Ok(self.fw.set_del(group, addrs)?)
+    }
+
+    pub fn set_list(&self, group: &str) -> Result<Vec<String>, ApplyError> {
+        Ok(self.fw.set_list(group)?)
+    }
+
+    pub fn set_sizes(&self) -> Result<Vec<(String, usize)>, ApplyError> {
+        Ok(self.fw.set_sizes()?)
+    }
+
+    /// Packet/byte counters per (chain, rule comment).
+    pub fn counters(&self) -> Result<Vec<RuleCounter>, ApplyError> {
+        Ok(self.fw.counters()?)
+    }
+}

@@ -1,0 +1,260 @@
+//! What apply keeps under `STATE_DIR/apply/`:
+//!
+//! ```text
+//! created.json            links and addresses Bulkhead created (the only ones it may remove)
+//! current/                the last-known-good generation
+//!   meta.json             {"generation": N, "applied_at": unix seconds}
+//!   plan.json             the plan that was applied
+//!   firewall.json         exactly what the backend loaded (LoadText)
+//!   firewall.nft | firewall.ipset + firewall.iptables   the same, for people
+//!   snapshot.txt          the normalised live listing right after the load
+//! generations/NNNNNN/     the previous generations, newest last, at most `keep`
+//! work/                   files handed to nft / ipset / iptables-restore
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::firewall::LoadText;
+
+#[derive(Debug, thiserror::Error)]
+#[error("state {path}: {message}")]
+pub struct StateError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
+    move |e| StateError {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedLink {
+    pub name: String,
+    pub parent: String,
+    pub id: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedAddress {
+    pub dev: String,
+    pub address: ipnet::Ipv4Net,
+}
+
+/// Everything Bulkhead created, so it never removes what it did not create.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Created {
+    pub links: Vec<CreatedLink>,
+    pub addresses: Vec<CreatedAddress>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    pub generation: u64,
+    pub applied_at: u64,
+}
+
+/// One applied generation as stored.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub dir: PathBuf,
+    pub meta: Meta,
+    pub text: LoadText,
+    pub plan_json: String,
+    pub snapshot: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub root: PathBuf,
+    pub keep: usize,
+}
+
+fn write_atomic(path: &Path, body: &[u8]) -> Result<(), StateError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, body).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+impl Store {
+    pub fn new(state_dir: &Path, keep: usize) -> Self {
+        Store {
+            root: state_dir.join("apply"),
+            keep,
+        }
+    }
+
+    pub fn work(&self) -> PathBuf {
+        self.root.join("work")
+    }
+
+    fn ensure(&self) -> Result<(), StateError> {
+        std::fs::create_dir_all(&self.root).map_err(io(&self.root))
+    }
+
+    pub fn created(&self) -> Result<Created, StateError> {
+        let p = self.root.join("created.json");
+        match std::fs::read_to_string(&p) {
+            Ok(s) => serde_json::from_str(&s).map_err(|e| StateError {
+                path: p,
+                message: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Created::default()),
+            Err(e) => Err(io(&p)(e)),
+        }
+    }
+
+    pub fn save_created(&self, c: &Created) -> Result<(), StateError> {
+        self.ensure()?;
+        let p = self.root.join("created.json");
+        let body = serde_json::to_vec_pretty(c).expect("serializes");
+        write_atomic(&p, &body)
+    }
+
+    fn read_gen(dir: &Path) -> Result<Option<Generation>, StateError> {
+        let m = dir.join("meta.json");
+        let meta = match std::fs::read_to_string(&m) {
+            Ok(s) => serde_json::from_str::<Meta>(&s).map_err(|e| StateError {
+                path: m.clone(),
+                message: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(&m)(e)),
+        };
+        let f = dir.join("firewall.json");
+        let text = std::fs::read_to_string(&f).map_err(io(&f))?;
+        let text: LoadText = serde_json::from_str(&text).map_err(|e| StateError {
+            path: f.clone(),
+            message: e.to_string(),
+        })?;
+        let p = dir.join("plan.json");
+        let plan_json = std::fs::read_to_string(&p).map_err(io(&p))?;
+        let snapshot = std::fs::read_to_string(dir.join("snapshot.txt")).ok();
+        Ok(Some(Generation {
+            dir: dir.to_path_buf(),
+            meta,
+            text,
+            plan_json,
+            snapshot,
+        }))
+    }
+
+    /// The last-known-good generation.
+    pub fn current(&self) -> Result<Option<Generation>, StateError> {
+        Self::read_gen(&self.root.join("current"))
+    }
+
+    /// Previous generations, oldest first.
+    pub fn previous(&self) -> Result<Vec<Generation>, StateError> {
+        let d = self.root.join("generations");
+        let mut names: Vec<String> = match std::fs::read_dir(&d) {
+            Ok(it) => it
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.chars().all(|c| c.is_ascii_digit()))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io(&d)(e)),
+        };
+        names.sort();
+        let mut v = Vec::new();
+        for n in names {
+            if let Some(g) = Self::read_gen(&d.join(n))? {
+                v.push(g);
+            }
+        }
+        Ok(v)
+    }
+
+    fn write_gen(
+        dir: &Path,
+        meta: Meta,
+        text: &LoadText,
+        plan_json: &str,
+        snapshot: Option<&str>,
+    ) -> Result<(), StateError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let put = |name: &str, body: &[u8]| write_atomic(&dir.join(name), body);
+        put(
+            "firewall.json",
+            &serde_json::to_vec_pretty(text).expect("serializes"),
+        )?;
+        for (name, body) in text.files() {
+            put(name, body.as_bytes())?;
+        }
+        put("plan.json", plan_json.as_bytes())?;
+        if let Some(s) = snapshot {
+            put("snapshot.txt", s.as_bytes())?;
+        }
+        // meta.json last: a generation without it is incomplete and ignored.
+        put("meta.json", &serde_json::to_vec(&meta).expect("serializes"))
+    }
+
+    /// Make a new current generation; the old current becomes the newest previous one and only
+    /// the newest `keep` previous generations are kept. Returns the new generation number.
+    pub fn commit(
+        &self,
+        text: &LoadText,
+        plan_json: &str,
+        snapshot: Option<&str>,
+    ) -> Result<u64, StateError> {
+        self.ensure()?;
+        let cur = self.current()?;
+        let generation = cur.as_ref().map_or(1, |g| g.meta.generation + 1);
+        let applied_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let next = self.root.join("next");
+        let _ = std::fs::remove_dir_all(&next);
+        Self::write_gen(
+            &next,
+            Meta {
+                generation,
+                applied_at,
+            },
+            text,
+            plan_json,
+            snapshot,
+        )?;
+        let gens = self.root.join("generations");
+        std::fs::create_dir_all(&gens).map_err(io(&gens))?;
+        if let Some(c) = cur {
+            let to = gens.join(format!("{:06}", c.meta.generation));
+            let _ = std::fs::remove_dir_all(&to);
+            std::fs::rename(&c.dir, &to).map_err(io(&to))?;
+        }
+        let cur_dir = self.root.join("current");
+        std::fs::rename(&next, &cur_dir).map_err(io(&cur_dir))?;
+        let prev = self.previous()?;
+        if prev.len() > self.keep {
+            for g in &prev[..prev.len() - self.keep] {
+                let _ = std::fs::remove_dir_all(&g.dir);
+            }
+        }
+        Ok(generation)
+    }
+
+    /// Replace the snapshot of the current generation (after a restore).
+    pub fn set_snapshot(&self, snapshot: &str) -> Result<(), StateError> {
+        write_atomic(
+            &self.root.join("current").join("snapshot.txt"),
+            snapshot.as_bytes(),
+        )
+    }
+
+    /// Drop the current generation and make the newest previous one current.
+    pub fn pop(&self) -> Result<Option<Generation>, StateError> {
+        let prev = self.previous()?;
+        let Some(g) = prev.last() else {
+            return Ok(None);
+        };
+        let cur_dir = self.root.join("current");
+        let _ = std::fs::remove_dir_all(&cur_dir);
+        std::fs::rename(&g.dir, &cur_dir).map_err(io(&cur_dir))?;
+        self.current()
+    }
+}

@@ -1,0 +1,267 @@
+//! Apply with the nftables backend, in network namespaces (root, real kernel).
+
+mod apply_support;
+
+use apply_support::*;
+use bulkhead::apply::{Applier, ApplyError, Recovery, Step};
+use bulkhead::model::Backend;
+use bulkhead::plan::FirewallText;
+
+#[test]
+fn apply_puts_everything_in_place_and_second_apply_changes_nothing() {
+    if !init() {
+        return;
+    }
+    let gw = gateway("nft");
+    let state = TempDir::new("state");
+    let plan = plan("apply.toml", Backend::Nftables);
+    let (r1, r2, diff) = gw.run(|| {
+        let a = Applier::new(state.path(), Backend::Nftables).unwrap();
+        let t = std::time::Instant::now();
+        let r1 = a.apply(&plan).unwrap();
+        eprintln!("first apply: {:?}", t.elapsed());
+        let r2 = a.apply(&plan).unwrap();
+        let diff = a.diff(&plan).unwrap();
+        (r1, r2, diff)
+    });
+    for c in &r1.changes {
+        eprintln!("{c}");
+    }
+    assert!(r1.firewall_loaded);
+    assert_eq!(r1.generation, Some(1));
+    assert!(r1.changes.iter().any(|c| c.step == Step::FailClosed));
+    // Links: addresses, MTU, up, as planned.
+    for l in &plan.links {
+        let want: Vec<String> = l.addresses.iter().map(|a| a.to_string()).collect();
+        assert_eq!(addrs(&gw, &l.name), want, "{}", l.name);
+        let j = link_json(&gw, &l.name);
+        assert!(
+            j["flags"].as_array().unwrap().iter().any(|f| f == "UP"),
+            "{} up",
+            l.name
+        );
+        if let Some(m) = l.mtu {
+            assert_eq!(j["mtu"], m, "{} mtu", l.name);
+        }
+    }
+    let routes = gw.sh("ip -j route show default");
+    assert!(
+        routes.contains("198.18.3.254") && routes.contains("bhup"),
+        "{routes}"
+    );
+    // Sysctls, read back from /proc/sys in the namespace.
+    for s in &plan.sysctls {
+        assert_eq!(proc_sys(&gw, &s.key), s.value, "{}", s.key);
+    }
+    // The ruleset: what nft lists equals what loading the plan's script alone gives.
+    let live = nft_table(&gw);
+    let FirewallText::Nftables { script } = &plan.firewall else {
+        unreachable!()
+    };
+    let probe = Ns::new("probe");
+    std::fs::write(state.path().join("probe.nft"), script).unwrap();
+    probe.sh(&format!(
+        "nft -f {}",
+        state.path().join("probe.nft").display()
+    ));
+    assert_eq!(
+        live,
+        nft_table(&probe),
+        "live table differs from the plan's script"
+    );
+    assert!(live.contains("comment \"rule:allowed-to-srv\""));
+    // Idempotent.
+    assert!(
+        r2.changes.is_empty(),
+        "second apply changed: {:?}",
+        r2.changes
+    );
+    assert!(!r2.firewall_loaded);
+    assert_eq!(r2.generation, Some(1));
+    assert!(diff.changes.is_empty(), "diff: {:?}", diff.changes);
+    // State recorded.
+    let cur = state.path().join("apply/current");
+    assert!(cur.join("plan.json").exists() && cur.join("firewall.nft").exists());
+    assert_eq!(
+        std::fs::read_to_string(cur.join("firewall.nft")).unwrap(),
+        *script
+    );
+}
+
+#[test]
+fn rejected_firewall_leaves_previous_ruleset_byte_identical() {
+    if !init() {
+        return;
+    }
+    let gw = gateway("nftbad");
+    let state = TempDir::new("state");
+    let good = plan("apply.toml", Backend::Nftables);
+    let mut bad = good.clone();
+    let FirewallText::Nftables { script } = &mut bad.firewall else {
+        unreachable!()
+    };
+    // Parses, but the kernel refuses NAT in a filter chain.
+    *script = script.replacen(
+        "\tchain input {\n\t\ttype filter hook input priority filter; policy drop;\n",
+        "\tchain input {\n\t\ttype filter hook input priority filter; policy drop;\n\t\ttcp dport 9 dnat ip to 198.18.9.9 comment \"broken\"\n",
+        1,
+    );
+    assert!(script.contains("broken"));
+    let before = gw.run(|| {
+        Applier::new(state.path(), Backend::Nftables)
+            .unwrap()
+            .apply(&good)
+            .unwrap()
+    });
+    assert_eq!(before.generation, Some(1));
+    let listed_before = nft_table(&gw);
+    let err = gw.run(|| {
+        Applier::new(state.path(), Backend::Nftables)
+            .unwrap()
+            .apply(&bad)
+            .unwrap_err()
+    });
+    let msg = err.to_string();
+    eprintln!("{msg}");
+    assert_eq!(err.step(), Some(Step::Firewall));
+    let ApplyError::Failed { recovery, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(*recovery, Recovery::Unchanged);
+    // Which command refused it depends on the nft version: `nft -c` (check) when it asks the
+    // kernel, else the load itself, whose transaction the kernel then refuses whole.
+    assert!(
+        msg.contains("nft check: `nft -c -f") || msg.contains("nft load: `nft -f"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("Operation not supported"),
+        "stderr missing: {msg}"
+    );
+    assert!(msg.contains("broken"), "offending rule not shown: {msg}");
+    assert_eq!(nft_table(&gw), listed_before, "ruleset changed");
+    // The last-known-good generation is still the good one.
+    let cur = std::fs::read_to_string(state.path().join("apply/current/firewall.nft")).unwrap();
+    assert!(!cur.contains("broken"));
+}
+
+#[test]
+fn removing_a_segment_removes_only_what_bulkhead_created() {
+    if !init() {
+        return;
+    }
+    let gw = gateway("rm");
+    let state = TempDir::new("state");
+    // Addresses Bulkhead did not create: one it will also plan (kept, not recorded), one extra.
+    gw.sh("ip addr add 198.18.2.99/24 dev bhsrv");
+    gw.sh("ip addr add 198.18.4.1/24 dev bhmgmt");
+    let full = plan("apply.toml", Backend::Nftables);
+    let less = plan("apply-less.toml", Backend::Nftables);
+    let (r, diff) = gw.run(|| {
+        let a = Applier::new(state.path(), Backend::Nftables).unwrap();
+        a.apply(&full).unwrap();
+        let diff = a.diff(&less).unwrap();
+        (a.apply(&less).unwrap(), diff)
+    });
+    assert!(
+        diff.changes
+            .iter()
+            .any(|c| c.step == Step::Cleanup && c.object == "bhsrv/198.18.2.1/24"),
+        "{:?}",
+        diff.changes
+    );
+    let cleanup: Vec<_> = r
+        .changes
+        .iter()
+        .filter(|c| c.step == Step::Cleanup)
+        .collect();
+    assert_eq!(cleanup.len(), 1, "{cleanup:?}");
+    assert_eq!(cleanup[0].object, "bhsrv/198.18.2.1/24");
+    assert_eq!(addrs(&gw, "bhsrv"), vec!["198.18.2.99/24"]);
+    assert_eq!(addrs(&gw, "bhmgmt"), vec!["198.18.4.1/24"]);
+    assert_eq!(addrs(&gw, "bhlan"), vec!["198.18.1.1/24"]);
+    let _ = link_json(&gw, "bhsrv"); // the port itself stays
+    assert!(!nft_table(&gw).contains("bhsrv"));
+    // Now drop mgmt's address from the plan as well: the pre-existing one is never removed.
+    let mut no_mgmt = less.clone();
+    for l in &mut no_mgmt.links {
+        if l.name == "bhmgmt" {
+            l.addresses.clear();
+        }
+    }
+    let r = gw.run(|| {
+        Applier::new(state.path(), Backend::Nftables)
+            .unwrap()
+            .apply(&no_mgmt)
+            .unwrap()
+    });
+    assert!(
+        r.changes.iter().all(|c| c.step != Step::Cleanup),
+        "{:?}",
+        r.changes
+    );
+    assert_eq!(addrs(&gw, "bhmgmt"), vec!["198.18.4.1/24"]);
+    // Generations: 1 (full), 2 (less), 3 (no mgmt address); rollback goes to 2.
+    let rb = gw.run(|| {
+        Applier::new(state.path(), Backend::Nftables)
+            .unwrap()
+            .rollback()
+            .unwrap()
+    });
+    assert_eq!(rb.generation, Some(2));
+}
+
+#[test]
+fn missing_port_is_named_and_vlan_path_is_exercised() {
+    if !init() {
+        return;
+    }
+    let gw = Ns::new("vlan");
+    gw.sh("ip link add bhtrunk type veth peer name bhtrunk-p");
+    let state = TempDir::new("state");
+    let mut p = plan("apply.toml", Backend::Nftables);
+    // A missing port: the error names it.
+    let err = gw.run(|| {
+        Applier::new(state.path(), Backend::Nftables)
+            .unwrap()
+            .apply(&p)
+            .unwrap_err()
+    });
+    assert_eq!(err.step(), Some(Step::Links));
+    assert!(
+        err.to_string().contains("interface bhup does not exist"),
+        "{err}"
+    );
+    // A VLAN segment on a trunk: created where the kernel has 802.1Q, a clear error where not.
+    p.links = vec![bulkhead::plan::LinkPlan {
+        name: "bhtrunk.10".into(),
+        kind: bulkhead::plan::LinkKind::Vlan {
+            parent: "bhtrunk".into(),
+            id: 10,
+        },
+        role: "segment:lan".into(),
+        mtu: None,
+        addresses: vec!["198.18.10.1/24".parse().unwrap()],
+        dhcp_client: false,
+        up: true,
+    }];
+    p.routes.clear();
+    let r = gw.run(|| {
+        Applier::new(state.path(), Backend::Nftables)
+            .unwrap()
+            .apply(&p)
+    });
+    match r {
+        Ok(rep) => {
+            let j = link_json(&gw, "bhtrunk.10");
+            assert_eq!(j["linkinfo"]["info_kind"], "vlan");
+            assert_eq!(j["linkinfo"]["info_data"]["id"], 10);
+            assert!(rep.changes.iter().any(|c| c.object == "bhtrunk.10"));
+        }
+        Err(e) => {
+            let m = e.to_string();
+            assert!(m.contains("802.1Q") && m.contains("bhtrunk.10"), "{m}");
+            eprintln!("no 802.1Q here: {m}");
+        }
+    }
+}
