@@ -10,3 +10,4 @@ pub mod diag;
 pub mod lab;
 pub mod model;
 pub mod plan;
+pub mod supervisor;

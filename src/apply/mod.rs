@@ -28,7 +28,7 @@ use crate::plan::{LinkKind, Plan};
 /// How many previous generations are kept beside the last-known-good one.
 pub const KEEP_GENERATIONS: usize = 5;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Step {
     Sysctls,
@@ -55,7 +55,7 @@ impl std::fmt::Display for Step {
 }
 
 /// One change made (apply) or to be made (diff).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Change {
     pub step: Step,
     /// The object: a sysctl key, an interface, `dev/address`, `table inet bulkhead`, ….
@@ -226,6 +226,10 @@ impl Applier {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub fn netlink(&self) -> &dyn Netlink {
+        self.net.as_ref()
     }
 
     pub fn firewall(&self) -> &dyn Firewall {

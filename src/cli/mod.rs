@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::diag::Report;
-use crate::model::{self, Backend, Model, Proto};
+use crate::model::{self, Backend, LabMode, Model, Proto};
 use crate::plan::{self, Part};
 
 #[derive(Debug, Parser)]
@@ -34,6 +34,40 @@ pub struct Global {
     /// uplink on the lab's static address.
     #[arg(long, global = true, hide = true)]
     pub lab: bool,
+    /// With --lab: run this firewall backend instead of the configured one.
+    #[arg(long, global = true, hide = true, value_enum)]
+    pub lab_backend: Option<BackendArg>,
+    /// State directory (applied generations, leases, control socket); default from the config.
+    #[arg(long, global = true)]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Global {
+    /// How to load the config: as written, or as the lab runs it.
+    pub fn lab_mode(&self) -> Option<LabMode> {
+        self.lab.then(|| LabMode {
+            backend: self.lab_backend.map(Backend::from),
+        })
+    }
+}
+
+impl From<BackendArg> for Backend {
+    fn from(b: BackendArg) -> Self {
+        match b {
+            BackendArg::Nftables => Backend::Nftables,
+            BackendArg::Iptables => Backend::Iptables,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SetCommand {
+    /// Add addresses or CIDR blocks to a group's live set.
+    Add { group: String, addrs: Vec<String> },
+    /// Remove addresses or CIDR blocks from a group's live set.
+    Del { group: String, addrs: Vec<String> },
+    /// List a group's live set.
+    List { group: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -58,6 +92,8 @@ pub enum LabCommand {
         tcp: Vec<u16>,
         #[arg(long, value_delimiter = ',')]
         udp: Vec<u16>,
+        #[arg(long, value_delimiter = ',')]
+        addrs: Vec<Ipv4Addr>,
     },
     /// (internal) probe from inside a lab namespace
     #[command(hide = true)]
@@ -122,6 +158,36 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
+    /// Apply the config to this machine: sysctls, links, addresses, the firewall.
+    Apply {
+        /// Restore the previous config unless `bulkhead confirm` arrives within this time
+        /// (e.g. 60s, 5m).
+        #[arg(long)]
+        confirm_within: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Keep the applied config (ends a --confirm-within window).
+    Confirm,
+    /// Go back to the config applied before the current one.
+    Rollback,
+    /// Show what an apply would change on this machine.
+    Diff,
+    /// Links, addresses, per-rule counters, set sizes, the last apply, a pending confirmation.
+    Status {
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Change a host group in the live firewall without reloading (kept by the next apply).
+    Set {
+        #[command(subcommand)]
+        command: SetCommand,
+    },
+    /// The supervisor daemon, in the foreground: apply, repair drift, reload on SIGHUP.
+    Run,
+    /// (internal) restore the previous config if an apply is not confirmed in time
+    #[command(hide = true)]
+    ConfirmWatchdog,
     /// The lab: the whole site in network namespaces, and proof that the policy holds.
     Lab {
         /// Name of the lab (several can run side by side).
@@ -152,11 +218,17 @@ pub enum CliError {
     HostRules(#[from] plan::hostrules::HostRulesError),
     #[error(transparent)]
     Lab(#[from] crate::lab::LabError),
+    #[error(transparent)]
+    Gateway(#[from] crate::supervisor::GwError),
+    #[error(transparent)]
+    Run(#[from] crate::supervisor::RunError),
+    #[error("the daemon answered: {0}")]
+    Daemon(String),
 }
 
-fn load_as(cfg: &std::path::Path, lab: bool) -> Result<(Model, Report), ExitCode> {
+fn load_as(cfg: &std::path::Path, lab: Option<LabMode>) -> Result<(Model, Report), ExitCode> {
     match model::load(cfg) {
-        Ok((m, r)) if lab => Ok((m.for_lab(), r)),
+        Ok((m, r)) if lab.is_some() => Ok((m.for_lab(lab.unwrap_or_default()), r)),
         Ok(x) => Ok(x),
         Err(report) => {
             eprint!("{report}");
@@ -179,7 +251,7 @@ fn print_warnings(r: &Report) {
 
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let cfg = &cli.global.config;
-    let lab_mode = cli.global.lab;
+    let lab_mode = cli.global.lab_mode();
     let load = |cfg: &std::path::Path| load_as(cfg, lab_mode);
     let mut stdout = std::io::stdout().lock();
     match cli.command {
@@ -279,6 +351,21 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             });
         }
         Command::Lab { name, command } => return lab(cfg, &name, command),
+        Command::Run => {
+            crate::supervisor::run(crate::supervisor::RunOptions {
+                config: cfg.clone(),
+                state_dir: cli.global.state_dir.clone(),
+                lab: lab_mode,
+                check_every: std::time::Duration::from_secs(1),
+            })?;
+        }
+        Command::Apply { .. }
+        | Command::Confirm
+        | Command::Rollback
+        | Command::Diff
+        | Command::Status { .. }
+        | Command::Set { .. }
+        | Command::ConfirmWatchdog => return ops(&cli.global, cli.command),
         Command::Hostrules { role, output } => {
             let (m, _) = match load(cfg) {
                 Ok(x) => x,
@@ -300,8 +387,8 @@ fn lab(cfg: &std::path::Path, name: &str, command: LabCommand) -> Result<ExitCod
     let l = Lab::new(name);
     let mut out = std::io::stdout().lock();
     match command {
-        LabCommand::Serve { tcp, udp } => {
-            lab::net::serve(&tcp, &udp)?;
+        LabCommand::Serve { tcp, udp, addrs } => {
+            lab::net::serve(&tcp, &udp, &addrs)?;
         }
         LabCommand::Probe {
             bind,
@@ -319,7 +406,7 @@ fn lab(cfg: &std::path::Path, name: &str, command: LabCommand) -> Result<ExitCod
             }
         }
         LabCommand::Up { backend } => {
-            let (m, _) = match load_as(cfg, false) {
+            let (m, _) = match load_as(cfg, None) {
                 Ok(x) => x,
                 Err(code) => return Ok(code),
             };
@@ -349,7 +436,16 @@ fn lab(cfg: &std::path::Path, name: &str, command: LabCommand) -> Result<ExitCod
         }
         LabCommand::Verify { format } => {
             let st = l.state()?;
-            let (m, _) = match load_as(&st.config, true) {
+            let backend = match st.backend.as_str() {
+                "iptables" => Backend::Iptables,
+                _ => Backend::Nftables,
+            };
+            let (m, _) = match load_as(
+                &st.config,
+                Some(LabMode {
+                    backend: Some(backend),
+                }),
+            ) {
                 Ok(x) => x,
                 Err(code) => return Ok(code),
             };
@@ -419,4 +515,316 @@ fn lab(cfg: &std::path::Path, name: &str, command: LabCommand) -> Result<ExitCod
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The state directory a command works on: `--state-dir`, else the config's.
+fn state_dir_of(g: &Global) -> Result<PathBuf, ExitCode> {
+    if let Some(d) = &g.state_dir {
+        return Ok(d.clone());
+    }
+    load_as(&g.config, g.lab_mode()).map(|(m, _)| m.state_dir)
+}
+
+fn parse_addrs(v: &[String]) -> Result<Vec<ipnet::Ipv4Net>, CliError> {
+    if v.is_empty() {
+        return Err(CliError::Usage("give at least one address".into()));
+    }
+    v.iter()
+        .map(|a| {
+            a.parse::<ipnet::Ipv4Net>()
+                .or_else(|_| {
+                    a.parse::<Ipv4Addr>()
+                        .map(|x| ipnet::Ipv4Net::new(x, 32).expect("/32"))
+                })
+                .map_err(|_| CliError::Usage(format!("`{a}` is not an IPv4 address or CIDR block")))
+        })
+        .collect()
+}
+
+fn print_changes(
+    out: &mut impl Write,
+    what: &str,
+    changes: &[crate::apply::Change],
+) -> std::io::Result<()> {
+    if changes.is_empty() {
+        writeln!(out, "{what}: no changes")?;
+    }
+    for c in changes {
+        writeln!(out, "{c}")?;
+    }
+    Ok(())
+}
+
+/// Operations on the running gateway: through the daemon's control socket when it runs,
+/// in this process otherwise.
+fn ops(g: &Global, command: Command) -> Result<ExitCode, CliError> {
+    use crate::supervisor::Gateway;
+    use crate::supervisor::control::{self, Request};
+    let state_dir = match state_dir_of(g) {
+        Ok(d) => d,
+        Err(code) => return Ok(code),
+    };
+    if matches!(command, Command::ConfirmWatchdog) {
+        return watchdog(g, &state_dir);
+    }
+    let mut out = std::io::stdout().lock();
+    let confirm = match &command {
+        Command::Apply {
+            confirm_within: Some(s),
+            ..
+        } => Some(
+            crate::model::addr::parse_duration(s)
+                .map_err(|e| CliError::Usage(format!("--confirm-within: {e}")))?,
+        ),
+        _ => None,
+    };
+    let req = match &command {
+        Command::Apply { .. } => Request::Apply {
+            confirm_within: confirm,
+        },
+        Command::Confirm => Request::Confirm,
+        Command::Rollback => Request::Rollback,
+        Command::Diff => Request::Diff,
+        Command::Status { .. } => Request::Status,
+        Command::Set {
+            command: SetCommand::Add { group, addrs },
+        } => Request::SetAdd {
+            group: group.clone(),
+            addrs: parse_addrs(addrs)?,
+        },
+        Command::Set {
+            command: SetCommand::Del { group, addrs },
+        } => Request::SetDel {
+            group: group.clone(),
+            addrs: parse_addrs(addrs)?,
+        },
+        Command::Set {
+            command: SetCommand::List { group },
+        } => Request::SetList {
+            group: group.clone(),
+        },
+        _ => unreachable!("ops handles these commands only"),
+    };
+    if matches!(command, Command::Apply { .. }) {
+        // validate before touching anything, with every problem reported
+        if let Err(code) = load_as(&g.config, g.lab_mode()) {
+            return Ok(code);
+        }
+    }
+    // 1. the daemon, when it runs
+    let data = match control::call(&state_dir, &req, std::time::Duration::from_secs(120)) {
+        Some(Ok(resp)) if resp.ok => resp.data,
+        Some(Ok(resp)) => return Err(CliError::Daemon(resp.error.unwrap_or_default())),
+        Some(Err(e)) => return Err(CliError::Io(e)),
+        None => {
+            // 2. no daemon: do it here
+            let mut gw = Gateway::open(&g.config, Some(state_dir.clone()), g.lab_mode())?;
+            match &req {
+                Request::Apply { confirm_within } => {
+                    let r = gw.apply_file(confirm_within.map(std::time::Duration::from_secs))?;
+                    if confirm_within.is_some() && gw.pending().is_some() {
+                        spawn_watchdog(g, &state_dir)?;
+                    }
+                    serde_json::to_value(r)
+                }
+                Request::Confirm => serde_json::to_value(gw.confirm()?),
+                Request::Rollback => serde_json::to_value(gw.rollback()?),
+                Request::Diff => serde_json::to_value(gw.diff()?),
+                Request::Status => serde_json::to_value(gw.status(false)),
+                Request::SetAdd { group, addrs } => serde_json::to_value(gw.set_add(group, addrs)?),
+                Request::SetDel { group, addrs } => serde_json::to_value(gw.set_del(group, addrs)?),
+                Request::SetList { group } => serde_json::to_value(gw.set_list(group)?),
+                Request::Leases { .. } => unreachable!("not sent by ops"),
+            }
+            .expect("serializes")
+        }
+    };
+    let json = matches!(
+        command,
+        Command::Apply {
+            format: Format::Json,
+            ..
+        } | Command::Status {
+            format: Format::Json
+        }
+    );
+    if json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&data).expect("serializes")
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    match command {
+        Command::Apply { .. } | Command::Rollback => {
+            let r: crate::supervisor::gateway::ApplyView =
+                serde_json::from_value(data).unwrap_or_default();
+            let what = if matches!(command, Command::Rollback) {
+                "rollback"
+            } else {
+                "apply"
+            };
+            print_changes(&mut out, what, &r.changes)?;
+            writeln!(
+                out,
+                "{what}: {} change{}, generation {}, {:.0} ms{}",
+                r.changes.len(),
+                if r.changes.len() == 1 { "" } else { "s" },
+                r.generation.map_or("-".into(), |g| g.to_string()),
+                r.elapsed,
+                confirm.map_or(String::new(), |s| format!(
+                    "; run `bulkhead confirm` within {s} s or the previous config comes back"
+                ))
+            )?;
+        }
+        Command::Diff => {
+            let r: crate::supervisor::gateway::ApplyView =
+                serde_json::from_value(data).unwrap_or_default();
+            print_changes(&mut out, "diff", &r.changes)?;
+        }
+        Command::Confirm => writeln!(out, "confirmed")?,
+        Command::Set {
+            command: SetCommand::List { .. },
+        } => {
+            for e in data.as_array().into_iter().flatten() {
+                writeln!(out, "{}", e.as_str().unwrap_or_default())?;
+            }
+        }
+        Command::Set { .. } => writeln!(out, "ok")?,
+        Command::Status { .. } => {
+            let s: crate::supervisor::gateway::Status =
+                serde_json::from_value(data).map_err(|e| CliError::Daemon(e.to_string()))?;
+            print_status(&mut out, &s)?;
+        }
+        _ => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_status(
+    out: &mut impl Write,
+    s: &crate::supervisor::gateway::Status,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "config {} ({}), daemon {}",
+        s.config,
+        s.backend,
+        if s.daemon { "running" } else { "not running" }
+    )?;
+    match &s.last_apply {
+        Some(l) => writeln!(
+            out,
+            "last {}: {} at {} (generation {}, {} changes, {:.0} ms){}",
+            l.what,
+            if l.ok { "ok" } else { "FAILED" },
+            l.at,
+            l.generation.map_or("-".into(), |g| g.to_string()),
+            l.changes,
+            l.elapsed_ms,
+            l.error.as_ref().map_or(String::new(), |e| format!(": {e}"))
+        )?,
+        None => writeln!(out, "never applied")?,
+    }
+    if let Some(p) = &s.pending_confirm {
+        let left = p
+            .deadline
+            .saturating_sub(crate::supervisor::gateway::now_unix());
+        writeln!(
+            out,
+            "PENDING CONFIRMATION: the previous config returns in {left} s unless `bulkhead confirm`"
+        )?;
+    }
+    writeln!(out, "links:")?;
+    for l in &s.links {
+        writeln!(
+            out,
+            "  {:<12} {:<18} {:<7} mtu {:<5} {}",
+            l.name,
+            l.role,
+            if !l.present {
+                "MISSING"
+            } else if l.up {
+                "up"
+            } else {
+                "down"
+            },
+            l.mtu.map_or("-".into(), |m| m.to_string()),
+            l.addresses.join(" ")
+        )?;
+    }
+    writeln!(out, "sets:")?;
+    for (n, c) in &s.sets {
+        writeln!(out, "  {n:<16} {c} elements")?;
+    }
+    writeln!(out, "rules (packets / bytes):")?;
+    for c in &s.counters {
+        writeln!(
+            out,
+            "  {:<10} {:<40} {:>10} {:>14}",
+            c.chain, c.rule, c.packets, c.bytes
+        )?;
+    }
+    for (k, v) in &s.extra {
+        writeln!(out, "{k}: {v}")?;
+    }
+    Ok(())
+}
+
+fn spawn_watchdog(g: &Global, state_dir: &std::path::Path) -> Result<(), CliError> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe()?;
+    let mut c = std::process::Command::new(exe);
+    c.arg("-c").arg(&g.config).arg("--state-dir").arg(state_dir);
+    if g.lab {
+        c.arg("--lab");
+    }
+    if let Some(b) = g.lab_backend {
+        c.arg("--lab-backend").arg(Backend::from(b).name());
+    }
+    c.arg("confirm-watchdog")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: setsid in the child before exec, so the watchdog outlives this terminal session.
+    unsafe {
+        c.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    c.spawn()?;
+    Ok(())
+}
+
+fn watchdog(g: &Global, state_dir: &std::path::Path) -> Result<ExitCode, CliError> {
+    use crate::supervisor::Gateway;
+    use crate::supervisor::control::{self, Request};
+    loop {
+        let gw = Gateway::open(&g.config, Some(state_dir.to_path_buf()), g.lab_mode())?;
+        let Some(p) = gw.pending() else {
+            return Ok(ExitCode::SUCCESS);
+        };
+        drop(gw);
+        let now = crate::supervisor::gateway::now_unix();
+        if now >= p.deadline {
+            // the daemon, when it runs, does it itself
+            if control::call(
+                state_dir,
+                &Request::Status,
+                std::time::Duration::from_secs(5),
+            )
+            .is_some()
+            {
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut gw = Gateway::open(&g.config, Some(state_dir.to_path_buf()), g.lab_mode())?;
+            gw.check_deadline()?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(
+            ((p.deadline - now) * 1000).min(500),
+        ));
+    }
 }

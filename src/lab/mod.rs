@@ -200,7 +200,13 @@ impl Lab {
             ));
         }
         std::fs::create_dir_all(&self.dir).map_err(io("creating the lab directory"))?;
-        let lm = model.for_lab();
+        let backend_mode = match backend {
+            "iptables" => crate::model::Backend::Iptables,
+            _ => crate::model::Backend::Nftables,
+        };
+        let lm = model.for_lab(crate::model::LabMode {
+            backend: Some(backend_mode),
+        });
         let hosts = self.hosts(&lm);
         let mut st = LabState {
             name: self.name.clone(),
@@ -356,16 +362,22 @@ impl Lab {
         let tcp_s = join(&tcp);
         let udp_s = join(&udp);
         let bin = self.bin.to_string_lossy().into_owned();
-        let mut served = BTreeSet::new();
+        let mut by_ns: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for h in &st.hosts {
+            by_ns
+                .entry(h.ns.clone())
+                .or_default()
+                .push(h.addr.to_string());
+        }
+        for (ns, addrs) in &by_ns {
+            // UDP answers must come from the address asked, so each one is bound
+            let a = addrs.join(",");
+            let args = [
+                &bin, "lab", "serve", "--tcp", &tcp_s, "--udp", &udp_s, "--addrs", &a,
+            ];
+            self.spawn(st, ns, &args, &format!("serve-{ns}.log"))?;
+        }
         for h in st.hosts.clone() {
-            if served.insert(h.ns.clone()) {
-                self.spawn(
-                    st,
-                    &h.ns,
-                    &[&bin, "lab", "serve", "--tcp", &tcp_s, "--udp", &udp_s],
-                    &format!("serve-{}.log", h.name),
-                )?;
-            }
             if let (Some(g), Some(_)) = (&h.group, &h.segment) {
                 let text = hostrules::render(m, g).map_err(|e| LabError::Setup(e.to_string()))?;
                 let f = self.dir.join(format!("hostrules-{g}.nft"));
@@ -375,12 +387,23 @@ impl Lab {
         }
         // the gateway
         let cfg = st.config.to_string_lossy().into_owned();
+        let backend = st.backend.clone();
         let state_dir = self.dir.join("gateway");
         let sd = state_dir.to_string_lossy().into_owned();
         self.spawn(
             st,
             &gw,
-            &[&bin, "-c", &cfg, "--lab", "run", "--state-dir", &sd],
+            &[
+                &bin,
+                "-c",
+                &cfg,
+                "--lab",
+                "--lab-backend",
+                &backend,
+                "run",
+                "--state-dir",
+                &sd,
+            ],
             "gateway.log",
         )?;
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -485,7 +508,9 @@ fn expect(
     };
     let d = explain::explain(m, rs, &f);
     let dst_real = d.packet.dst;
-    let same_segment = src.segment.is_some()
+    let to_gateway = m.segments.iter().any(|s| s.gateway == dst);
+    let same_segment = !to_gateway
+        && src.segment.is_some()
         && src.segment.as_deref() == m.segment_of(dst).map(|s| s.name.as_str());
     let (mut ok, mut why) = if same_segment {
         (true, "same segment: host firewalls only".to_string())
@@ -501,23 +526,20 @@ fn expect(
                 segment: h.segment.as_ref().and_then(|s| m.segment(s)),
             })
     }
-    if ok {
-        if let Some(v) = view(m, src) {
-            if !hostrules::output_allows(m, &v, dst, proto, Some(port)) {
-                ok = false;
-                why = format!("host firewall of {} (output)", src.name);
-            }
-        }
+    if ok
+        && let Some(v) = view(m, src)
+        && !hostrules::output_allows(m, &v, dst, proto, Some(port))
+    {
+        ok = false;
+        why = format!("host firewall of {} (output)", src.name);
     }
-    if ok {
-        if let Some(h) = hosts.iter().find(|h| h.addr == dst_real) {
-            if let Some(v) = view(m, h) {
-                if !hostrules::input_allows(m, &v, src.addr, proto, d.packet.dport) {
-                    ok = false;
-                    why = format!("host firewall of {} (input)", h.name);
-                }
-            }
-        }
+    if ok
+        && let Some(h) = hosts.iter().find(|h| h.addr == dst_real)
+        && let Some(v) = view(m, h)
+        && !hostrules::input_allows(m, &v, src.addr, proto, d.packet.dport)
+    {
+        ok = false;
+        why = format!("host firewall of {} (input)", h.name);
     }
     (ok, why)
 }

@@ -9,7 +9,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 /// Answer on every given port until killed: TCP connections get a line and are closed, UDP
 /// datagrams are echoed.
-pub fn serve(tcp: &[u16], udp: &[u16]) -> std::io::Result<()> {
+pub fn serve(tcp: &[u16], udp: &[u16], addrs: &[Ipv4Addr]) -> std::io::Result<()> {
     let mut threads = Vec::new();
     for &p in tcp {
         let l = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, p))?;
@@ -19,14 +19,18 @@ pub fn serve(tcp: &[u16], udp: &[u16]) -> std::io::Result<()> {
             }
         }));
     }
+    let any = [Ipv4Addr::UNSPECIFIED];
+    let addrs = if addrs.is_empty() { &any[..] } else { addrs };
     for &p in udp {
-        let s = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, p))?;
-        threads.push(std::thread::spawn(move || {
-            let mut buf = [0u8; 512];
-            while let Ok((n, from)) = s.recv_from(&mut buf) {
-                let _ = s.send_to(&buf[..n], from);
-            }
-        }));
+        for &a in addrs {
+            let s = UdpSocket::bind(SocketAddrV4::new(a, p))?;
+            threads.push(std::thread::spawn(move || {
+                let mut buf = [0u8; 512];
+                while let Ok((n, from)) = s.recv_from(&mut buf) {
+                    let _ = s.send_to(&buf[..n], from);
+                }
+            }));
+        }
     }
     for t in threads {
         let _ = t.join();

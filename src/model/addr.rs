@@ -135,6 +135,34 @@ pub fn merge_ranges(mut v: Vec<AddrRange>) -> Vec<AddrRange> {
     out
 }
 
+/// `a` minus `b`: the parts of the ranges of `a` not covered by any range of `b`.
+pub fn subtract_ranges(a: &[AddrRange], b: &[AddrRange]) -> Vec<AddrRange> {
+    let mut out = merge_ranges(a.to_vec());
+    for cut in merge_ranges(b.to_vec()) {
+        let mut next = Vec::with_capacity(out.len() + 1);
+        for r in out {
+            if !r.overlaps(&cut) {
+                next.push(r);
+                continue;
+            }
+            if r.lo < cut.lo {
+                next.push(AddrRange {
+                    lo: r.lo,
+                    hi: Ipv4Addr::from(u32::from(cut.lo) - 1),
+                });
+            }
+            if r.hi > cut.hi {
+                next.push(AddrRange {
+                    lo: Ipv4Addr::from(u32::from(cut.hi) + 1),
+                    hi: r.hi,
+                });
+            }
+        }
+        out = next;
+    }
+    out
+}
+
 /// An inclusive port range; a single port has `lo == hi`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct PortRange {
@@ -291,6 +319,18 @@ mod tests {
         assert_eq!(parse_duration("1h30m").unwrap(), 5400);
         assert_eq!(parse_duration("600").unwrap(), 600);
         assert!(parse_duration("10 minutes").is_err());
+    }
+
+    #[test]
+    fn subtracting() {
+        let a = vec![AddrRange::parse("10.0.0.0/24").unwrap()];
+        let b = vec![AddrRange::parse("10.0.0.10-10.0.0.19").unwrap()];
+        let r: Vec<String> = subtract_ranges(&a, &b)
+            .iter()
+            .map(|x| x.to_string())
+            .collect();
+        assert_eq!(r, ["10.0.0.0-10.0.0.9", "10.0.0.20-10.0.0.255"]);
+        assert!(subtract_ranges(&b, &a).is_empty());
     }
 
     #[test]

@@ -18,6 +18,13 @@ pub const LAB_UPLINK: &str = "203.0.113.2/24";
 /// The lab's "internet" router behind the uplink.
 pub const LAB_UPLINK_GW: &str = "203.0.113.1";
 
+/// How the lab runs a config: see [`Model::for_lab`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LabMode {
+    /// Run this firewall backend instead of the configured one.
+    pub backend: Option<Backend>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
@@ -372,8 +379,11 @@ impl Model {
     /// The model as the lab runs it on a kernel without 802.1Q: every VLAN segment becomes a
     /// plain port of the same name (the lab creates veth ports named like the VLAN links), and
     /// a DHCP uplink gets the lab's static address ([`LAB_UPLINK`], via [`LAB_UPLINK_GW`]).
-    pub fn for_lab(&self) -> Model {
+    pub fn for_lab(&self, mode: LabMode) -> Model {
         let mut m = self.clone();
+        if let Some(b) = mode.backend {
+            m.backend = b;
+        }
         for s in &mut m.segments {
             s.link = SegmentLink::Port;
         }

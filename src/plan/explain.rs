@@ -128,7 +128,10 @@ pub fn classify(m: &Model, rs: &Ruleset, f: &Flow) -> (Packet, Option<String>) {
     // Port forwards: packets from the uplink to the gateway's uplink side.
     // From the uplink, any address outside the segments is taken as the gateway's own uplink
     // address (with a DHCP uplink it is not known in advance).
-    let to_uplink = m.segment_of(f.dst).is_none() && !gws.contains(&f.dst);
+    let to_uplink = match &m.uplink.addressing {
+        UplinkAddressing::Static { address, .. } => address.addr() == f.dst,
+        UplinkAddressing::Dhcp => m.segment_of(f.dst).is_none() && !gws.contains(&f.dst),
+    };
     if iif.as_deref() == Some(m.uplink.interface.as_str()) && to_uplink {
         for d in &rs.dnat {
             let sets_ok = d.saddr.as_ref().is_none_or(|s| addr_in(rs, s, f.src));

@@ -1,0 +1,507 @@
+//! The gateway as one object: the config it runs, the applier, the history of applied
+//! configs, commit-confirm, live host sets. The CLI uses it directly when no daemon runs; the
+//! daemon owns one and serves the same operations on its control socket.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::apply::{Applier, ApplyError, ApplyReport, Change, DiffReport, RuleCounter};
+use crate::diag::Report;
+use crate::model::{self, AddrRange, LabMode, Model, addr};
+use crate::plan::{self, Plan};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GwError {
+    #[error("{}", .0.to_string().trim_end())]
+    Config(Report),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error("{what}: {err}")]
+    Io { what: String, err: std::io::Error },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("nothing to confirm: no apply is waiting for confirmation")]
+    NothingToConfirm,
+    #[error("no earlier config to roll back to")]
+    NoHistory,
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> GwError {
+    let what = what.into();
+    move |err| GwError::Io { what, err }
+}
+
+/// An apply report as it comes back over the control socket.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ApplyView {
+    #[serde(default)]
+    pub changes: Vec<Change>,
+    #[serde(default)]
+    pub generation: Option<u64>,
+    #[serde(default)]
+    pub elapsed: f64,
+}
+
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// An apply waiting for `bulkhead confirm`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Pending {
+    /// History entry applied with the deadline.
+    pub entry: u64,
+    /// Unix time after which the previous config is restored.
+    pub deadline: u64,
+}
+
+/// Addresses added to or removed from groups at run time, kept across applies.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LiveSets {
+    pub groups: BTreeMap<String, LiveSet>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LiveSet {
+    pub added: Vec<Ipv4Net>,
+    pub removed: Vec<Ipv4Net>,
+}
+
+/// The result of the last apply attempt, for `status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LastApply {
+    pub at: u64,
+    pub ok: bool,
+    pub what: String,
+    pub generation: Option<u64>,
+    pub changes: usize,
+    pub error: Option<String>,
+    pub elapsed_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LinkStatus {
+    pub name: String,
+    pub role: String,
+    pub present: bool,
+    pub up: bool,
+    pub mtu: Option<u32>,
+    pub addresses: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CounterStatus {
+    pub rule: String,
+    pub chain: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub config: String,
+    pub backend: String,
+    pub daemon: bool,
+    pub links: Vec<LinkStatus>,
+    pub counters: Vec<CounterStatus>,
+    pub sets: Vec<(String, usize)>,
+    pub last_apply: Option<LastApply>,
+    pub pending_confirm: Option<Pending>,
+    pub generation: Option<u64>,
+    /// Extra sections filled in by the daemon (DHCP, log shipping).
+    #[serde(default)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+pub struct Gateway {
+    pub config: PathBuf,
+    pub state_dir: PathBuf,
+    lab: Option<LabMode>,
+    applier: Applier,
+    /// The model last applied (with its text), or loaded at open.
+    model: Model,
+    text: String,
+    pub last: Option<LastApply>,
+}
+
+/// Read and validate a config (text and model).
+pub fn load(config: &Path, lab: Option<LabMode>) -> Result<(Model, String, Report), GwError> {
+    let text =
+        std::fs::read_to_string(config).map_err(io(format!("reading {}", config.display())))?;
+    let (m, warnings) =
+        model::load_str(&config.display().to_string(), &text).map_err(GwError::Config)?;
+    Ok((
+        lab.map_or_else(|| m.clone(), |l| m.for_lab(l)),
+        text,
+        warnings,
+    ))
+}
+
+impl Gateway {
+    /// Open the gateway for a config; `state_dir` overrides the config's.
+    pub fn open(
+        config: &Path,
+        state_dir: Option<PathBuf>,
+        lab: Option<LabMode>,
+    ) -> Result<Self, GwError> {
+        let (model, text, _) = load(config, lab)?;
+        let state_dir = state_dir.unwrap_or_else(|| model.state_dir.clone());
+        std::fs::create_dir_all(&state_dir)
+            .map_err(io(format!("creating {}", state_dir.display())))?;
+        let applier = Applier::new(&state_dir, model.backend)?;
+        let last = std::fs::read_to_string(state_dir.join("last-apply.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        Ok(Gateway {
+            config: config.to_path_buf(),
+            state_dir,
+            lab,
+            applier,
+            model,
+            text,
+            last,
+        })
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    pub fn applier(&self) -> &Applier {
+        &self.applier
+    }
+
+    fn history_dir(&self) -> PathBuf {
+        self.state_dir.join("configs")
+    }
+
+    /// Applied configs, oldest first: (entry number, path).
+    pub fn history(&self) -> Vec<(u64, PathBuf)> {
+        let mut v: Vec<(u64, PathBuf)> = std::fs::read_dir(self.history_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let p = e.path();
+                let n = p.file_stem()?.to_str()?.parse().ok()?;
+                (p.extension()? == "toml").then_some((n, p))
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn record_history(&self, text: &str) -> Result<u64, GwError> {
+        let h = self.history();
+        if let Some((n, p)) = h.last()
+            && std::fs::read_to_string(p).ok().as_deref() == Some(text)
+        {
+            return Ok(*n);
+        }
+        let n = h.last().map_or(1, |(n, _)| n + 1);
+        std::fs::create_dir_all(self.history_dir()).map_err(io("creating the config history"))?;
+        let p = self.history_dir().join(format!("{n:06}.toml"));
+        std::fs::write(&p, text).map_err(io(format!("writing {}", p.display())))?;
+        // keep the last 10
+        for (_, old) in h.iter().rev().skip(9) {
+            let _ = std::fs::remove_file(old);
+        }
+        Ok(n)
+    }
+
+    pub fn pending(&self) -> Option<Pending> {
+        std::fs::read_to_string(self.state_dir.join("pending-confirm.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+    }
+
+    fn set_pending(&self, p: Option<&Pending>) -> Result<(), GwError> {
+        let f = self.state_dir.join("pending-confirm.json");
+        match p {
+            Some(p) => std::fs::write(&f, serde_json::to_string(p).expect("serializes"))
+                .map_err(io("writing the pending confirmation")),
+            None => match std::fs::remove_file(&f) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(io("removing the pending confirmation")(e))
+                }
+                _ => Ok(()),
+            },
+        }
+    }
+
+    pub fn live_sets(&self) -> LiveSets {
+        std::fs::read_to_string(self.state_dir.join("live-sets.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    }
+
+    fn save_live_sets(&self, l: &LiveSets) -> Result<(), GwError> {
+        std::fs::write(
+            self.state_dir.join("live-sets.json"),
+            serde_json::to_string_pretty(l).expect("serializes"),
+        )
+        .map_err(io("writing the live sets"))
+    }
+
+    /// The plan for a model, with the live set changes folded into its groups.
+    pub fn plan_for(&self, m: &Model) -> Plan {
+        let live = self.live_sets();
+        let mut m = m.clone();
+        for g in &mut m.groups {
+            if let Some(l) = live.groups.get(&g.name) {
+                let mut members = g.members.clone();
+                members.extend(l.added.iter().map(|n| AddrRange::from_net(*n)));
+                let removed: Vec<AddrRange> =
+                    l.removed.iter().map(|n| AddrRange::from_net(*n)).collect();
+                g.members = addr::subtract_ranges(&members, &removed);
+            }
+        }
+        plan::build(&m, None)
+    }
+
+    fn note(&mut self, what: &str, r: &Result<ApplyReport, ApplyError>) {
+        let last = match r {
+            Ok(rep) => LastApply {
+                at: now_unix(),
+                ok: true,
+                what: what.to_string(),
+                generation: rep.generation,
+                changes: rep.changes.len(),
+                error: None,
+                elapsed_ms: rep.elapsed.as_secs_f64() * 1000.0,
+            },
+            Err(e) => LastApply {
+                at: now_unix(),
+                ok: false,
+                what: what.to_string(),
+                generation: None,
+                changes: 0,
+                error: Some(e.to_string()),
+                elapsed_ms: 0.0,
+            },
+        };
+        let _ = std::fs::write(
+            self.state_dir.join("last-apply.json"),
+            serde_json::to_string(&last).expect("serializes"),
+        );
+        self.last = Some(last);
+    }
+
+    fn apply_model(&mut self, m: Model, text: String, what: &str) -> Result<ApplyReport, GwError> {
+        let plan = self.plan_for(&m);
+        let r = self.applier.apply(&plan);
+        self.note(what, &r);
+        let rep = r?;
+        self.model = m;
+        self.text = text;
+        Ok(rep)
+    }
+
+    /// Read the config file and apply it. With `confirm_within`, the previous config comes
+    /// back unless `confirm` arrives in time.
+    pub fn apply_file(&mut self, confirm_within: Option<Duration>) -> Result<ApplyReport, GwError> {
+        let (m, text, _) = load(&self.config, self.lab)?;
+        if m.backend != self.model.backend {
+            self.applier = Applier::new(&self.state_dir, m.backend)?;
+        }
+        let had_history = !self.history().is_empty();
+        let rep = self.apply_model(m, text.clone(), "apply")?;
+        let entry = self.record_history(&text)?;
+        match confirm_within {
+            Some(d) if had_history => self.set_pending(Some(&Pending {
+                entry,
+                deadline: now_unix() + d.as_secs().max(1),
+            }))?,
+            Some(_) => {
+                tracing::warn!(
+                    "no earlier config to return to: --confirm-within has nothing to restore"
+                );
+                self.set_pending(None)?
+            }
+            None => self.set_pending(None)?,
+        }
+        Ok(rep)
+    }
+
+    /// Re-apply what is running (repair drift) without reading the file.
+    pub fn repair(&mut self) -> Result<ApplyReport, GwError> {
+        let (m, t) = (self.model.clone(), self.text.clone());
+        self.apply_model(m, t, "repair")
+    }
+
+    pub fn diff(&self) -> Result<DiffReport, GwError> {
+        let (m, _, _) = load(&self.config, self.lab)?;
+        Ok(self.applier.diff(&self.plan_for(&m))?)
+    }
+
+    /// Has the running state drifted from the running config?
+    pub fn drift(&self) -> Result<Vec<Change>, GwError> {
+        Ok(self.applier.diff(&self.plan_for(&self.model))?.changes)
+    }
+
+    pub fn confirm(&mut self) -> Result<Pending, GwError> {
+        let p = self.pending().ok_or(GwError::NothingToConfirm)?;
+        self.set_pending(None)?;
+        tracing::info!(entry = p.entry, "apply confirmed");
+        Ok(p)
+    }
+
+    /// Go back to the config applied before the current one (links, addresses, sysctls and
+    /// firewall), and forget the current one.
+    pub fn rollback(&mut self) -> Result<ApplyReport, GwError> {
+        let h = self.history();
+        if h.len() < 2 {
+            return Err(GwError::NoHistory);
+        }
+        let (_, prev) = &h[h.len() - 2];
+        let text =
+            std::fs::read_to_string(prev).map_err(io(format!("reading {}", prev.display())))?;
+        let (m, warnings) =
+            model::load_str(&self.config.display().to_string(), &text).map_err(GwError::Config)?;
+        let _ = warnings;
+        let m = self.lab.map_or_else(|| m.clone(), |l| m.for_lab(l));
+        if m.backend != self.model.backend {
+            self.applier = Applier::new(&self.state_dir, m.backend)?;
+        }
+        let rep = self.apply_model(m, text, "rollback")?;
+        let _ = std::fs::remove_file(&h[h.len() - 1].1);
+        self.set_pending(None)?;
+        Ok(rep)
+    }
+
+    /// Roll back if a confirmation is overdue. Returns the report when it did.
+    pub fn check_deadline(&mut self) -> Result<Option<ApplyReport>, GwError> {
+        match self.pending() {
+            Some(p) if now_unix() >= p.deadline => {
+                tracing::warn!(
+                    entry = p.entry,
+                    "apply not confirmed in time: restoring the previous config"
+                );
+                self.rollback().map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn check_group(&self, group: &str) -> Result<(), GwError> {
+        if group == crate::plan::ruleset::QUARANTINE || self.model.group(group).is_some() {
+            Ok(())
+        } else {
+            Err(GwError::Invalid(format!(
+                "no group named `{group}` (groups: {})",
+                self.model
+                    .groups
+                    .iter()
+                    .map(|g| g.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )))
+        }
+    }
+
+    /// Add addresses to a group's live set, and remember them for the next apply.
+    pub fn set_add(&mut self, group: &str, addrs: &[Ipv4Net]) -> Result<(), GwError> {
+        self.check_group(group)?;
+        self.applier.set_add(group, addrs)?;
+        if group != crate::plan::ruleset::QUARANTINE {
+            let mut l = self.live_sets();
+            let e = l.groups.entry(group.to_string()).or_default();
+            for a in addrs {
+                e.removed.retain(|x| x != a);
+                if !e.added.contains(a) {
+                    e.added.push(*a);
+                }
+            }
+            self.save_live_sets(&l)?;
+        }
+        tracing::info!(group, addrs = ?addrs, "added to live set");
+        Ok(())
+    }
+
+    pub fn set_del(&mut self, group: &str, addrs: &[Ipv4Net]) -> Result<(), GwError> {
+        self.check_group(group)?;
+        self.applier.set_del(group, addrs)?;
+        if group != crate::plan::ruleset::QUARANTINE {
+            let mut l = self.live_sets();
+            let e = l.groups.entry(group.to_string()).or_default();
+            for a in addrs {
+                e.added.retain(|x| x != a);
+                if !e.removed.contains(a) {
+                    e.removed.push(*a);
+                }
+            }
+            self.save_live_sets(&l)?;
+        }
+        tracing::info!(group, addrs = ?addrs, "removed from live set");
+        Ok(())
+    }
+
+    pub fn set_list(&self, group: &str) -> Result<Vec<String>, GwError> {
+        self.check_group(group)?;
+        Ok(self.applier.set_list(group)?)
+    }
+
+    pub fn status(&self, daemon: bool) -> Status {
+        let plan = self.plan_for(&self.model);
+        let net = self.applier.netlink();
+        let links = plan
+            .links
+            .iter()
+            .map(|l| {
+                let st = net.link(&l.name).ok().flatten();
+                let addresses = st
+                    .as_ref()
+                    .and_then(|s| net.addresses(s.index).ok())
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect();
+                LinkStatus {
+                    name: l.name.clone(),
+                    role: l.role.clone(),
+                    present: st.is_some(),
+                    up: st.as_ref().is_some_and(|s| s.up),
+                    mtu: st.as_ref().map(|s| s.mtu),
+                    addresses,
+                }
+            })
+            .collect();
+        let counters = self
+            .applier
+            .counters()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c: RuleCounter| CounterStatus {
+                rule: c.comment,
+                chain: c.chain,
+                packets: c.packets,
+                bytes: c.bytes,
+            })
+            .collect();
+        Status {
+            config: self.config.display().to_string(),
+            backend: self.model.backend.name().into(),
+            daemon,
+            links,
+            counters,
+            sets: self.applier.set_sizes().unwrap_or_default(),
+            last_apply: self.last.clone(),
+            pending_confirm: self.pending(),
+            generation: self
+                .applier
+                .store()
+                .current()
+                .ok()
+                .flatten()
+                .map(|g| g.meta.generation),
+            extra: BTreeMap::new(),
+        }
+    }
+}

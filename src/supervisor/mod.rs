@@ -1,0 +1,263 @@
+//! `bulkhead run`: the supervisor. It applies the config, then keeps the system as planned:
+//! netlink link/address events and a periodic check repair drift (a deleted link, a removed
+//! address, a flushed or deleted table); SIGHUP reloads (validate first: an invalid config is
+//! logged and the running state stays untouched); SIGTERM exits leaving the ruleset in place.
+//! A control socket in the state directory serves status, apply, confirm, rollback, diff and
+//! live set changes.
+
+pub mod control;
+pub mod gateway;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::{mpsc, oneshot};
+
+use control::{Request, Response};
+pub use gateway::{Gateway, GwError};
+
+/// What the engine thread is asked to do.
+enum Job {
+    Client(Request, oneshot::Sender<Response>),
+    Reload,
+    Check,
+    Shutdown,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Gateway(#[from] GwError),
+    #[error("{what}: {err}")]
+    Io { what: String, err: std::io::Error },
+}
+
+/// Options of `bulkhead run`.
+pub struct RunOptions {
+    pub config: PathBuf,
+    pub state_dir: Option<PathBuf>,
+    pub lab: Option<crate::model::LabMode>,
+    /// Seconds between two drift checks.
+    pub check_every: Duration,
+}
+
+/// The engine: owns the gateway, handles one job at a time.
+fn engine(mut gw: Gateway, jobs: std::sync::mpsc::Receiver<Job>) {
+    while let Ok(job) = jobs.recv() {
+        match job {
+            Job::Shutdown => break,
+            Job::Reload => match gateway::load(&gw.config, None) {
+                Err(e) => {
+                    tracing::error!(config = %gw.config.display(), "reload refused, the running state is kept:\n{e}")
+                }
+                Ok(_) => match gw.apply_file(None) {
+                    Ok(r) => {
+                        tracing::info!(changes = r.changes.len(), generation = ?r.generation, "reloaded")
+                    }
+                    Err(e) => tracing::error!("reload failed: {e}"),
+                },
+            },
+            Job::Check => {
+                if let Err(e) = gw.check_deadline() {
+                    tracing::error!("restoring the previous config failed: {e}");
+                }
+                match gw.drift() {
+                    Ok(ch) if ch.is_empty() => {}
+                    Ok(ch) => {
+                        for c in &ch {
+                            tracing::warn!(object = %c.object, "drift: {}", c.detail);
+                        }
+                        match gw.repair() {
+                            Ok(r) => tracing::info!(changes = r.changes.len(), "drift repaired"),
+                            Err(e) => tracing::error!("repairing drift failed: {e}"),
+                        }
+                    }
+                    Err(e) => tracing::error!("checking for drift failed: {e}"),
+                }
+            }
+            Job::Client(req, reply) => {
+                let resp = handle(&mut gw, req);
+                let _ = reply.send(resp);
+            }
+        }
+    }
+}
+
+fn handle(gw: &mut Gateway, req: Request) -> Response {
+    match req {
+        Request::Status => Response::ok(gw.status(true)),
+        Request::Apply { confirm_within } => {
+            match gw.apply_file(confirm_within.map(Duration::from_secs)) {
+                Ok(r) => Response::ok(r),
+                Err(e) => Response::err(e),
+            }
+        }
+        Request::Confirm => gw.confirm().map_or_else(Response::err, Response::ok),
+        Request::Rollback => gw.rollback().map_or_else(Response::err, Response::ok),
+        Request::Diff => gw.diff().map_or_else(Response::err, Response::ok),
+        Request::SetAdd { group, addrs } => gw
+            .set_add(&group, &addrs)
+            .map_or_else(Response::err, Response::ok),
+        Request::SetDel { group, addrs } => gw
+            .set_del(&group, &addrs)
+            .map_or_else(Response::err, Response::ok),
+        Request::SetList { group } => gw.set_list(&group).map_or_else(Response::err, Response::ok),
+        Request::Leases { .. } => Response::err("this daemon serves no DHCP"),
+    }
+}
+
+async fn serve_socket(path: PathBuf, tx: std::sync::mpsc::Sender<Job>) {
+    let _ = std::fs::remove_file(&path);
+    let listener = match tokio::net::UnixListener::bind(&path) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(path = %path.display(), "cannot open the control socket: {e}");
+            return;
+        }
+    };
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let (r, mut w) = stream.into_split();
+            let mut lines = BufReader::new(r).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let resp = match serde_json::from_str::<Request>(&line) {
+                    Err(e) => Response::err(format!("bad request: {e}")),
+                    Ok(req) => {
+                        let (otx, orx) = oneshot::channel();
+                        if tx.send(Job::Client(req, otx)).is_err() {
+                            Response::err("the daemon is stopping")
+                        } else {
+                            orx.await
+                                .unwrap_or_else(|_| Response::err("the daemon is stopping"))
+                        }
+                    }
+                };
+                let mut out = serde_json::to_string(&resp).expect("serializes");
+                out.push('\n');
+                if w.write_all(out.as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// Link and address events from the kernel: each one asks for a drift check.
+async fn watch_netlink(tx: mpsc::UnboundedSender<()>) {
+    use rtnetlink::constants::{RTMGRP_IPV4_IFADDR, RTMGRP_LINK};
+    use rtnetlink::sys::AsyncSocket;
+    let Ok((mut conn, _handle, mut messages)) = rtnetlink::new_connection() else {
+        tracing::error!("cannot open a netlink socket for link events; relying on periodic checks");
+        return;
+    };
+    let addr = rtnetlink::sys::SocketAddr::new(0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR);
+    if let Err(e) = conn.socket_mut().socket_mut().bind(&addr) {
+        tracing::error!("cannot subscribe to link events: {e}; relying on periodic checks");
+        return;
+    }
+    tokio::spawn(conn);
+    while messages.next().await.is_some() {
+        if tx.send(()).is_err() {
+            break;
+        }
+    }
+}
+
+fn mark_ready(state_dir: &Path) {
+    let _ = std::fs::write(state_dir.join("ready"), format!("{}\n", std::process::id()));
+}
+
+/// Run the supervisor until SIGTERM/SIGINT.
+pub fn run(opts: RunOptions) -> Result<(), RunError> {
+    // The gateway lives on the engine thread (its netlink handle is not Send); the first
+    // apply happens there and its outcome comes back before anything else starts.
+    let (tx, rx) = std::sync::mpsc::channel::<Job>();
+    let (first_tx, first_rx) = std::sync::mpsc::channel::<Result<PathBuf, RunError>>();
+    let (config, state_override, lab) = (opts.config.clone(), opts.state_dir.clone(), opts.lab);
+    let engine_thread = std::thread::Builder::new()
+        .name("engine".into())
+        .spawn(move || {
+            let start = || -> Result<Gateway, RunError> {
+                let mut gw = Gateway::open(&config, state_override, lab)?;
+                let _ = std::fs::remove_file(gw.state_dir.join("ready"));
+                // An apply left unconfirmed before a restart is rolled back first.
+                if let Err(e) = gw.check_deadline() {
+                    tracing::error!("restoring the previous config failed: {e}");
+                }
+                let r = gw.apply_file(None)?;
+                tracing::info!(changes = r.changes.len(), generation = ?r.generation, elapsed_ms = r.elapsed.as_secs_f64() * 1000.0, "applied");
+                Ok(gw)
+            };
+            match start() {
+                Ok(gw) => {
+                    let _ = first_tx.send(Ok(gw.state_dir.clone()));
+                    engine(gw, rx);
+                }
+                Err(e) => {
+                    let _ = first_tx.send(Err(e));
+                }
+            }
+        })
+        .map_err(|err| RunError::Io { what: "starting the engine".into(), err })?;
+    let state_dir = match first_rx.recv() {
+        Ok(Ok(d)) => d,
+        Ok(Err(e)) => {
+            let _ = engine_thread.join();
+            return Err(e);
+        }
+        Err(_) => {
+            let _ = engine_thread.join();
+            return Err(RunError::Io {
+                what: "the engine".into(),
+                err: std::io::Error::other("stopped before the first apply"),
+            });
+        }
+    };
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|err| RunError::Io {
+            what: "starting the runtime".into(),
+            err,
+        })?;
+    rt.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = signal(SignalKind::hangup()).expect("signal handler");
+        let mut term = signal(SignalKind::terminate()).expect("signal handler");
+        let mut int = signal(SignalKind::interrupt()).expect("signal handler");
+        tokio::spawn(serve_socket(control::socket_path(&state_dir), tx.clone()));
+        let (ntx, mut nrx) = mpsc::unbounded_channel();
+        tokio::spawn(watch_netlink(ntx));
+        mark_ready(&state_dir);
+        println!("bulkhead: ready");
+        let mut tick = tokio::time::interval(opts.check_every);
+        loop {
+            tokio::select! {
+                _ = hup.recv() => { tracing::info!("SIGHUP: reloading"); let _ = tx.send(Job::Reload); }
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = tick.tick() => { let _ = tx.send(Job::Check); }
+                Some(()) = nrx.recv() => {
+                    // let a burst of events settle, then check once
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    while nrx.try_recv().is_ok() {}
+                    let _ = tx.send(Job::Check);
+                }
+            }
+        }
+        tracing::info!("stopping; the ruleset stays in place");
+    });
+    let _ = tx.send(Job::Shutdown);
+    let _ = engine_thread.join();
+    let _ = std::fs::remove_file(control::socket_path(&state_dir));
+    let _ = std::fs::remove_file(state_dir.join("ready"));
+    Ok(())
+}
