@@ -181,6 +181,17 @@ impl Lab {
                 group: Some(g),
             });
         }
+        for f in &m.forwards {
+            if used.insert(f.to) {
+                hosts.push(Host {
+                    name: format!("fwd-{}", f.name),
+                    ns: self.ns(&format!("f-{}", f.name)),
+                    addr: f.to,
+                    segment: Some(f.to_segment.clone()),
+                    group: None,
+                });
+            }
+        }
         hosts.push(Host {
             name: "internet".into(),
             ns: self.ns("inet"),
@@ -470,6 +481,8 @@ pub struct Check {
     pub dst: Ipv4Addr,
     pub proto: Proto,
     pub port: u16,
+    /// The port at the destination host (after a port forward).
+    pub inner_port: u16,
     pub why: String,
     pub expected: bool,
     pub decided_by: String,
@@ -481,10 +494,9 @@ fn ports(checks: &[Check]) -> (BTreeSet<u16>, BTreeSet<u16>) {
     let mut udp = BTreeSet::new();
     for c in checks {
         match c.proto {
-            Proto::Udp => udp.insert(c.port),
-            _ => tcp.insert(c.port),
+            Proto::Udp => udp.insert(c.inner_port),
+            _ => tcp.insert(c.inner_port),
         };
-        // port forwards are served on the inside port
     }
     (tcp, udp)
 }
@@ -549,7 +561,7 @@ pub fn probes(m: &Model, hosts: &[Host], _addrs: Vec<Ipv4Addr>) -> Vec<Check> {
     let rs = ruleset::build(m);
     let by_seg: BTreeMap<&str, &Host> = hosts
         .iter()
-        .filter(|h| h.group.is_none() && h.segment.is_some())
+        .filter(|h| h.group.is_none() && h.segment.is_some() && !h.name.starts_with("fwd-"))
         .map(|h| (h.segment.as_deref().unwrap(), h))
         .collect();
     let by_group: BTreeMap<&str, &Host> = hosts
@@ -611,6 +623,13 @@ pub fn probes(m: &Model, hosts: &[Host], _addrs: Vec<Ipv4Addr>) -> Vec<Check> {
             return;
         }
         let (expected, decided_by) = expect(m, &rs, hosts, src, dst, proto, port);
+        let flow = explain::Flow {
+            src: src.addr,
+            dst,
+            proto,
+            port: Some(port),
+        };
+        let inner_port = explain::classify(m, &rs, &flow).0.dport.unwrap_or(port);
         out.push(Check {
             from: src.name.clone(),
             to,
@@ -618,6 +637,7 @@ pub fn probes(m: &Model, hosts: &[Host], _addrs: Vec<Ipv4Addr>) -> Vec<Check> {
             dst,
             proto,
             port,
+            inner_port,
             why,
             expected,
             decided_by,
