@@ -185,6 +185,11 @@ fn sysctls(m: &Model) -> Vec<SysctlPlan> {
             &format!("net.ipv6.conf.{scope}.accept_redirects"),
             b(s.accept_redirects),
         );
+        // replacing a segment's address must not take the new one down with the old one
+        put(
+            &format!("net.ipv4.conf.{scope}.promote_secondaries"),
+            "1".into(),
+        );
     }
     put("net.ipv4.tcp_syncookies", b(s.syncookies));
     put(
