@@ -204,15 +204,29 @@ impl Firewall for Iptables {
                 s.push_str(&l);
                 s.push('\n');
             }
-            // Hook jumps in the built-in chains.
+            // Hook jumps in the built-in chains, with their positions (they belong at the head).
             let all = run(&self.save, &["-t", t], None).map_err(cmd("iptables-save"))?;
+            let mut pos: Vec<(String, usize)> = Vec::new();
             for l in all.lines() {
-                if let Some((chain, target)) = l
-                    .strip_prefix("-A ")
-                    .and_then(|x| x.split_once(" -j "))
+                let Some(rule) = l.strip_prefix("-A ") else {
+                    continue;
+                };
+                let chain = rule.split_whitespace().next().unwrap_or("").to_string();
+                let n = match pos.iter_mut().find(|(c, _)| *c == chain) {
+                    Some((_, n)) => {
+                        *n += 1;
+                        *n
+                    }
+                    None => {
+                        pos.push((chain.clone(), 1));
+                        1
+                    }
+                };
+                if let Some((_, target)) = rule
+                    .split_once(" -j ")
                     .filter(|(c, t)| !own_chain(c) && own_chain(t.trim()))
                 {
-                    s.push_str(&format!("# hook {chain} -> {target}\n"));
+                    s.push_str(&format!("# hook {chain} #{n} -> {target}\n"));
                 }
             }
         }
