@@ -243,6 +243,7 @@ impl Applier {
                 applier: self.fw.backend().name(),
             });
         }
+        let _lock = self.store.lock()?;
         let mut changes = Vec::new();
         let mut loaded = false;
         let work = self.store.work();
@@ -713,6 +714,7 @@ impl Applier {
     /// Reload the last-known-good firewall (e.g. after it was changed by hand).
     pub fn restore(&self) -> Result<ApplyReport, ApplyError> {
         let t0 = Instant::now();
+        let _lock = self.store.lock()?;
         let g = self.store.current()?.ok_or(ApplyError::NothingToRollBack)?;
         self.fw.load(&g.text, &self.store.work())?;
         if let Some(s) = self.fw.snapshot()? {
@@ -735,6 +737,7 @@ impl Applier {
     /// rolled back: re-apply the older config for those.
     pub fn rollback(&self) -> Result<ApplyReport, ApplyError> {
         let t0 = Instant::now();
+        let _lock = self.store.lock()?;
         let prev = self.store.previous()?;
         let g = prev.last().ok_or(ApplyError::NothingToRollBack)?;
         self.fw.load(&g.text, &self.store.work())?;

@@ -263,6 +263,7 @@ impl Firewall for Iptables {
             std::fs::write(&p, body).map_err(|source| FirewallError::Io { path: p, source })?;
         }
         let mut changes = Vec::new();
+        changes.extend(self.rebuild_changed_timeout_sets(ipset)?);
         run(&self.ipset, &["restore"], Some(ipset)).map_err(cmd("ipset restore"))?;
         tracing::info!(sets = %created_sets(ipset).join(" "), "ipset restore: swapped fresh sets in");
         changes.push("ipset restore".to_string());
@@ -350,7 +351,71 @@ impl Firewall for Iptables {
     }
 }
 
+/// `create NAME TYPE … timeout T …` lines: (name, the whole create line, T).
+fn timeout_creates(ipset: &str) -> Vec<(String, String, u64)> {
+    ipset
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("create ")?;
+            let mut w = rest.split_whitespace();
+            let name = w.next()?.to_string();
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            let i = words.iter().position(|x| *x == "timeout")?;
+            let t = words.get(i + 1)?.parse().ok()?;
+            Some((name, l.to_string(), t))
+        })
+        .collect()
+}
+
 impl Iptables {
+    /// `create … -exist` fails when a set of that name exists with other parameters, which
+    /// happens to the quarantine set when its timeout is changed in the config. Such a set is
+    /// rebuilt under a temporary name with its live entries (and their remaining time), then
+    /// swapped in, before the rendered input is restored.
+    fn rebuild_changed_timeout_sets(&self, ipset: &str) -> Result<Vec<String>, FirewallError> {
+        let mut changes = Vec::new();
+        let live = self.sets()?;
+        for (name, create, timeout) in timeout_creates(ipset) {
+            if !live.contains(&name) {
+                continue;
+            }
+            let header =
+                run(&self.ipset, &["list", "-t", &name], None).map_err(cmd("ipset list"))?;
+            let cur = header
+                .lines()
+                .find_map(|l| l.strip_prefix("Header: "))
+                .and_then(|h| {
+                    let w: Vec<&str> = h.split_whitespace().collect();
+                    let i = w.iter().position(|x| *x == "timeout")?;
+                    w.get(i + 1)?.parse::<u64>().ok()
+                });
+            if cur == Some(timeout) {
+                continue;
+            }
+            let tmp = format!("{name}-n");
+            let entries = run(&self.ipset, &["list", &name, "-o", "save"], None)
+                .map_err(cmd("ipset list"))?;
+            let mut batch = String::new();
+            batch.push_str(
+                &create
+                    .replacen(&format!("create {name} "), &format!("create {tmp} "), 1)
+                    .replace(" -exist", ""),
+            );
+            batch.push('\n');
+            for l in entries.lines() {
+                if let Some(rest) = l.strip_prefix(&format!("add {name} ")) {
+                    batch.push_str(&format!("add {tmp} {rest} -exist\n"));
+                }
+            }
+            batch.push_str(&format!("swap {tmp} {name}\ndestroy {tmp}\n"));
+            let _ = run(&self.ipset, &["destroy", &tmp], None);
+            run(&self.ipset, &["restore"], Some(&batch)).map_err(cmd("ipset rebuild"))?;
+            tracing::info!(set = %name, from = ?cur, to = timeout, "rebuilt ipset with a new timeout, entries kept");
+            changes.push(format!("rebuilt ipset {name} with timeout {timeout}"));
+        }
+        Ok(changes)
+    }
+
     fn set_change(&self, op: &str, set: &str, addrs: &[Ipv4Net]) -> Result<(), FirewallError> {
         let name = set_name(set);
         if !self.sets()?.contains(&name) {
