@@ -249,7 +249,9 @@ impl Applier {
         let work = self.store.work();
 
         // 1. Kernel settings first: default.* keys are inherited by links created below.
-        let sc = sysctl::apply(self.sys.as_ref(), &plan.sysctls)
+        //    Keys of a planned interface that does not exist yet wait until after the links.
+        let (early, late) = self.split_sysctls(plan);
+        let sc = sysctl::apply(self.sys.as_ref(), &early)
             .map_err(|e| fail(Step::Sysctls, &changes, Recovery::NotAttempted)(e.into()))?;
         changes.extend(sc.into_iter().map(|c| Change {
             step: Step::Sysctls,
@@ -279,6 +281,14 @@ impl Applier {
         // 3. Links, addresses, routes.
         self.links(plan, &mut changes)
             .map_err(|(s, e)| fail(s, &changes, Recovery::NotAttempted)(e))?;
+
+        let sc = sysctl::apply(self.sys.as_ref(), &late)
+            .map_err(|e| fail(Step::Sysctls, &changes, Recovery::NotAttempted)(e.into()))?;
+        changes.extend(sc.into_iter().map(|c| Change {
+            step: Step::Sysctls,
+            object: c.key,
+            detail: format!("{} -> {}", c.from, c.to),
+        }));
 
         // 4. The full firewall, unless the live one is already exactly the last applied one.
         let text = LoadText::from_plan(plan);
@@ -353,6 +363,33 @@ impl Applier {
         Ok(report)
     }
 
+    /// Sysctls to write before the links, and those of planned interfaces that do not exist
+    /// yet (`net.ipv4.conf.IF.*`, `net.ipv6.conf.IF.*`, `net.ipv4.neigh.IF.*`, with `/` for a
+    /// dot in IF), written after the links are created.
+    fn split_sysctls(
+        &self,
+        plan: &Plan,
+    ) -> (Vec<crate::plan::SysctlPlan>, Vec<crate::plan::SysctlPlan>) {
+        let mut early = Vec::new();
+        let mut late = Vec::new();
+        for s in &plan.sysctls {
+            let parts: Vec<&str> = s.key.split('.').collect();
+            let iface = match parts.as_slice() {
+                ["net", "ipv4" | "ipv6", "conf" | "neigh", i, _, ..] => Some(i.replace('/', ".")),
+                _ => None,
+            };
+            let pending = iface.is_some_and(|i| {
+                plan.links.iter().any(|l| l.name == i) && self.net.link(&i).ok().flatten().is_none()
+            });
+            if pending {
+                late.push(s.clone());
+            } else {
+                early.push(s.clone());
+            }
+        }
+        (early, late)
+    }
+
     fn fw_object(&self) -> String {
         match self.fw.backend() {
             Backend::Nftables => "table inet bulkhead".into(),
@@ -408,7 +445,28 @@ impl Applier {
         let mut rec = self.store.created().map_err(st)?;
         let res = (|| {
             for lp in &plan.links {
-                let link = match (self.net.link(&lp.name).map_err(l)?, &lp.kind) {
+                let mut existing = self.net.link(&lp.name).map_err(l)?;
+                // A VLAN Bulkhead created whose id or parent changed in the config: recreate it.
+                if let (Some(s), LinkKind::Vlan { parent, id }) = (&existing, &lp.kind)
+                    && let Some(i) = rec.links.iter().position(|c| c.name == lp.name)
+                    && (rec.links[i].id != *id || rec.links[i].parent != *parent)
+                    && netlink::is_vlan(s)
+                {
+                    let old = rec.links.remove(i);
+                    self.net.del_link(s.index).map_err(l)?;
+                    rec.addresses.retain(|a| a.dev != lp.name);
+                    self.store.save_created(&rec).map_err(st)?;
+                    changes.push(Change {
+                        step: Step::Links,
+                        object: lp.name.clone(),
+                        detail: format!(
+                            "removed vlan {} on {} to recreate it as vlan {id} on {parent}",
+                            old.id, old.parent
+                        ),
+                    });
+                    existing = None;
+                }
+                let link = match (existing, &lp.kind) {
                     (Some(s), LinkKind::Port) => s,
                     (Some(s), LinkKind::Vlan { parent, id }) => {
                         let p = self.net.link(parent).map_err(l)?;
