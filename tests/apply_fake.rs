@@ -195,6 +195,10 @@ impl Firewall for Fw {
     fn set_sizes(&self) -> Result<Vec<(String, usize)>, FirewallError> {
         Ok(vec![])
     }
+    fn remove_all(&self) -> Result<Vec<String>, FirewallError> {
+        self.0.borrow_mut().fw = None;
+        Ok(vec![])
+    }
 }
 
 struct Setup {

@@ -133,3 +133,53 @@ fn iptables_apply_idempotent_hooks_once_and_failure_restores() {
     let input = gw.sh("iptables -w -S INPUT");
     assert_eq!(input.matches("-j BH-INPUT").count(), 1, "{input}");
 }
+
+#[test]
+fn switching_backends_removes_the_other_ruleset() {
+    if !init() {
+        return;
+    }
+    let gw = gateway("switch");
+    let state = TempDir::new("state");
+    let nft = plan("apply.toml", Backend::Nftables);
+    let ipt = plan("apply.toml", Backend::Iptables);
+    // Something that is not Bulkhead's, in both worlds: must survive.
+    gw.sh("nft add table inet other && nft add chain inet other c");
+    gw.sh("iptables -w -N OTHER && iptables -w -A INPUT -j OTHER");
+    gw.sh("ipset create other hash:ip");
+    let r = gw.run(|| {
+        Applier::new(state.path(), Backend::Nftables)
+            .unwrap()
+            .apply(&nft)
+            .unwrap();
+        Applier::new(state.path(), Backend::Iptables)
+            .unwrap()
+            .apply(&ipt)
+            .unwrap()
+    });
+    assert!(
+        r.changes.iter().any(|c| c.object == "nftables leftovers"),
+        "{:?}",
+        r.changes
+    );
+    assert!(!gw.sh("nft list tables").contains("bulkhead"));
+    assert!(ipt_state(&gw).contains(":BH-INPUT"));
+    let r = gw.run(|| {
+        Applier::new(state.path(), Backend::Nftables)
+            .unwrap()
+            .apply(&nft)
+            .unwrap()
+    });
+    assert!(
+        r.changes.iter().any(|c| c.object == "iptables leftovers"),
+        "{:?}",
+        r.changes
+    );
+    assert_eq!(ipt_state(&gw), "");
+    assert!(!gw.sh("ipset list -n").contains("bh-"));
+    assert!(gw.sh("nft list tables").contains("table inet bulkhead"));
+    // Not ours: untouched.
+    assert!(gw.sh("nft list tables").contains("table inet other"));
+    assert!(gw.sh("iptables -w -S INPUT").contains("-A INPUT -j OTHER"));
+    assert!(gw.sh("ipset list -n").contains("other"));
+}

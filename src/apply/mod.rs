@@ -182,6 +182,8 @@ pub struct Applier {
     net: Box<dyn Netlink>,
     sys: Box<dyn Sysctl>,
     fw: Box<dyn Firewall>,
+    /// The other backend, whose leftovers are removed once this one is loaded.
+    other: Option<Box<dyn Firewall>>,
 }
 
 fn fail(
@@ -202,12 +204,25 @@ impl Applier {
     /// The real system: rtnetlink in the calling thread's network namespace, `/proc/sys`, and
     /// the firewall backend `backend`. State goes to `STATE_DIR/apply/`.
     pub fn new(state_dir: impl Into<PathBuf>, backend: Backend) -> Result<Self, ApplyError> {
+        let other = match backend {
+            Backend::Nftables => Backend::Iptables,
+            Backend::Iptables => Backend::Nftables,
+        };
         Ok(Self::with_parts(
             state_dir,
             Box::new(RtNetlink::new()?),
             Box::new(ProcSys::default()),
             firewall::backend(backend),
-        ))
+        )
+        .with_other_backend(firewall::backend(other)))
+    }
+
+    /// After a successful load, remove what `other` (the backend not in use) still holds, so
+    /// a config that switches backends does not leave two rulesets filtering. [`Applier::new`]
+    /// sets this; a backend whose tools are missing counts as holding nothing.
+    pub fn with_other_backend(mut self, other: Box<dyn Firewall>) -> Self {
+        self.other = Some(other);
+        self
     }
 
     pub fn with_parts(
@@ -221,6 +236,7 @@ impl Applier {
             net,
             sys,
             fw,
+            other: None,
         }
     }
 
@@ -323,6 +339,28 @@ impl Applier {
                 Err(e) => {
                     let recovery = self.recover(plan, before.as_deref(), cur.as_ref());
                     return Err(fail(Step::Firewall, &changes, recovery)(e.into()));
+                }
+            }
+        }
+
+        // The other backend's ruleset, left over from a config that used it.
+        if let Some(o) = &self.other
+            && o.backend() != self.fw.backend()
+        {
+            match o.is_loaded() {
+                Ok(true) => {
+                    let removed = o.remove_all().map_err(|e| {
+                        fail(Step::Firewall, &changes, Recovery::Unchanged)(e.into())
+                    })?;
+                    changes.push(Change {
+                        step: Step::Firewall,
+                        object: format!("{} leftovers", o.backend().name()),
+                        detail: format!("removed: {}", removed.join("; ")),
+                    });
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::debug!(backend = o.backend().name(), error = %e, "other backend not checked")
                 }
             }
         }

@@ -349,6 +349,59 @@ impl Firewall for Iptables {
         }
         Ok(out)
     }
+
+    fn remove_all(&self) -> Result<Vec<String>, FirewallError> {
+        let mut done = Vec::new();
+        for t in ["filter", "nat"] {
+            // Jumps into our chains from any chain we do not own.
+            let all = run(&self.save, &["-t", t], None).map_err(cmd("iptables-save"))?;
+            for l in all.lines() {
+                let Some(rule) = l.strip_prefix("-A ") else {
+                    continue;
+                };
+                let chain = rule.split_whitespace().next().unwrap_or("");
+                if let Some((_, target)) = rule.split_once(" -j ")
+                    && !own_chain(chain)
+                    && own_chain(target.trim())
+                {
+                    let args: Vec<&str> = rule.split_whitespace().skip(1).collect();
+                    let mut a = vec!["-t", t, "-D", chain];
+                    a.extend(args);
+                    self.ipt(&a).map_err(cmd("remove"))?;
+                    tracing::info!(
+                        table = t,
+                        chain,
+                        target = target.trim(),
+                        "removed hook jump"
+                    );
+                    done.push(format!("removed -t {t} {rule}"));
+                }
+            }
+            let chains: Vec<String> = self
+                .own_lines(t, false)?
+                .iter()
+                .filter_map(|l| l.strip_prefix(':'))
+                .filter_map(|l| l.split_whitespace().next())
+                .map(str::to_string)
+                .collect();
+            for c in &chains {
+                self.ipt(&["-t", t, "-F", c]).map_err(cmd("remove"))?;
+            }
+            for c in &chains {
+                self.ipt(&["-t", t, "-X", c]).map_err(cmd("remove"))?;
+                tracing::info!(table = t, chain = %c, "deleted chain");
+                done.push(format!("deleted chain -t {t} {c}"));
+            }
+        }
+        for set in self.sets()? {
+            if set.starts_with("bh-") {
+                run(&self.ipset, &["destroy", &set], None).map_err(cmd("remove"))?;
+                tracing::info!(set = %set, "destroyed ipset");
+                done.push(format!("destroyed ipset {set}"));
+            }
+        }
+        Ok(done)
+    }
 }
 
 /// `create NAME TYPE … timeout T …` lines: (name, the whole create line, T).

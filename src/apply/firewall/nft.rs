@@ -303,6 +303,16 @@ impl Firewall for Nftables {
         }
         Ok(out)
     }
+
+    fn remove_all(&self) -> Result<Vec<String>, FirewallError> {
+        if !self.is_loaded()? {
+            return Ok(Vec::new());
+        }
+        self.nft(&["delete", "table", "inet", TABLE])
+            .map_err(cmd("remove"))?;
+        tracing::info!(table = %format!("inet {TABLE}"), "deleted nftables table");
+        Ok(vec![format!("deleted table inet {TABLE}")])
+    }
 }
 
 impl Nftables {
