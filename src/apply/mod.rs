@@ -203,6 +203,10 @@ fn fail(
 impl Applier {
     /// The real system: rtnetlink in the calling thread's network namespace, `/proc/sys`, and
     /// the firewall backend `backend`. State goes to `STATE_DIR/apply/`.
+    ///
+    /// Blocking: the netlink layer runs its own single-threaded tokio runtime, so call this
+    /// (and the Applier's methods) from a plain thread, or from async code via
+    /// `tokio::task::spawn_blocking`, never directly inside a runtime.
     pub fn new(state_dir: impl Into<PathBuf>, backend: Backend) -> Result<Self, ApplyError> {
         let other = match backend {
             Backend::Nftables => Backend::Iptables,

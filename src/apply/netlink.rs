@@ -422,7 +422,7 @@ fn default_route(m: &RouteMessage) -> Option<DefaultRoute> {
     Some(r)
 }
 
-/// Keep `InfoKind` in the public vocabulary of this module for callers matching on kinds.
+/// Whether the kernel reports the link as an 802.1Q VLAN (`IFLA_INFO_KIND` = `vlan`).
 pub fn is_vlan(l: &LinkState) -> bool {
     l.kind.as_deref() == Some(InfoKind::Vlan.to_string().as_str())
 }
