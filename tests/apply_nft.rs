@@ -341,3 +341,30 @@ fn set_change_on_a_missing_set_is_named() {
         assert!(sizes.contains(&("allowed".to_string(), 1)), "{sizes:?}");
     });
 }
+
+/// Writing net.ipv4.ip_forward resets net.ipv4.conf.all.accept_redirects: the plan lists
+/// ip_forward last, so apply must still end with the planned value, in one apply.
+#[test]
+fn forwarding_write_does_not_undo_accept_redirects() {
+    if !init() {
+        return;
+    }
+    let gw = gateway("fwd");
+    let state = TempDir::new("state");
+    let mut plan = plan("apply.toml", Backend::Nftables);
+    for s in &mut plan.sysctls {
+        if s.key == "net.ipv4.conf.all.accept_redirects" {
+            s.value = "1".into();
+        }
+    }
+    let last = plan.sysctls.last().unwrap().key.clone();
+    assert_eq!(last, "net.ipv4.ip_forward");
+    let r2 = gw.run(|| {
+        let a = Applier::new(state.path(), Backend::Nftables).unwrap();
+        a.apply(&plan).unwrap();
+        a.apply(&plan).unwrap()
+    });
+    assert_eq!(proc_sys(&gw, "net.ipv4.conf.all.accept_redirects"), "1");
+    assert_eq!(proc_sys(&gw, "net.ipv4.ip_forward"), "1");
+    assert!(r2.changes.is_empty(), "{:?}", r2.changes);
+}
