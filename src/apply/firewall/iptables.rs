@@ -68,6 +68,40 @@ fn comment_of(line: &str) -> Option<String> {
     }
 }
 
+/// Counters from `iptables-save -c` lines of Bulkhead's chains, by (chain, comment).
+fn parse_counters(lines: &[String]) -> Vec<RuleCounter> {
+    let mut v = Vec::new();
+    for l in lines {
+        let Some(rest) = l.strip_prefix('[') else {
+            continue;
+        };
+        let Some((pb, rule)) = rest.split_once("] ") else {
+            continue;
+        };
+        let Some(rule) = rule.strip_prefix("-A ") else {
+            continue;
+        };
+        let chain = rule.split_whitespace().next().unwrap_or("");
+        let Some(comment) = comment_of(rule) else {
+            continue;
+        };
+        // The rate-limited NFLOG rule before a logged verdict sees the same packets; count
+        // the verdict only, as nftables does (its log statement has no counter).
+        if rule.contains(" -j NFLOG") {
+            continue;
+        }
+        let (p, b) = pb.split_once(':').unwrap_or(("0", "0"));
+        add_counter(
+            &mut v,
+            chain,
+            &comment,
+            p.parse().unwrap_or(0),
+            b.parse().unwrap_or(0),
+        );
+    }
+    v
+}
+
 impl Iptables {
     pub fn new() -> Self {
         Iptables {
@@ -295,33 +329,11 @@ impl Firewall for Iptables {
     }
 
     fn counters(&self) -> Result<Vec<RuleCounter>, FirewallError> {
-        let mut v = Vec::new();
+        let mut lines = Vec::new();
         for t in ["filter", "nat"] {
-            for l in self.own_lines(t, true)? {
-                let Some(rest) = l.strip_prefix('[') else {
-                    continue;
-                };
-                let Some((pb, rule)) = rest.split_once("] ") else {
-                    continue;
-                };
-                let Some(rule) = rule.strip_prefix("-A ") else {
-                    continue;
-                };
-                let chain = rule.split_whitespace().next().unwrap_or("");
-                let Some(comment) = comment_of(rule) else {
-                    continue;
-                };
-                let (p, b) = pb.split_once(':').unwrap_or(("0", "0"));
-                add_counter(
-                    &mut v,
-                    chain,
-                    &comment,
-                    p.parse().unwrap_or(0),
-                    b.parse().unwrap_or(0),
-                );
-            }
+            lines.extend(self.own_lines(t, true)?);
         }
-        Ok(v)
+        Ok(parse_counters(&lines))
     }
 
     fn set_list(&self, set: &str) -> Result<Vec<String>, FirewallError> {
@@ -502,5 +514,29 @@ mod tests {
         );
         let s = "create bh-a hash:net -exist\ncreate bh-a-n hash:net -exist\nswap bh-a-n bh-a\ncreate bh-quarantine hash:ip timeout 600 -exist\n";
         assert_eq!(created_sets(s), vec!["bh-a", "bh-quarantine"]);
+    }
+
+    #[test]
+    fn counters_sum_expansions_and_skip_the_log_rule() {
+        let lines: Vec<String> = [
+            "[3:180] -A BH-FORWARD -i a -p tcp -m tcp --dport 1 -m comment --comment \"rule:x\" -j ACCEPT",
+            "[2:120] -A BH-FORWARD -i a -p udp -m udp --dport 1 -m comment --comment \"rule:x\" -j ACCEPT",
+            "[5:300] -A BH-FORWARD -m comment --comment \"builtin:default-drop\" -m limit --limit 10/second --limit-burst 20 -j NFLOG --nflog-group 1 --nflog-prefix \"bh:forward:builtin:default-drop\"",
+            "[7:420] -A BH-FORWARD -m comment --comment \"builtin:default-drop\" -j DROP",
+            ":BH-INPUT - [0:0]",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let c = parse_counters(&lines);
+        assert_eq!(c.len(), 2);
+        assert_eq!(
+            (c[0].comment.as_str(), c[0].packets, c[0].bytes),
+            ("rule:x", 5, 300)
+        );
+        assert_eq!(
+            (c[1].comment.as_str(), c[1].packets, c[1].bytes),
+            ("builtin:default-drop", 7, 420)
+        );
     }
 }
