@@ -685,11 +685,19 @@ impl Applier {
     /// What an apply of `plan` would change, read from the live system (changes nothing).
     pub fn diff(&self, plan: &Plan) -> Result<DiffReport, ApplyError> {
         let mut v = Vec::new();
-        for c in sysctl::diff(self.sys.as_ref(), &plan.sysctls)? {
+        let (early, late) = self.split_sysctls(plan);
+        for c in sysctl::diff(self.sys.as_ref(), &early)? {
             v.push(Change {
                 step: Step::Sysctls,
                 object: c.key,
                 detail: format!("{} -> {}", c.from, c.to),
+            });
+        }
+        for s in late {
+            v.push(Change {
+                step: Step::Sysctls,
+                object: s.key,
+                detail: format!("-> {} once its interface is created", s.value),
             });
         }
         let mut push = |step, object: String, detail: String| {
