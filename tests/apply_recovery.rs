@@ -27,6 +27,11 @@ fn failed_first_apply_leaves_the_fail_closed_ruleset() {
     });
     assert_eq!(err.step(), Some(Step::Links));
     assert!(err.to_string().contains("bhup"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("the fail-closed firewall is loaded"),
+        "{err}"
+    );
     let t = gw.sh("nft -s list table inet bulkhead");
     // Forward: policy drop, nothing accepted.
     let fwd = t

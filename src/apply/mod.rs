@@ -129,7 +129,7 @@ impl std::fmt::Display for Recovery {
                 )
             }
             Recovery::FailClosed => f.write_str(
-                "no last-known-good firewall exists; the fail-closed firewall was loaded",
+                "no last-known-good firewall exists; the fail-closed firewall is loaded",
             ),
             Recovery::RestoreFailed(e) => write!(f, "restoring the firewall FAILED too: {e}"),
             Recovery::NotAttempted => f.write_str("the firewall was not touched"),
@@ -298,12 +298,20 @@ impl Applier {
             });
         }
 
-        // 3. Links, addresses, routes.
+        // 3. Links, addresses, routes. A failure from here to the firewall step leaves the
+        //    firewall as it was: the previous ruleset, or the fail-closed one just loaded.
+        let untouched = || {
+            if loaded {
+                Recovery::FailClosed
+            } else {
+                Recovery::NotAttempted
+            }
+        };
         self.links(plan, &mut changes)
-            .map_err(|(s, e)| fail(s, &changes, Recovery::NotAttempted)(e))?;
+            .map_err(|(s, e)| fail(s, &changes, untouched())(e))?;
 
         let sc = sysctl::apply(self.sys.as_ref(), &late)
-            .map_err(|e| fail(Step::Sysctls, &changes, Recovery::NotAttempted)(e.into()))?;
+            .map_err(|e| fail(Step::Sysctls, &changes, untouched())(e.into()))?;
         changes.extend(sc.into_iter().map(|c| Change {
             step: Step::Sysctls,
             object: c.key,
@@ -315,11 +323,11 @@ impl Applier {
         let cur = self
             .store
             .current()
-            .map_err(|e| fail(Step::State, &changes, Recovery::NotAttempted)(e.into()))?;
+            .map_err(|e| fail(Step::State, &changes, untouched())(e.into()))?;
         let before = self
             .fw
             .snapshot()
-            .map_err(|e| fail(Step::Firewall, &changes, Recovery::NotAttempted)(e.into()))?;
+            .map_err(|e| fail(Step::Firewall, &changes, untouched())(e.into()))?;
         let same = cur
             .as_ref()
             .is_some_and(|g| g.text == text && before.is_some() && g.snapshot == before);
