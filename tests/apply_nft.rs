@@ -265,3 +265,106 @@ fn missing_port_is_named_and_vlan_path_is_exercised() {
         }
     }
 }
+
+/// The shipped config's firewall, loaded for real by both backends (the kernel accepts the
+/// renderings), with timings. Links are not applied: the shipped config uses VLANs.
+#[test]
+fn shipped_config_firewall_loads_in_both_backends() {
+    if !init() {
+        return;
+    }
+    use bulkhead::apply::Firewall;
+    use bulkhead::apply::firewall::{Iptables, LoadText, Nftables};
+    let p =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("overlay/etc/bulkhead/bulkhead.toml");
+    let (m, _) = bulkhead::model::load(&p).unwrap();
+    let ns = Ns::new("shipped");
+    let work = TempDir::new("work");
+    for b in [Backend::Nftables, Backend::Iptables] {
+        let plan = bulkhead::plan::build(&m, Some(b));
+        let text = LoadText::from_plan(&plan);
+        let fw: Box<dyn Firewall + Send + Sync> = match b {
+            Backend::Nftables => Box::new(Nftables::new()),
+            Backend::Iptables => Box::new(Iptables::new()),
+        };
+        let (load, reload, add) = ns.run(|| {
+            let t = std::time::Instant::now();
+            fw.load(&text, work.path()).unwrap();
+            let load = t.elapsed();
+            let t = std::time::Instant::now();
+            fw.load(&text, work.path()).unwrap();
+            let reload = t.elapsed();
+            let t = std::time::Instant::now();
+            fw.set_add("web_nodes", &["198.18.30.50/32".parse().unwrap()])
+                .unwrap();
+            let add = t.elapsed();
+            assert!(
+                fw.set_list("web_nodes")
+                    .unwrap()
+                    .iter()
+                    .any(|e| e.contains("198.18.30.50"))
+            );
+            (load, reload, add)
+        });
+        eprintln!(
+            "shipped firewall ({}): {} rules; load {load:?}, reload {reload:?}, set add {add:?}",
+            b.name(),
+            plan.ruleset.rule_count()
+        );
+        let c = ns.run(|| fw.counters().unwrap());
+        assert!(c.iter().any(|c| c.comment == "rule:mgmt-to-all"), "{c:?}");
+    }
+}
+
+#[test]
+fn set_change_on_a_missing_set_is_named() {
+    if !init() {
+        return;
+    }
+    let gw = gateway("noset");
+    let state = TempDir::new("state");
+    let plan = plan("apply.toml", Backend::Nftables);
+    gw.run(|| {
+        let a = Applier::new(state.path(), Backend::Nftables).unwrap();
+        a.apply(&plan).unwrap();
+        let e = a
+            .set_add("nosuch", &["198.18.1.1/32".parse().unwrap()])
+            .unwrap_err();
+        assert!(e.to_string().contains("no set `nosuch`"), "{e}");
+        // Deleting an element that is not there is an error from nft, reported as such.
+        let e = a
+            .set_del("allowed", &["198.18.1.2/32".parse().unwrap()])
+            .unwrap_err();
+        assert!(e.to_string().contains("set change"), "{e}");
+        assert_eq!(a.set_list("allowed").unwrap(), vec!["198.18.1.250"]);
+        let sizes = a.set_sizes().unwrap();
+        assert!(sizes.contains(&("allowed".to_string(), 1)), "{sizes:?}");
+    });
+}
+
+/// Writing net.ipv4.ip_forward resets net.ipv4.conf.all.accept_redirects: the plan lists
+/// ip_forward last, so apply must still end with the planned value, in one apply.
+#[test]
+fn forwarding_write_does_not_undo_accept_redirects() {
+    if !init() {
+        return;
+    }
+    let gw = gateway("fwd");
+    let state = TempDir::new("state");
+    let mut plan = plan("apply.toml", Backend::Nftables);
+    for s in &mut plan.sysctls {
+        if s.key == "net.ipv4.conf.all.accept_redirects" {
+            s.value = "1".into();
+        }
+    }
+    let last = plan.sysctls.last().unwrap().key.clone();
+    assert_eq!(last, "net.ipv4.ip_forward");
+    let r2 = gw.run(|| {
+        let a = Applier::new(state.path(), Backend::Nftables).unwrap();
+        a.apply(&plan).unwrap();
+        a.apply(&plan).unwrap()
+    });
+    assert_eq!(proc_sys(&gw, "net.ipv4.conf.all.accept_redirects"), "1");
+    assert_eq!(proc_sys(&gw, "net.ipv4.ip_forward"), "1");
+    assert!(r2.changes.is_empty(), "{:?}", r2.changes);
+}

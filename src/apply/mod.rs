@@ -129,7 +129,7 @@ impl std::fmt::Display for Recovery {
                 )
             }
             Recovery::FailClosed => f.write_str(
-                "no last-known-good firewall exists; the fail-closed firewall was loaded",
+                "no last-known-good firewall exists; the fail-closed firewall is loaded",
             ),
             Recovery::RestoreFailed(e) => write!(f, "restoring the firewall FAILED too: {e}"),
             Recovery::NotAttempted => f.write_str("the firewall was not touched"),
@@ -182,6 +182,8 @@ pub struct Applier {
     net: Box<dyn Netlink>,
     sys: Box<dyn Sysctl>,
     fw: Box<dyn Firewall>,
+    /// The other backend, whose leftovers are removed once this one is loaded.
+    other: Option<Box<dyn Firewall>>,
 }
 
 fn fail(
@@ -201,13 +203,30 @@ fn fail(
 impl Applier {
     /// The real system: rtnetlink in the calling thread's network namespace, `/proc/sys`, and
     /// the firewall backend `backend`. State goes to `STATE_DIR/apply/`.
+    ///
+    /// Blocking: the netlink layer runs its own single-threaded tokio runtime, so call this
+    /// (and the Applier's methods) from a plain thread, or from async code via
+    /// `tokio::task::spawn_blocking`, never directly inside a runtime.
     pub fn new(state_dir: impl Into<PathBuf>, backend: Backend) -> Result<Self, ApplyError> {
+        let other = match backend {
+            Backend::Nftables => Backend::Iptables,
+            Backend::Iptables => Backend::Nftables,
+        };
         Ok(Self::with_parts(
             state_dir,
             Box::new(RtNetlink::new()?),
             Box::new(ProcSys::default()),
             firewall::backend(backend),
-        ))
+        )
+        .with_other_backend(firewall::backend(other)))
+    }
+
+    /// After a successful load, remove what `other` (the backend not in use) still holds, so
+    /// a config that switches backends does not leave two rulesets filtering. [`Applier::new`]
+    /// sets this; a backend whose tools are missing counts as holding nothing.
+    pub fn with_other_backend(mut self, other: Box<dyn Firewall>) -> Self {
+        self.other = Some(other);
+        self
     }
 
     pub fn with_parts(
@@ -221,6 +240,7 @@ impl Applier {
             net,
             sys,
             fw,
+            other: None,
         }
     }
 
@@ -247,12 +267,15 @@ impl Applier {
                 applier: self.fw.backend().name(),
             });
         }
+        let _lock = self.store.lock()?;
         let mut changes = Vec::new();
         let mut loaded = false;
         let work = self.store.work();
 
         // 1. Kernel settings first: default.* keys are inherited by links created below.
-        let sc = sysctl::apply(self.sys.as_ref(), &plan.sysctls)
+        //    Keys of a planned interface that does not exist yet wait until after the links.
+        let (early, late) = self.split_sysctls(plan);
+        let sc = sysctl::apply(self.sys.as_ref(), &early)
             .map_err(|e| fail(Step::Sysctls, &changes, Recovery::NotAttempted)(e.into()))?;
         changes.extend(sc.into_iter().map(|c| Change {
             step: Step::Sysctls,
@@ -279,20 +302,36 @@ impl Applier {
             });
         }
 
-        // 3. Links, addresses, routes.
+        // 3. Links, addresses, routes. A failure from here to the firewall step leaves the
+        //    firewall as it was: the previous ruleset, or the fail-closed one just loaded.
+        let untouched = || {
+            if loaded {
+                Recovery::FailClosed
+            } else {
+                Recovery::NotAttempted
+            }
+        };
         self.links(plan, &mut changes)
-            .map_err(|(s, e)| fail(s, &changes, Recovery::NotAttempted)(e))?;
+            .map_err(|(s, e)| fail(s, &changes, untouched())(e))?;
+
+        let sc = sysctl::apply(self.sys.as_ref(), &late)
+            .map_err(|e| fail(Step::Sysctls, &changes, untouched())(e.into()))?;
+        changes.extend(sc.into_iter().map(|c| Change {
+            step: Step::Sysctls,
+            object: c.key,
+            detail: format!("{} -> {}", c.from, c.to),
+        }));
 
         // 4. The full firewall, unless the live one is already exactly the last applied one.
         let text = LoadText::from_plan(plan);
         let cur = self
             .store
             .current()
-            .map_err(|e| fail(Step::State, &changes, Recovery::NotAttempted)(e.into()))?;
+            .map_err(|e| fail(Step::State, &changes, untouched())(e.into()))?;
         let before = self
             .fw
             .snapshot()
-            .map_err(|e| fail(Step::Firewall, &changes, Recovery::NotAttempted)(e.into()))?;
+            .map_err(|e| fail(Step::Firewall, &changes, untouched())(e.into()))?;
         let same = cur
             .as_ref()
             .is_some_and(|g| g.text == text && before.is_some() && g.snapshot == before);
@@ -316,6 +355,28 @@ impl Applier {
                 Err(e) => {
                     let recovery = self.recover(plan, before.as_deref(), cur.as_ref());
                     return Err(fail(Step::Firewall, &changes, recovery)(e.into()));
+                }
+            }
+        }
+
+        // The other backend's ruleset, left over from a config that used it.
+        if let Some(o) = &self.other
+            && o.backend() != self.fw.backend()
+        {
+            match o.is_loaded() {
+                Ok(true) => {
+                    let removed = o.remove_all().map_err(|e| {
+                        fail(Step::Firewall, &changes, Recovery::Unchanged)(e.into())
+                    })?;
+                    changes.push(Change {
+                        step: Step::Firewall,
+                        object: format!("{} leftovers", o.backend().name()),
+                        detail: format!("removed: {}", removed.join("; ")),
+                    });
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::debug!(backend = o.backend().name(), error = %e, "other backend not checked")
                 }
             }
         }
@@ -354,6 +415,33 @@ impl Applier {
             "apply done"
         );
         Ok(report)
+    }
+
+    /// Sysctls to write before the links, and those of planned interfaces that do not exist
+    /// yet (`net.ipv4.conf.IF.*`, `net.ipv6.conf.IF.*`, `net.ipv4.neigh.IF.*`, with `/` for a
+    /// dot in IF), written after the links are created.
+    fn split_sysctls(
+        &self,
+        plan: &Plan,
+    ) -> (Vec<crate::plan::SysctlPlan>, Vec<crate::plan::SysctlPlan>) {
+        let mut early = Vec::new();
+        let mut late = Vec::new();
+        for s in &plan.sysctls {
+            let parts: Vec<&str> = s.key.split('.').collect();
+            let iface = match parts.as_slice() {
+                ["net", "ipv4" | "ipv6", "conf" | "neigh", i, _, ..] => Some(i.replace('/', ".")),
+                _ => None,
+            };
+            let pending = iface.is_some_and(|i| {
+                plan.links.iter().any(|l| l.name == i) && self.net.link(&i).ok().flatten().is_none()
+            });
+            if pending {
+                late.push(s.clone());
+            } else {
+                early.push(s.clone());
+            }
+        }
+        (early, late)
     }
 
     fn fw_object(&self) -> String {
@@ -411,7 +499,28 @@ impl Applier {
         let mut rec = self.store.created().map_err(st)?;
         let res = (|| {
             for lp in &plan.links {
-                let link = match (self.net.link(&lp.name).map_err(l)?, &lp.kind) {
+                let mut existing = self.net.link(&lp.name).map_err(l)?;
+                // A VLAN Bulkhead created whose id or parent changed in the config: recreate it.
+                if let (Some(s), LinkKind::Vlan { parent, id }) = (&existing, &lp.kind)
+                    && let Some(i) = rec.links.iter().position(|c| c.name == lp.name)
+                    && (rec.links[i].id != *id || rec.links[i].parent != *parent)
+                    && netlink::is_vlan(s)
+                {
+                    let old = rec.links.remove(i);
+                    self.net.del_link(s.index).map_err(l)?;
+                    rec.addresses.retain(|a| a.dev != lp.name);
+                    self.store.save_created(&rec).map_err(st)?;
+                    changes.push(Change {
+                        step: Step::Links,
+                        object: lp.name.clone(),
+                        detail: format!(
+                            "removed vlan {} on {} to recreate it as vlan {id} on {parent}",
+                            old.id, old.parent
+                        ),
+                    });
+                    existing = None;
+                }
+                let link = match (existing, &lp.kind) {
                     (Some(s), LinkKind::Port) => s,
                     (Some(s), LinkKind::Vlan { parent, id }) => {
                         let p = self.net.link(parent).map_err(l)?;
@@ -588,11 +697,19 @@ impl Applier {
     /// What an apply of `plan` would change, read from the live system (changes nothing).
     pub fn diff(&self, plan: &Plan) -> Result<DiffReport, ApplyError> {
         let mut v = Vec::new();
-        for c in sysctl::diff(self.sys.as_ref(), &plan.sysctls)? {
+        let (early, late) = self.split_sysctls(plan);
+        for c in sysctl::diff(self.sys.as_ref(), &early)? {
             v.push(Change {
                 step: Step::Sysctls,
                 object: c.key,
                 detail: format!("{} -> {}", c.from, c.to),
+            });
+        }
+        for s in late {
+            v.push(Change {
+                step: Step::Sysctls,
+                object: s.key,
+                detail: format!("-> {} once its interface is created", s.value),
             });
         }
         let mut push = |step, object: String, detail: String| {
@@ -717,6 +834,7 @@ impl Applier {
     /// Reload the last-known-good firewall (e.g. after it was changed by hand).
     pub fn restore(&self) -> Result<ApplyReport, ApplyError> {
         let t0 = Instant::now();
+        let _lock = self.store.lock()?;
         let g = self.store.current()?.ok_or(ApplyError::NothingToRollBack)?;
         self.fw.load(&g.text, &self.store.work())?;
         if let Some(s) = self.fw.snapshot()? {
@@ -739,6 +857,7 @@ impl Applier {
     /// rolled back: re-apply the older config for those.
     pub fn rollback(&self) -> Result<ApplyReport, ApplyError> {
         let t0 = Instant::now();
+        let _lock = self.store.lock()?;
         let prev = self.store.previous()?;
         let g = prev.last().ok_or(ApplyError::NothingToRollBack)?;
         self.fw.load(&g.text, &self.store.work())?;

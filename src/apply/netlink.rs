@@ -221,9 +221,8 @@ impl Netlink for RtNetlink {
     }
 
     fn add_vlan(&self, name: &str, parent: u32, id: u16) -> Result<bool, NetlinkError> {
-        // RTM_NEWLINK with IFLA_IFNAME, IFLA_LINK = parent index, IFLA_LINKINFO {kind "vlan",
-        // data {IFLA_VLAN_ID}}; NLM_F_CREATE|NLM_F_EXCL so an existing link is reported.
-        let msg = LinkVlan::new(name, parent, id).build();
+        // NLM_F_CREATE|NLM_F_EXCL (rtnetlink's add): an existing link is reported as EEXIST.
+        let msg = vlan_message(name, parent, id);
         let r = self
             .rt
             .block_on(async { self.handle.link().add(msg).execute().await });
@@ -422,7 +421,44 @@ fn default_route(m: &RouteMessage) -> Option<DefaultRoute> {
     Some(r)
 }
 
-/// Keep `InfoKind` in the public vocabulary of this module for callers matching on kinds.
+/// RTM_NEWLINK body for an 802.1Q link: IFLA_IFNAME = name, IFLA_LINK = parent's ifindex,
+/// IFLA_LINKINFO { IFLA_INFO_KIND "vlan", IFLA_INFO_DATA { IFLA_VLAN_ID id } }, created down
+/// (apply brings it up after MTU and addresses).
+pub fn vlan_message(name: &str, parent: u32, id: u16) -> LinkMessage {
+    LinkVlan::new(name, parent, id).build()
+}
+
+/// Whether the kernel reports the link as an 802.1Q VLAN (`IFLA_INFO_KIND` = `vlan`).
 pub fn is_vlan(l: &LinkState) -> bool {
     l.kind.as_deref() == Some(InfoKind::Vlan.to_string().as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vlan_message_carries_parent_kind_and_id() {
+        let m = vlan_message("eth0.10", 7, 10);
+        let a = &m.attributes;
+        assert!(a.contains(&LinkAttribute::IfName("eth0.10".into())));
+        assert!(a.contains(&LinkAttribute::Link(7)));
+        let info = a
+            .iter()
+            .find_map(|x| match x {
+                LinkAttribute::LinkInfo(i) => Some(i.clone()),
+                _ => None,
+            })
+            .expect("IFLA_LINKINFO");
+        assert!(info.contains(&LinkInfo::Kind(InfoKind::Vlan)));
+        assert!(info.contains(&LinkInfo::Data(InfoData::Vlan(vec![InfoVlan::Id(10)]))));
+        assert!(!m.header.flags.contains(LinkFlags::Up));
+        // Round trip through the parser used for kernel replies.
+        let s = link_state(&m);
+        assert_eq!(
+            (s.name.as_str(), s.parent, s.vlan_id),
+            ("eth0.10", Some(7), Some(10))
+        );
+        assert!(is_vlan(&s));
+    }
 }

@@ -10,6 +10,7 @@
 //!   snapshot.txt          the normalised live listing right after the load
 //! generations/NNNNNN/     the previous generations, newest last, at most `keep`
 //! work/                   files handed to nft / ipset / iptables-restore
+//! lock                    held (flock) while an apply, restore or rollback runs
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -94,6 +95,21 @@ impl Store {
 
     fn ensure(&self) -> Result<(), StateError> {
         std::fs::create_dir_all(&self.root).map_err(io(&self.root))
+    }
+
+    /// Take the exclusive apply lock (`apply/lock`), waiting for another holder; released
+    /// when the returned file is dropped. Keeps a CLI apply and the supervisor apart.
+    pub fn lock(&self) -> Result<std::fs::File, StateError> {
+        self.ensure()?;
+        let p = self.root.join("lock");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(io(&p))?;
+        f.lock().map_err(io(&p))?;
+        Ok(f)
     }
 
     pub fn created(&self) -> Result<Created, StateError> {

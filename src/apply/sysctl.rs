@@ -101,8 +101,38 @@ pub fn diff(s: &dyn Sysctl, plan: &[SysctlPlan]) -> Result<Vec<SysctlChange>, Sy
     Ok(v)
 }
 
-/// Read each key, write only those that differ, in plan order; returns what changed.
+/// Keys whose write resets others: writing `net.ipv4.ip_forward` (or `conf.all.forwarding`)
+/// sets `net.ipv4.conf.all.accept_redirects` to its opposite, and IPv6 forwarding changes the
+/// per-interface router defaults. They are written first so the plan's explicit values win.
+fn resets_others(key: &str) -> bool {
+    matches!(
+        key,
+        "net.ipv4.ip_forward" | "net.ipv4.conf.all.forwarding" | "net.ipv6.conf.all.forwarding"
+    )
+}
+
+/// Read each key, write only those that differ — forwarding switches first, then the rest in
+/// plan order — and re-check at the end, rewriting any key a later write reset. Returns what
+/// changed.
 pub fn apply(s: &dyn Sysctl, plan: &[SysctlPlan]) -> Result<Vec<SysctlChange>, SysctlError> {
+    let ordered: Vec<&SysctlPlan> = plan
+        .iter()
+        .filter(|p| resets_others(&p.key))
+        .chain(plan.iter().filter(|p| !resets_others(&p.key)))
+        .collect();
+    let mut v = write_differing(s, &ordered)?;
+    for c in write_differing(s, &ordered)? {
+        tracing::warn!(key = %c.key, "sysctl was reset by a later write; set again");
+        if let Some(x) = v.iter_mut().find(|x| x.key == c.key) {
+            x.to = c.to;
+        } else {
+            v.push(c);
+        }
+    }
+    Ok(v)
+}
+
+fn write_differing(s: &dyn Sysctl, plan: &[&SysctlPlan]) -> Result<Vec<SysctlChange>, SysctlError> {
     let mut v = Vec::new();
     for p in plan {
         let cur = s.read(&p.key)?;

@@ -68,6 +68,40 @@ fn comment_of(line: &str) -> Option<String> {
     }
 }
 
+/// Counters from `iptables-save -c` lines of Bulkhead's chains, by (chain, comment).
+fn parse_counters(lines: &[String]) -> Vec<RuleCounter> {
+    let mut v = Vec::new();
+    for l in lines {
+        let Some(rest) = l.strip_prefix('[') else {
+            continue;
+        };
+        let Some((pb, rule)) = rest.split_once("] ") else {
+            continue;
+        };
+        let Some(rule) = rule.strip_prefix("-A ") else {
+            continue;
+        };
+        let chain = rule.split_whitespace().next().unwrap_or("");
+        let Some(comment) = comment_of(rule) else {
+            continue;
+        };
+        // The rate-limited NFLOG rule before a logged verdict sees the same packets; count
+        // the verdict only, as nftables does (its log statement has no counter).
+        if rule.contains(" -j NFLOG") {
+            continue;
+        }
+        let (p, b) = pb.split_once(':').unwrap_or(("0", "0"));
+        add_counter(
+            &mut v,
+            chain,
+            &comment,
+            p.parse().unwrap_or(0),
+            b.parse().unwrap_or(0),
+        );
+    }
+    v
+}
+
 impl Iptables {
     pub fn new() -> Self {
         Iptables {
@@ -204,15 +238,29 @@ impl Firewall for Iptables {
                 s.push_str(&l);
                 s.push('\n');
             }
-            // Hook jumps in the built-in chains.
+            // Hook jumps in the built-in chains, with their positions (they belong at the head).
             let all = run(&self.save, &["-t", t], None).map_err(cmd("iptables-save"))?;
+            let mut pos: Vec<(String, usize)> = Vec::new();
             for l in all.lines() {
-                if let Some((chain, target)) = l
-                    .strip_prefix("-A ")
-                    .and_then(|x| x.split_once(" -j "))
+                let Some(rule) = l.strip_prefix("-A ") else {
+                    continue;
+                };
+                let chain = rule.split_whitespace().next().unwrap_or("").to_string();
+                let n = match pos.iter_mut().find(|(c, _)| *c == chain) {
+                    Some((_, n)) => {
+                        *n += 1;
+                        *n
+                    }
+                    None => {
+                        pos.push((chain.clone(), 1));
+                        1
+                    }
+                };
+                if let Some((_, target)) = rule
+                    .split_once(" -j ")
                     .filter(|(c, t)| !own_chain(c) && own_chain(t.trim()))
                 {
-                    s.push_str(&format!("# hook {chain} -> {target}\n"));
+                    s.push_str(&format!("# hook {chain} #{n} -> {target}\n"));
                 }
             }
         }
@@ -249,6 +297,7 @@ impl Firewall for Iptables {
             std::fs::write(&p, body).map_err(|source| FirewallError::Io { path: p, source })?;
         }
         let mut changes = Vec::new();
+        changes.extend(self.rebuild_changed_timeout_sets(ipset)?);
         run(&self.ipset, &["restore"], Some(ipset)).map_err(cmd("ipset restore"))?;
         tracing::info!(sets = %created_sets(ipset).join(" "), "ipset restore: swapped fresh sets in");
         changes.push("ipset restore".to_string());
@@ -280,33 +329,11 @@ impl Firewall for Iptables {
     }
 
     fn counters(&self) -> Result<Vec<RuleCounter>, FirewallError> {
-        let mut v = Vec::new();
+        let mut lines = Vec::new();
         for t in ["filter", "nat"] {
-            for l in self.own_lines(t, true)? {
-                let Some(rest) = l.strip_prefix('[') else {
-                    continue;
-                };
-                let Some((pb, rule)) = rest.split_once("] ") else {
-                    continue;
-                };
-                let Some(rule) = rule.strip_prefix("-A ") else {
-                    continue;
-                };
-                let chain = rule.split_whitespace().next().unwrap_or("");
-                let Some(comment) = comment_of(rule) else {
-                    continue;
-                };
-                let (p, b) = pb.split_once(':').unwrap_or(("0", "0"));
-                add_counter(
-                    &mut v,
-                    chain,
-                    &comment,
-                    p.parse().unwrap_or(0),
-                    b.parse().unwrap_or(0),
-                );
-            }
+            lines.extend(self.own_lines(t, true)?);
         }
-        Ok(v)
+        Ok(parse_counters(&lines))
     }
 
     fn set_list(&self, set: &str) -> Result<Vec<String>, FirewallError> {
@@ -334,9 +361,126 @@ impl Firewall for Iptables {
         }
         Ok(out)
     }
+
+    fn remove_all(&self) -> Result<Vec<String>, FirewallError> {
+        let mut done = Vec::new();
+        for t in ["filter", "nat"] {
+            // Jumps into our chains from any chain we do not own.
+            let all = run(&self.save, &["-t", t], None).map_err(cmd("iptables-save"))?;
+            for l in all.lines() {
+                let Some(rule) = l.strip_prefix("-A ") else {
+                    continue;
+                };
+                let chain = rule.split_whitespace().next().unwrap_or("");
+                if let Some((_, target)) = rule.split_once(" -j ")
+                    && !own_chain(chain)
+                    && own_chain(target.trim())
+                {
+                    let args: Vec<&str> = rule.split_whitespace().skip(1).collect();
+                    let mut a = vec!["-t", t, "-D", chain];
+                    a.extend(args);
+                    self.ipt(&a).map_err(cmd("remove"))?;
+                    tracing::info!(
+                        table = t,
+                        chain,
+                        target = target.trim(),
+                        "removed hook jump"
+                    );
+                    done.push(format!("removed -t {t} {rule}"));
+                }
+            }
+            let chains: Vec<String> = self
+                .own_lines(t, false)?
+                .iter()
+                .filter_map(|l| l.strip_prefix(':'))
+                .filter_map(|l| l.split_whitespace().next())
+                .map(str::to_string)
+                .collect();
+            for c in &chains {
+                self.ipt(&["-t", t, "-F", c]).map_err(cmd("remove"))?;
+            }
+            for c in &chains {
+                self.ipt(&["-t", t, "-X", c]).map_err(cmd("remove"))?;
+                tracing::info!(table = t, chain = %c, "deleted chain");
+                done.push(format!("deleted chain -t {t} {c}"));
+            }
+        }
+        for set in self.sets()? {
+            if set.starts_with("bh-") {
+                run(&self.ipset, &["destroy", &set], None).map_err(cmd("remove"))?;
+                tracing::info!(set = %set, "destroyed ipset");
+                done.push(format!("destroyed ipset {set}"));
+            }
+        }
+        Ok(done)
+    }
+}
+
+/// `create NAME TYPE … timeout T …` lines: (name, the whole create line, T).
+fn timeout_creates(ipset: &str) -> Vec<(String, String, u64)> {
+    ipset
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("create ")?;
+            let mut w = rest.split_whitespace();
+            let name = w.next()?.to_string();
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            let i = words.iter().position(|x| *x == "timeout")?;
+            let t = words.get(i + 1)?.parse().ok()?;
+            Some((name, l.to_string(), t))
+        })
+        .collect()
 }
 
 impl Iptables {
+    /// `create … -exist` fails when a set of that name exists with other parameters, which
+    /// happens to the quarantine set when its timeout is changed in the config. Such a set is
+    /// rebuilt under a temporary name with its live entries (and their remaining time), then
+    /// swapped in, before the rendered input is restored.
+    fn rebuild_changed_timeout_sets(&self, ipset: &str) -> Result<Vec<String>, FirewallError> {
+        let mut changes = Vec::new();
+        let live = self.sets()?;
+        for (name, create, timeout) in timeout_creates(ipset) {
+            if !live.contains(&name) {
+                continue;
+            }
+            let header =
+                run(&self.ipset, &["list", "-t", &name], None).map_err(cmd("ipset list"))?;
+            let cur = header
+                .lines()
+                .find_map(|l| l.strip_prefix("Header: "))
+                .and_then(|h| {
+                    let w: Vec<&str> = h.split_whitespace().collect();
+                    let i = w.iter().position(|x| *x == "timeout")?;
+                    w.get(i + 1)?.parse::<u64>().ok()
+                });
+            if cur == Some(timeout) {
+                continue;
+            }
+            let tmp = format!("{name}-n");
+            let entries = run(&self.ipset, &["list", &name, "-o", "save"], None)
+                .map_err(cmd("ipset list"))?;
+            let mut batch = String::new();
+            batch.push_str(
+                &create
+                    .replacen(&format!("create {name} "), &format!("create {tmp} "), 1)
+                    .replace(" -exist", ""),
+            );
+            batch.push('\n');
+            for l in entries.lines() {
+                if let Some(rest) = l.strip_prefix(&format!("add {name} ")) {
+                    batch.push_str(&format!("add {tmp} {rest} -exist\n"));
+                }
+            }
+            batch.push_str(&format!("swap {tmp} {name}\ndestroy {tmp}\n"));
+            let _ = run(&self.ipset, &["destroy", &tmp], None);
+            run(&self.ipset, &["restore"], Some(&batch)).map_err(cmd("ipset rebuild"))?;
+            tracing::info!(set = %name, from = ?cur, to = timeout, "rebuilt ipset with a new timeout, entries kept");
+            changes.push(format!("rebuilt ipset {name} with timeout {timeout}"));
+        }
+        Ok(changes)
+    }
+
     fn set_change(&self, op: &str, set: &str, addrs: &[Ipv4Net]) -> Result<(), FirewallError> {
         let name = set_name(set);
         if !self.sets()?.contains(&name) {
@@ -370,5 +514,29 @@ mod tests {
         );
         let s = "create bh-a hash:net -exist\ncreate bh-a-n hash:net -exist\nswap bh-a-n bh-a\ncreate bh-quarantine hash:ip timeout 600 -exist\n";
         assert_eq!(created_sets(s), vec!["bh-a", "bh-quarantine"]);
+    }
+
+    #[test]
+    fn counters_sum_expansions_and_skip_the_log_rule() {
+        let lines: Vec<String> = [
+            "[3:180] -A BH-FORWARD -i a -p tcp -m tcp --dport 1 -m comment --comment \"rule:x\" -j ACCEPT",
+            "[2:120] -A BH-FORWARD -i a -p udp -m udp --dport 1 -m comment --comment \"rule:x\" -j ACCEPT",
+            "[5:300] -A BH-FORWARD -m comment --comment \"builtin:default-drop\" -m limit --limit 10/second --limit-burst 20 -j NFLOG --nflog-group 1 --nflog-prefix \"bh:forward:builtin:default-drop\"",
+            "[7:420] -A BH-FORWARD -m comment --comment \"builtin:default-drop\" -j DROP",
+            ":BH-INPUT - [0:0]",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let c = parse_counters(&lines);
+        assert_eq!(c.len(), 2);
+        assert_eq!(
+            (c[0].comment.as_str(), c[0].packets, c[0].bytes),
+            ("rule:x", 5, 300)
+        );
+        assert_eq!(
+            (c[1].comment.as_str(), c[1].packets, c[1].bytes),
+            ("builtin:default-drop", 7, 420)
+        );
     }
 }

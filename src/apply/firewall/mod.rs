@@ -172,6 +172,10 @@ pub trait Firewall {
 
     /// Names of the sets Bulkhead owns with their element counts.
     fn set_sizes(&self) -> Result<Vec<(String, usize)>, FirewallError>;
+
+    /// Remove everything this backend owns (used when the config switches to the other
+    /// backend, or to tear Bulkhead down). Returns what was removed.
+    fn remove_all(&self) -> Result<Vec<String>, FirewallError>;
 }
 
 /// A real backend for `b`.

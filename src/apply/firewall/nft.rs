@@ -303,6 +303,16 @@ impl Firewall for Nftables {
         }
         Ok(out)
     }
+
+    fn remove_all(&self) -> Result<Vec<String>, FirewallError> {
+        if !self.is_loaded()? {
+            return Ok(Vec::new());
+        }
+        self.nft(&["delete", "table", "inet", TABLE])
+            .map_err(cmd("remove"))?;
+        tracing::info!(table = %format!("inet {TABLE}"), "deleted nftables table");
+        Ok(vec![format!("deleted table inet {TABLE}")])
+    }
 }
 
 impl Nftables {
@@ -310,13 +320,17 @@ impl Nftables {
         if addrs.is_empty() {
             return Ok(());
         }
-        if !self.set_exists(set)? {
-            return Err(FirewallError::NoSuchSet(set.into()));
-        }
         let els: Vec<String> = addrs.iter().map(net_text).collect();
         let body = format!("{{ {} }}", els.join(", "));
+        // One nft call; a missing set (or table) is reported as ENOENT.
         self.nft(&[op, "element", "inet", TABLE, set, &body])
-            .map_err(cmd("set change"))?;
+            .map_err(|e| {
+                if no_table(&e) && !self.set_exists(set).unwrap_or(false) {
+                    FirewallError::NoSuchSet(set.into())
+                } else {
+                    cmd("set change")(e)
+                }
+            })?;
         tracing::info!(set = %set, op = %op, elements = %els.join(", "), "changed live set");
         Ok(())
     }

@@ -1,0 +1,389 @@
+//! The Applier's ordering and bookkeeping with in-memory fakes of every layer: covers the VLAN
+//! paths (creation, recreation, removal) that this kernel (no 802.1Q) cannot run, and runs
+//! without root.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::rc::Rc;
+
+use bulkhead::apply::firewall::{FirewallError, LoadText, RuleCounter};
+use bulkhead::apply::netlink::{DefaultRoute, LinkState};
+use bulkhead::apply::sysctl::SysctlError;
+use bulkhead::apply::{Applier, Firewall, Netlink, NetlinkError, Step, Sysctl};
+use bulkhead::model::{self, Backend};
+use bulkhead::plan::{self, LinkKind, Plan, SysctlPlan};
+use ipnet::Ipv4Net;
+
+type Log = Rc<RefCell<Vec<String>>>;
+
+#[derive(Default)]
+struct World {
+    links: Vec<LinkState>,
+    addrs: Vec<(u32, Ipv4Net)>,
+    routes: Vec<DefaultRoute>,
+    sysctl: BTreeMap<String, String>,
+    fw: Option<LoadText>,
+    next: u32,
+}
+
+type W = Rc<RefCell<World>>;
+
+struct Net(W, Log);
+struct Sys(W, Log);
+struct Fw(W, Log);
+
+impl Netlink for Net {
+    fn link(&self, name: &str) -> Result<Option<LinkState>, NetlinkError> {
+        Ok(self
+            .0
+            .borrow()
+            .links
+            .iter()
+            .find(|l| l.name == name)
+            .cloned())
+    }
+    fn link_by_index(&self, index: u32) -> Result<Option<LinkState>, NetlinkError> {
+        Ok(self
+            .0
+            .borrow()
+            .links
+            .iter()
+            .find(|l| l.index == index)
+            .cloned())
+    }
+    fn add_vlan(&self, name: &str, parent: u32, id: u16) -> Result<bool, NetlinkError> {
+        let mut w = self.0.borrow_mut();
+        if w.links.iter().any(|l| l.name == name) {
+            return Ok(false);
+        }
+        w.next += 1;
+        let index = w.next;
+        w.links.push(LinkState {
+            index,
+            name: name.into(),
+            mtu: 1500,
+            up: false,
+            kind: Some("vlan".into()),
+            vlan_id: Some(id),
+            parent: Some(parent),
+        });
+        self.1.borrow_mut().push(format!("add_vlan {name} {id}"));
+        Ok(true)
+    }
+    fn set_mtu(&self, index: u32, mtu: u32) -> Result<(), NetlinkError> {
+        let mut w = self.0.borrow_mut();
+        w.links.iter_mut().find(|l| l.index == index).unwrap().mtu = mtu;
+        Ok(())
+    }
+    fn set_up(&self, index: u32) -> Result<(), NetlinkError> {
+        let mut w = self.0.borrow_mut();
+        w.links.iter_mut().find(|l| l.index == index).unwrap().up = true;
+        Ok(())
+    }
+    fn del_link(&self, index: u32) -> Result<bool, NetlinkError> {
+        let mut w = self.0.borrow_mut();
+        let n = w.links.len();
+        let name = w
+            .links
+            .iter()
+            .find(|l| l.index == index)
+            .map(|l| l.name.clone());
+        w.links.retain(|l| l.index != index);
+        w.addrs.retain(|a| a.0 != index);
+        self.1
+            .borrow_mut()
+            .push(format!("del_link {}", name.unwrap_or_default()));
+        Ok(w.links.len() != n)
+    }
+    fn addresses(&self, index: u32) -> Result<Vec<Ipv4Net>, NetlinkError> {
+        Ok(self
+            .0
+            .borrow()
+            .addrs
+            .iter()
+            .filter(|a| a.0 == index)
+            .map(|a| a.1)
+            .collect())
+    }
+    fn add_address(&self, index: u32, addr: Ipv4Net) -> Result<bool, NetlinkError> {
+        let mut w = self.0.borrow_mut();
+        if w.addrs.contains(&(index, addr)) {
+            return Ok(false);
+        }
+        w.addrs.push((index, addr));
+        Ok(true)
+    }
+    fn del_address(&self, index: u32, addr: Ipv4Net) -> Result<bool, NetlinkError> {
+        let mut w = self.0.borrow_mut();
+        let n = w.addrs.len();
+        w.addrs.retain(|a| *a != (index, addr));
+        Ok(w.addrs.len() != n)
+    }
+    fn default_routes(&self) -> Result<Vec<DefaultRoute>, NetlinkError> {
+        Ok(self.0.borrow().routes.clone())
+    }
+    fn add_default_route(&self, via: Ipv4Addr, oif: u32) -> Result<bool, NetlinkError> {
+        self.0.borrow_mut().routes.push(DefaultRoute {
+            via: Some(via),
+            oif: Some(oif),
+        });
+        Ok(true)
+    }
+}
+
+impl Sysctl for Sys {
+    fn read(&self, key: &str) -> Result<String, SysctlError> {
+        let w = self.0.borrow();
+        // Per-interface keys exist only while the interface does.
+        let parts: Vec<&str> = key.split('.').collect();
+        if let ["net", _, "conf", i, ..] = parts.as_slice()
+            && !["all", "default"].contains(i)
+            && !w.links.iter().any(|l| l.name == i.replace('/', "."))
+        {
+            return Err(SysctlError {
+                key: key.into(),
+                path: key.into(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
+        }
+        Ok(w.sysctl.get(key).cloned().unwrap_or_else(|| "0".into()))
+    }
+    fn write(&self, key: &str, value: &str) -> Result<(), SysctlError> {
+        self.0.borrow_mut().sysctl.insert(key.into(), value.into());
+        self.1.borrow_mut().push(format!("sysctl {key}"));
+        Ok(())
+    }
+}
+
+impl Firewall for Fw {
+    fn backend(&self) -> Backend {
+        Backend::Nftables
+    }
+    fn is_loaded(&self) -> Result<bool, FirewallError> {
+        Ok(self.0.borrow().fw.is_some())
+    }
+    fn snapshot(&self) -> Result<Option<String>, FirewallError> {
+        Ok(self.0.borrow().fw.as_ref().map(|t| format!("{t:?}")))
+    }
+    fn load(&self, text: &LoadText, _work: &Path) -> Result<Vec<String>, FirewallError> {
+        let LoadText::Nftables { script } = text else {
+            unreachable!()
+        };
+        let what = if script.contains("rule:") {
+            "full"
+        } else {
+            "fail-closed"
+        };
+        self.1.borrow_mut().push(format!("fw {what}"));
+        self.0.borrow_mut().fw = Some(text.clone());
+        Ok(vec![])
+    }
+    fn counters(&self) -> Result<Vec<RuleCounter>, FirewallError> {
+        Ok(vec![])
+    }
+    fn set_list(&self, _: &str) -> Result<Vec<String>, FirewallError> {
+        Ok(vec![])
+    }
+    fn set_add(&self, _: &str, _: &[Ipv4Net]) -> Result<(), FirewallError> {
+        Ok(())
+    }
+    fn set_del(&self, _: &str, _: &[Ipv4Net]) -> Result<(), FirewallError> {
+        Ok(())
+    }
+    fn set_sizes(&self) -> Result<Vec<(String, usize)>, FirewallError> {
+        Ok(vec![])
+    }
+    fn remove_all(&self) -> Result<Vec<String>, FirewallError> {
+        self.0.borrow_mut().fw = None;
+        Ok(vec![])
+    }
+}
+
+struct Setup {
+    world: W,
+    log: Log,
+    dir: std::path::PathBuf,
+}
+
+impl Setup {
+    fn new(tag: &str) -> Setup {
+        let mut w = World::default();
+        for (i, n) in ["eth0", "eth1"].iter().enumerate() {
+            w.links.push(LinkState {
+                index: i as u32 + 1,
+                name: n.to_string(),
+                mtu: 1500,
+                up: false,
+                kind: None,
+                vlan_id: None,
+                parent: None,
+            });
+        }
+        w.next = 10;
+        let dir = std::env::temp_dir().join(format!("bh-fake-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Setup {
+            world: Rc::new(RefCell::new(w)),
+            log: Rc::default(),
+            dir,
+        }
+    }
+
+    fn applier(&self) -> Applier {
+        Applier::with_parts(
+            &self.dir,
+            Box::new(Net(self.world.clone(), self.log.clone())),
+            Box::new(Sys(self.world.clone(), self.log.clone())),
+            Box::new(Fw(self.world.clone(), self.log.clone())),
+        )
+    }
+
+    fn pos(&self, ev: &str) -> usize {
+        self.log
+            .borrow()
+            .iter()
+            .position(|e| e == ev)
+            .unwrap_or_else(|| panic!("no `{ev}` in {:?}", self.log.borrow()))
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn shipped() -> Plan {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("overlay/etc/bulkhead/bulkhead.toml");
+    let (m, _) = model::load(&p).unwrap();
+    let mut plan = plan::build(&m, None);
+    plan.sysctls.push(SysctlPlan {
+        key: "net.ipv4.conf.eth0/10.rp_filter".into(),
+        value: "2".into(),
+    });
+    plan
+}
+
+#[test]
+fn order_vlans_and_idempotence_on_the_shipped_config() {
+    let s = Setup::new("order");
+    let plan = shipped();
+    let a = s.applier();
+    let r = a.apply(&plan).unwrap();
+    // sysctls → fail-closed → vlans → the interface's own sysctl → full firewall.
+    assert!(s.pos("sysctl net.ipv4.ip_forward") < s.pos("fw fail-closed"));
+    assert!(s.pos("fw fail-closed") < s.pos("add_vlan eth0.10 10"));
+    assert!(s.pos("add_vlan eth0.200 200") < s.pos("sysctl net.ipv4.conf.eth0/10.rp_filter"));
+    assert!(s.pos("sysctl net.ipv4.conf.eth0/10.rp_filter") < s.pos("fw full"));
+    assert_eq!(r.generation, Some(1));
+    {
+        let w = s.world.borrow();
+        for (name, id, addr) in [
+            ("eth0.10", 10, "198.18.10.1/24"),
+            ("eth0.100", 100, "198.18.100.1/24"),
+        ] {
+            let l = w.links.iter().find(|l| l.name == name).unwrap();
+            assert_eq!(l.vlan_id, Some(id));
+            assert_eq!(l.parent, Some(1));
+            assert!(l.up);
+            assert!(w.addrs.contains(&(l.index, addr.parse().unwrap())));
+        }
+    }
+    let r2 = a.apply(&plan).unwrap();
+    assert!(r2.changes.is_empty(), "{:?}", r2.changes);
+    assert!(a.diff(&plan).unwrap().changes.is_empty());
+}
+
+#[test]
+fn vlan_id_change_recreates_and_removed_segment_deletes_only_created_links() {
+    let s = Setup::new("vlans");
+    let mut plan = shipped();
+    let a = s.applier();
+    a.apply(&plan).unwrap();
+    // eth0.10 becomes VLAN 11 under the same name; guest (eth0.200) goes away.
+    for l in &mut plan.links {
+        if l.name == "eth0.10" {
+            l.kind = LinkKind::Vlan {
+                parent: "eth0".into(),
+                id: 11,
+            };
+        }
+    }
+    plan.links.retain(|l| l.name != "eth0.200");
+    let r = a.apply(&plan).unwrap();
+    let w = s.world.borrow();
+    assert_eq!(
+        w.links
+            .iter()
+            .find(|l| l.name == "eth0.10")
+            .unwrap()
+            .vlan_id,
+        Some(11)
+    );
+    assert!(!w.links.iter().any(|l| l.name == "eth0.200"));
+    assert!(
+        w.links.iter().any(|l| l.name == "eth0"),
+        "the trunk port stays"
+    );
+    assert!(
+        r.changes
+            .iter()
+            .any(|c| c.step == Step::Cleanup && c.object == "eth0.200")
+    );
+    drop(w);
+    // A VLAN-named link Bulkhead did not create, with the wrong id: refused, left alone.
+    let mut foreign = plan.clone();
+    foreign.links.push(bulkhead::plan::LinkPlan {
+        name: "eth0.300".into(),
+        kind: LinkKind::Vlan {
+            parent: "eth0".into(),
+            id: 300,
+        },
+        role: "segment:x".into(),
+        mtu: None,
+        addresses: vec![],
+        dhcp_client: false,
+        up: true,
+    });
+    s.world.borrow_mut().links.push(LinkState {
+        index: 99,
+        name: "eth0.300".into(),
+        mtu: 1500,
+        up: true,
+        kind: Some("vlan".into()),
+        vlan_id: Some(301),
+        parent: Some(1),
+    });
+    let e = a.apply(&foreign).unwrap_err();
+    assert_eq!(e.step(), Some(Step::Links));
+    assert!(
+        e.to_string()
+            .contains("eth0.300 exists but is not vlan 300"),
+        "{e}"
+    );
+    assert!(s.world.borrow().links.iter().any(|l| l.index == 99));
+}
+
+#[test]
+fn diff_on_a_fresh_system_lists_everything_and_changes_nothing() {
+    let s = Setup::new("diff");
+    let plan = shipped();
+    let a = s.applier();
+    let d = a.diff(&plan).unwrap();
+    let has = |step: Step, obj: &str| d.changes.iter().any(|c| c.step == step && c.object == obj);
+    assert!(has(Step::Sysctls, "net.ipv4.ip_forward"));
+    assert!(has(Step::Links, "eth0.30"));
+    assert!(has(Step::Links, "eth0.30/198.18.30.1/24"));
+    assert!(has(Step::Links, "eth0"), "trunk down -> up");
+    assert!(has(Step::Firewall, "table inet bulkhead"));
+    // The sysctl of a VLAN not yet created cannot be read: diff says when it will be set.
+    assert!(has(Step::Sysctls, "net.ipv4.conf.eth0/10.rp_filter"));
+    assert!(
+        s.log.borrow().is_empty(),
+        "diff changed something: {:?}",
+        s.log.borrow()
+    );
+    assert!(s.world.borrow().fw.is_none());
+}
