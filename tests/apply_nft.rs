@@ -342,8 +342,8 @@ fn set_change_on_a_missing_set_is_named() {
     });
 }
 
-/// Writing net.ipv4.ip_forward resets net.ipv4.conf.all.accept_redirects: the plan lists
-/// ip_forward last, so apply must still end with the planned value, in one apply.
+/// Writing net.ipv4.ip_forward resets net.ipv4.conf.all.accept_redirects: whatever the order
+/// of the plan, apply must end with the planned value, in one apply.
 #[test]
 fn forwarding_write_does_not_undo_accept_redirects() {
     if !init() {
@@ -357,8 +357,15 @@ fn forwarding_write_does_not_undo_accept_redirects() {
             s.value = "1".into();
         }
     }
-    let last = plan.sysctls.last().unwrap().key.clone();
-    assert_eq!(last, "net.ipv4.ip_forward");
+    // The plan writes ip_forward first; put it last here, the worst order, to check that
+    // apply still ends with the planned values.
+    let i = plan
+        .sysctls
+        .iter()
+        .position(|s| s.key == "net.ipv4.ip_forward")
+        .unwrap();
+    let fwd = plan.sysctls.remove(i);
+    plan.sysctls.push(fwd);
     let r2 = gw.run(|| {
         let a = Applier::new(state.path(), Backend::Nftables).unwrap();
         a.apply(&plan).unwrap();

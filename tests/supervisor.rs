@@ -39,8 +39,15 @@ impl Site {
         let dir = common::TempDir::new(tag);
         let cfg = dir.path().join("bulkhead.toml");
         std::fs::copy(common::root().join(config), &cfg).unwrap();
-        let s = Site { name, dir, config: cfg };
-        ok(bh(&["-c", s.cfg(), "lab", "--name", &s.name, "up"]), "lab up");
+        let s = Site {
+            name,
+            dir,
+            config: cfg,
+        };
+        ok(
+            bh(&["-c", s.cfg(), "lab", "--name", &s.name, "up"]),
+            "lab up",
+        );
         s
     }
 
@@ -67,7 +74,14 @@ impl Site {
     /// bulkhead in the gateway namespace, on the running gateway's state.
     fn ctl(&self, args: &[&str]) -> Output {
         let st = self.state();
-        let mut a = vec![env!("CARGO_BIN_EXE_bulkhead"), "-c", self.cfg(), "--lab", "--state-dir", &st];
+        let mut a = vec![
+            env!("CARGO_BIN_EXE_bulkhead"),
+            "-c",
+            self.cfg(),
+            "--lab",
+            "--state-dir",
+            &st,
+        ];
         a.extend_from_slice(args);
         self.in_gw(&a)
     }
@@ -92,7 +106,12 @@ impl Site {
     }
 
     fn addrs(&self, dev: &str) -> String {
-        String::from_utf8_lossy(&self.in_gw(&["ip", "-4", "-o", "addr", "show", "dev", dev]).stdout).into_owned()
+        String::from_utf8_lossy(
+            &self
+                .in_gw(&["ip", "-4", "-o", "addr", "show", "dev", dev])
+                .stdout,
+        )
+        .into_owned()
     }
 
     fn gateway_pid(&self) -> i32 {
@@ -104,7 +123,8 @@ impl Site {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(format!("/run/bulkhead-lab/{}/gateway.log", self.name)).unwrap_or_default()
+        std::fs::read_to_string(format!("/run/bulkhead-lab/{}/gateway.log", self.name))
+            .unwrap_or_default()
     }
 }
 
@@ -130,21 +150,40 @@ fn drift_is_repaired_within_a_second() {
     let s = Site::up("drift", "overlay/etc/bulkhead/bulkhead.toml");
     let table = s.table();
     // a removed address
-    ok(s.in_gw(&["ip", "addr", "del", "198.18.20.1/24", "dev", "eth0.20"]), "ip addr del");
-    let t = wait_for("address restored", Duration::from_millis(1500), || s.addrs("eth0.20").contains("198.18.20.1/24"));
+    ok(
+        s.in_gw(&["ip", "addr", "del", "198.18.20.1/24", "dev", "eth0.20"]),
+        "ip addr del",
+    );
+    let t = wait_for("address restored", Duration::from_millis(1500), || {
+        s.addrs("eth0.20").contains("198.18.20.1/24")
+    });
     eprintln!("address restored after {t:?}");
     // a link set down
-    ok(s.in_gw(&["ip", "link", "set", "eth0.30", "down"]), "ip link set down");
+    ok(
+        s.in_gw(&["ip", "link", "set", "eth0.30", "down"]),
+        "ip link set down",
+    );
     wait_for("link up again", Duration::from_millis(1500), || {
-        String::from_utf8_lossy(&s.in_gw(&["ip", "-o", "link", "show", "eth0.30"]).stdout).contains(",UP")
+        String::from_utf8_lossy(&s.in_gw(&["ip", "-o", "link", "show", "eth0.30"]).stdout)
+            .contains(",UP")
     });
     // a deleted table
-    ok(s.in_gw(&["nft", "delete", "table", "inet", "bulkhead"]), "nft delete table");
-    let t = wait_for("table restored", Duration::from_millis(1500), || s.table() == table);
+    ok(
+        s.in_gw(&["nft", "delete", "table", "inet", "bulkhead"]),
+        "nft delete table",
+    );
+    let t = wait_for("table restored", Duration::from_millis(1500), || {
+        s.table() == table
+    });
     eprintln!("table restored after {t:?}");
     // a flushed chain
-    ok(s.in_gw(&["nft", "flush", "chain", "inet", "bulkhead", "forward"]), "nft flush chain");
-    wait_for("chain restored", Duration::from_millis(1500), || s.table() == table);
+    ok(
+        s.in_gw(&["nft", "flush", "chain", "inet", "bulkhead", "forward"]),
+        "nft flush chain",
+    );
+    wait_for("chain restored", Duration::from_millis(1500), || {
+        s.table() == table
+    });
     assert!(s.log().contains("drift repaired"), "{}", s.log());
 }
 
@@ -159,16 +198,35 @@ fn sighup_with_a_broken_config_changes_nothing_and_a_good_one_reloads() {
     unsafe {
         libc_kill(pid, 1);
     }
-    wait_for("reload refused in the log", Duration::from_secs(5), || s.log().contains("reload refused"));
+    wait_for("reload refused in the log", Duration::from_secs(5), || {
+        s.log().contains("reload refused")
+    });
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(before, s.table(), "the ruleset changed after a broken reload");
-    assert!(s.log().contains("VLAN id 5000 is out of range 1-4094"), "{}", s.log());
+    assert_eq!(
+        before,
+        s.table(),
+        "the ruleset changed after a broken reload"
+    );
+    assert!(
+        s.log().contains("VLAN id 5000 is out of range 1-4094"),
+        "{}",
+        s.log()
+    );
     // a good change is picked up
-    std::fs::write(&s.config, good.replace("ports = [80, 443]\n\n[[rules]]\nname = \"internal-to-server-db\"", "ports = [80, 443, 8443]\n\n[[rules]]\nname = \"internal-to-server-db\"")).unwrap();
+    std::fs::write(
+        &s.config,
+        good.replace(
+            "ports = [80, 443]\n\n[[rules]]\nname = \"internal-to-server-db\"",
+            "ports = [80, 443, 8443]\n\n[[rules]]\nname = \"internal-to-server-db\"",
+        ),
+    )
+    .unwrap();
     unsafe {
         libc_kill(pid, 1);
     }
-    wait_for("reloaded", Duration::from_secs(5), || s.table().contains("tcp dport { 80, 443, 8443 }"));
+    wait_for("reloaded", Duration::from_secs(5), || {
+        s.table().contains("tcp dport { 80, 443, 8443 }")
+    });
 }
 
 unsafe extern "C" {
@@ -183,20 +241,33 @@ fn an_unconfirmed_apply_is_undone_even_when_it_moved_the_management_address() {
     let before = s.table();
     let orig = std::fs::read_to_string(&s.config).unwrap();
     // move the management gateway address
-    std::fs::write(&s.config, orig.replace("gateway = \"198.18.100.1\"", "gateway = \"198.18.100.254\"")).unwrap();
-    let out = ok(s.ctl(&["apply", "--confirm-within", "3s"]), "apply --confirm-within");
+    std::fs::write(
+        &s.config,
+        orig.replace("gateway = \"198.18.100.1\"", "gateway = \"198.18.100.254\""),
+    )
+    .unwrap();
+    let out = ok(
+        s.ctl(&["apply", "--confirm-within", "3s"]),
+        "apply --confirm-within",
+    );
     assert!(out.contains("bulkhead confirm"), "{out}");
     assert!(s.addrs("eth0.100").contains("198.18.100.254/24"));
     assert!(!s.addrs("eth0.100").contains("198.18.100.1/24"));
     let st = ok(s.ctl(&["status"]), "status");
     assert!(st.contains("PENDING CONFIRMATION"), "{st}");
     // nobody confirms: the previous config comes back
-    let t = wait_for("management address restored", Duration::from_secs(6), || {
-        let a = s.addrs("eth0.100");
-        a.contains("198.18.100.1/24") && !a.contains("198.18.100.254/24")
-    });
+    let t = wait_for(
+        "management address restored",
+        Duration::from_secs(6),
+        || {
+            let a = s.addrs("eth0.100");
+            a.contains("198.18.100.1/24") && !a.contains("198.18.100.254/24")
+        },
+    );
     eprintln!("restored {t:?} after the apply returned (window 3 s)");
-    wait_for("table restored", Duration::from_secs(2), || s.table() == before);
+    wait_for("table restored", Duration::from_secs(2), || {
+        s.table() == before
+    });
     // confirmed within the window: it stays
     ok(s.ctl(&["apply", "--confirm-within", "3s"]), "apply again");
     ok(s.ctl(&["confirm"]), "confirm");
@@ -219,27 +290,65 @@ fn a_second_apply_changes_nothing_and_sets_change_without_reload() {
     // Use the dmz_web group: dmz_web -> app_nodes:8080 is allowed; add the dmz client to it.
     let probe = |from_ns: &str, bind: &str, dst: &str| {
         let o = Command::new("ip")
-            .args(["netns", "exec", from_ns, env!("CARGO_BIN_EXE_bulkhead"), "lab", "probe", "--bind", bind, dst])
+            .args([
+                "netns",
+                "exec",
+                from_ns,
+                env!("CARGO_BIN_EXE_bulkhead"),
+                "lab",
+                "probe",
+                "--bind",
+                bind,
+                dst,
+            ])
             .output()
             .unwrap();
         String::from_utf8_lossy(&o.stdout).contains(" ok")
     };
     let client = format!("bhl-{}-c-dmz", s.name);
-    assert!(!probe(&client, "198.18.10.100", "tcp:198.18.30.20:8080"), "denied before set add");
+    assert!(
+        !probe(&client, "198.18.10.100", "tcp:198.18.30.20:8080"),
+        "denied before set add"
+    );
     let before_gen = ok(s.ctl(&["status", "--format", "json"]), "status");
-    ok(s.ctl(&["set", "add", "dmz_web", "198.18.10.100"]), "set add");
+    ok(
+        s.ctl(&["set", "add", "dmz_web", "198.18.10.100"]),
+        "set add",
+    );
     let listed = ok(s.ctl(&["set", "list", "dmz_web"]), "set list");
     assert!(listed.contains("198.18.10.100"), "{listed}");
     // the app host's own firewall must let the new member in too
     let app = format!("bhl-{}-g-app_nodes", s.name);
-    let _ = Command::new("ip").args(["netns", "exec", &app, "nft", "add", "element", "inet", "bulkhead_host", "dmz_web", "{ 198.18.10.100 }"]).output();
-    assert!(probe(&client, "198.18.10.100", "tcp:198.18.30.20:8080"), "allowed after set add");
+    let _ = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &app,
+            "nft",
+            "add",
+            "element",
+            "inet",
+            "bulkhead_host",
+            "dmz_web",
+            "{ 198.18.10.100 }",
+        ])
+        .output();
+    assert!(
+        probe(&client, "198.18.10.100", "tcp:198.18.30.20:8080"),
+        "allowed after set add"
+    );
     let after_gen = ok(s.ctl(&["status", "--format", "json"]), "status");
     let g = |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap()["generation"].clone();
     assert_eq!(g(&before_gen), g(&after_gen), "set add must not reload");
     // kept by the next apply
     ok(s.ctl(&["apply"]), "apply");
     assert!(ok(s.ctl(&["set", "list", "dmz_web"]), "set list").contains("198.18.10.100"));
-    ok(s.ctl(&["set", "del", "dmz_web", "198.18.10.100"]), "set del");
-    assert!(!probe(&client, "198.18.10.100", "tcp:198.18.30.20:8080"), "denied after set del");
+    ok(
+        s.ctl(&["set", "del", "dmz_web", "198.18.10.100"]),
+        "set del",
+    );
+    assert!(
+        !probe(&client, "198.18.10.100", "tcp:198.18.30.20:8080"),
+        "denied after set del"
+    );
 }

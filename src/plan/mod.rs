@@ -150,7 +150,7 @@ fn links(m: &Model) -> (Vec<LinkPlan>, Vec<RoutePlan>) {
 
 /// Kernel settings. `default.*` and global keys come first, so interfaces created afterwards
 /// inherit them.
-fn sysctls(m: &Model) -> Vec<SysctlPlan> {
+fn sysctls(m: &Model, backend: Backend) -> Vec<SysctlPlan> {
     let s = &m.sysctl;
     let b = |x: bool| if x { "1" } else { "0" }.to_string();
     let mut v = Vec::new();
@@ -160,6 +160,8 @@ fn sysctls(m: &Model) -> Vec<SysctlPlan> {
             value: val,
         })
     };
+    // ip_forward first: writing it resets per-interface defaults such as accept_redirects
+    put("net.ipv4.ip_forward", b(s.forwarding));
     for scope in ["default", "all"] {
         put(
             &format!("net.ipv4.conf.{scope}.rp_filter"),
@@ -191,12 +193,16 @@ fn sysctls(m: &Model) -> Vec<SysctlPlan> {
             "1".into(),
         );
     }
+    if backend == Backend::Iptables {
+        // the iptables rendering filters IPv4 only: IPv6 is switched off rather than left open
+        put("net.ipv6.conf.all.disable_ipv6", "1".into());
+        put("net.ipv6.conf.default.disable_ipv6", "1".into());
+    }
     put("net.ipv4.tcp_syncookies", b(s.syncookies));
     put(
         "net.ipv4.icmp_echo_ignore_broadcasts",
         b(s.ignore_broadcast_ping),
     );
-    put("net.ipv4.ip_forward", b(s.forwarding));
     for (k, val) in &s.extra {
         if let Some(x) = v.iter_mut().find(|x| &x.key == k) {
             x.value = val.clone();
@@ -261,7 +267,7 @@ pub fn build(m: &Model, backend: Option<Backend>) -> Plan {
         backend,
         links,
         routes,
-        sysctls: sysctls(m),
+        sysctls: sysctls(m, backend),
         ruleset,
         firewall,
         dhcp: pools(m),
