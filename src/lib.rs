@@ -1,1 +1,3 @@
 //! Bulkhead: a network-segmentation gateway.
+
+pub mod dhcp;
