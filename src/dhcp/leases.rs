@@ -484,10 +484,7 @@ fn parse_journal(bytes: &[u8]) -> (HashMap<(String, Ipv4Addr), Lease>, u64) {
         return (map, 0);
     }
     let mut pos = HEADER.len();
-    loop {
-        let Some(hdr) = bytes.get(pos..pos + 8) else {
-            break;
-        };
+    while let Some(hdr) = bytes.get(pos..pos + 8) {
         let len = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]) as usize;
         let crc = u32::from_le_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
         if len > MAX_RECORD {
