@@ -95,7 +95,7 @@ fn mt(m: &Message) -> MessageType {
     m.opts().msg_type().unwrap()
 }
 
-fn opt<'a>(m: &'a Message, c: OptionCode) -> Option<&'a DhcpOption> {
+fn opt(m: &Message, c: OptionCode) -> Option<&DhcpOption> {
     m.opts().get(c)
 }
 

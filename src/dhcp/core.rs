@@ -288,11 +288,13 @@ impl Server {
         if bytes[2] > 16 {
             return ignore_raw(rx, xid, format!("hlen {} > 16", bytes[2]));
         }
-        let decoded = std::panic::catch_unwind(|| Message::decode(&mut Decoder::new(bytes)));
-        match decoded {
-            Ok(Ok(msg)) => self.handle_message(now, rx, &msg),
-            Ok(Err(e)) => ignore_raw(rx, xid, format!("undecodable: {e}")),
-            Err(_) => ignore_raw(rx, xid, "decoder failed on malformed packet"),
+        let clean = match sanitize(bytes) {
+            Ok(c) => c,
+            Err(reason) => return ignore_raw(rx, xid, reason),
+        };
+        match Message::decode(&mut Decoder::new(&clean)) {
+            Ok(msg) => self.handle_message(now, rx, &msg),
+            Err(e) => ignore_raw(rx, xid, format!("undecodable: {e}")),
         }
     }
 
@@ -304,7 +306,10 @@ impl Server {
         if msg.hlen() > 16 {
             return ignore_raw(rx, Some(msg.xid()), format!("hlen {} > 16", msg.hlen()));
         }
-        let Some(mt) = msg.opts().msg_type() else {
+        // Not `DhcpOptions::msg_type()`: it panics when a caller-built
+        // message carries option 53 as an unknown option.
+        let Some(DhcpOption::MessageType(mt)) = msg.opts().get(OptionCode::MessageType).cloned()
+        else {
             return ignore_raw(rx, Some(msg.xid()), "no DHCP message type option");
         };
         let chaddr = msg.chaddr();
@@ -921,6 +926,65 @@ impl Server {
             payload,
         })
     }
+}
+
+/// Options the server reads, with their allowed payload lengths.
+fn option_len_ok(code: u8, len: usize) -> Option<bool> {
+    Some(match code {
+        12 => len >= 1,           // host name
+        50 | 51 | 54 => len == 4, // requested ip, lease time, server id
+        53 => len == 1,           // message type
+        55 => true,               // parameter request list
+        57 => len == 2,           // max message size
+        61 => len >= 1,           // client identifier
+        _ => return None,
+    })
+}
+
+/// Rebuild the packet with only the options the server reads, each checked
+/// for a sane length (split options are joined, RFC 3396). The option
+/// decoder of the DHCP library trusts lengths of options it knows, so
+/// nothing else is handed to it.
+fn sanitize(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let mut kept: Vec<(u8, Vec<u8>)> = Vec::new();
+    let mut pos = 240;
+    while let Some(&code) = bytes.get(pos) {
+        match code {
+            0 => {
+                pos += 1;
+                continue;
+            }
+            255 => break,
+            _ => {}
+        }
+        let Some(&len) = bytes.get(pos + 1) else {
+            return Err(format!("option {code} truncated"));
+        };
+        let Some(data) = bytes.get(pos + 2..pos + 2 + usize::from(len)) else {
+            return Err(format!("option {code} runs past the end of the packet"));
+        };
+        pos += 2 + usize::from(len);
+        if option_len_ok(code, 0).is_none() {
+            continue;
+        }
+        match kept.iter_mut().find(|(c, _)| *c == code) {
+            Some((_, d)) => d.extend_from_slice(data),
+            None => kept.push((code, data.to_vec())),
+        }
+    }
+    let mut out = bytes[..240].to_vec();
+    for (code, data) in kept {
+        if option_len_ok(code, data.len()) != Some(true) {
+            return Err(format!("option {code} has bad length {}", data.len()));
+        }
+        for chunk in data.chunks(255) {
+            out.push(code);
+            out.push(chunk.len() as u8);
+            out.extend_from_slice(chunk);
+        }
+    }
+    out.push(255);
+    Ok(out)
 }
 
 fn client_id_missing_identity(ctx: &Ctx) -> bool {
