@@ -14,13 +14,13 @@ fn lease(seg: &str, n: u32, state: LeaseState, expires: u64) -> Lease {
         segment: seg.to_string(),
         addr: Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + n),
         mac: [2, 0, 0, 0, (n >> 8) as u8, n as u8],
-        client_id: if n % 2 == 0 {
+        client_id: if n.is_multiple_of(2) {
             Some(vec![1, 2, n as u8])
         } else {
             None
         },
         hostname: Some(format!("host-{n}")),
-        group: (n % 3 == 0).then(|| "g".to_string()),
+        group: n.is_multiple_of(3).then(|| "g".to_string()),
         expires,
         state,
     }
@@ -142,7 +142,12 @@ fn compaction_keeps_every_live_lease() {
             } else {
                 FAR + u64::from(round)
             };
-            let l = lease(if n % 2 == 0 { "lan" } else { "dmz" }, n, state, exp);
+            let l = lease(
+                if n.is_multiple_of(2) { "lan" } else { "dmz" },
+                n,
+                state,
+                exp,
+            );
             batch.push(l.clone());
             expect.insert((l.segment.clone(), l.addr), l);
         }

@@ -139,10 +139,10 @@ proptest! {
                 prop_assert!(seen.insert((l.segment.clone(), l.addr)));
             }
             // The reserved address is never handed to anybody else.
-            if let Some(l) = s.leases().get("lan", Ipv4Addr::new(198, 18, 1, 6)) {
-                if l.state == bulkhead::dhcp::LeaseState::Bound {
-                    prop_assert_eq!(l.mac, [2, 0, 0, 0, 0, 1]);
-                }
+            if let Some(l) = s.leases().get("lan", Ipv4Addr::new(198, 18, 1, 6))
+                && l.state == bulkhead::dhcp::LeaseState::Bound
+            {
+                prop_assert_eq!(l.mac, [2, 0, 0, 0, 0, 1]);
             }
         }
     }
