@@ -1,0 +1,569 @@
+//! Real DHCP clients (ISC dhclient, dhcpcd, busybox udhcpc) against the
+//! server in network namespaces, and a kill -9 durability test.
+//!
+//! Needs root, `ip`, and the three clients. Without root (or without the
+//! tools) each test prints why and returns. Every namespace is named with
+//! the test's pid, and removed in `Drop`; only processes started here are
+//! killed, by pid. Addresses come from 198.18.0.0/15.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bulkhead::dhcp::leases::read_leases;
+use bulkhead::dhcp::{LeaseState, PoolConfig};
+use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, OptionCode};
+use dhcproto::{Decodable, Decoder, Encodable, Encoder};
+
+/// The namespace tests use CPU-sensitive timings; run them one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn skip_reason(tools: &[&str]) -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root: network namespaces need root".into());
+    }
+    for t in tools {
+        let found = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+            .iter()
+            .any(|d| Path::new(d).join(t).exists());
+        if !found {
+            return Some(format!("{t} is not installed"));
+        }
+    }
+    None
+}
+
+fn run(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A network namespace, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new(name: String) -> Netns {
+        run(&["ip", "netns", "add", &name]);
+        let ns = Netns(name);
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+    fn ip(&self, args: &[&str]) -> String {
+        let mut v = vec!["ip", "-n", &self.0];
+        v.extend_from_slice(args);
+        run(&v)
+    }
+    fn mac(&self, iface: &str) -> String {
+        let out = self.ip(&["-o", "link", "show", iface]);
+        let i = out.find("link/ether ").expect("ether address") + 11;
+        out[i..i + 17].to_string()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// A child process started by the test, killed (by pid) on drop.
+struct Kid {
+    child: Child,
+    what: String,
+}
+
+impl Kid {
+    fn spawn(what: &str, cmd: &mut Command) -> Kid {
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+        Kid {
+            child,
+            what: what.to_string(),
+        }
+    }
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill on a pid we spawned and have not reaped yet.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+    fn stop(mut self, sig: i32) {
+        self.signal(sig);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{} did not exit after signal {sig}", self.what);
+    }
+}
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.signal(libc::SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn server_exe() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let p = profile_dir.join("examples").join("dhcp_serve");
+    if !p.exists() {
+        let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--example", "dhcp_serve"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    p
+}
+
+/// The server process (examples/dhcp_serve) in a namespace.
+struct ServerProc {
+    kid: Kid,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl ServerProc {
+    fn start(ns: &Netns, pools: &Path, state: &Path, log: &Path) -> ServerProc {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &ns.0])
+            .arg(server_exe())
+            .arg(pools)
+            .arg(state)
+            .env("BULKHEAD_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                    .unwrap(),
+            );
+        let mut kid = Kid::spawn("dhcp_serve", &mut cmd);
+        let out = kid.child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let l2 = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                l2.lock().unwrap().push(line);
+            }
+        });
+        let s = ServerProc { kid, lines };
+        wait_for("server ready", Duration::from_secs(20), || {
+            s.lines.lock().unwrap().iter().any(|l| l == "ready")
+        });
+        s
+    }
+
+    /// Lease events printed so far: (kind, segment, addr, mac).
+    fn events(&self) -> Vec<(String, String, String, String)> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|v| {
+                let s = |x: &serde_json::Value| x.as_str().unwrap_or_default().to_string();
+                (
+                    s(&v["kind"]),
+                    s(&v["lease"]["segment"]),
+                    s(&v["lease"]["addr"]),
+                    s(&v["lease"]["mac"]),
+                )
+            })
+            .collect()
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+fn pool(seg: &str, iface: &str, third: u8, mtu: u16) -> PoolConfig {
+    let mut p = PoolConfig::new(
+        seg,
+        iface,
+        Ipv4Addr::new(198, 18, third, 1),
+        format!("198.18.{third}.0/24").parse().unwrap(),
+        vec![(
+            Ipv4Addr::new(198, 18, third, 100),
+            Ipv4Addr::new(198, 18, third, 150),
+        )],
+    );
+    p.lease_time = 30;
+    p.max_lease_time = 60;
+    p.dns = vec![Ipv4Addr::new(198, 18, third, 53)];
+    p.domain = Some(format!("{seg}.test"));
+    p.mtu = Some(mtu);
+    p
+}
+
+/// Parse `key=value` words of a client script log line.
+fn fields(line: &str) -> HashMap<String, String> {
+    line.split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn read_log(p: &Path) -> Vec<HashMap<String, String>> {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .map(fields)
+        .collect()
+}
+
+const TOOLS: [&str; 3] = ["dhclient", "dhcpcd", "udhcpc"];
+
+struct ClientNs {
+    tool: &'static str,
+    ns: Netns,
+    log: PathBuf,
+    kids: Vec<Kid>,
+}
+
+fn write_script(path: &Path, body: &str) {
+    std::fs::write(path, body).unwrap();
+    run(&["chmod", "+x", path.to_str().unwrap()]);
+}
+
+#[test]
+fn real_clients_on_two_segments() {
+    if let Some(why) = skip_reason(&["ip", "dhclient", "dhcpcd", "busybox"]) {
+        eprintln!("SKIPPED real_clients_on_two_segments: {why}");
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pid = std::process::id();
+    let srv = Netns::new(format!("bhd-srv-{pid}"));
+    for (br, addr) in [("br-a", "198.18.10.1/24"), ("br-b", "198.18.20.1/24")] {
+        srv.ip(&["link", "add", br, "type", "bridge"]);
+        srv.ip(&["addr", "add", addr, "dev", br]);
+        srv.ip(&["link", "set", br, "up"]);
+    }
+    let mut clients = Vec::new();
+    for tool in TOOLS {
+        let ns = Netns::new(format!("bhd-{tool}-{pid}"));
+        for seg in ["a", "b"] {
+            let peer = format!("{}{seg}", &tool[..4]);
+            run(&[
+                "ip",
+                "link",
+                "add",
+                &peer,
+                "netns",
+                &srv.0,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &format!("{seg}0"),
+                "netns",
+                &ns.0,
+            ]);
+            srv.ip(&["link", "set", &peer, "master", &format!("br-{seg}")]);
+            srv.ip(&["link", "set", &peer, "up"]);
+            ns.ip(&["link", "set", &format!("{seg}0"), "up"]);
+        }
+        clients.push(ClientNs {
+            tool,
+            log: dir.join(format!("{tool}.log")),
+            ns,
+            kids: Vec::new(),
+        });
+    }
+    let pools = vec![pool("a", "br-a", 10, 1400), pool("b", "br-b", 20, 1300)];
+    let pools_path = dir.join("pools.json");
+    std::fs::write(&pools_path, serde_json::to_vec(&pools).unwrap()).unwrap();
+    let state = dir.join("state");
+    let srv_log = dir.join("server.log");
+    let mut server = ServerProc::start(&srv, &pools_path, &state, &srv_log);
+
+    // Start the clients.
+    for c in &mut clients {
+        let log = c.log.display().to_string();
+        let ns = c.ns.0.clone();
+        match c.tool {
+            "dhclient" => {
+                let script = dir.join("dhclient-script.sh");
+                write_script(
+                    &script,
+                    &format!(
+                        "#!/bin/sh\necho \"reason=$reason iface=$interface ip=$new_ip_address mask=$new_subnet_mask routers=$new_routers dns=$new_domain_name_servers domain=$new_domain_name mtu=$new_interface_mtu\" >> {log}\n\
+                         case \"$reason\" in BOUND|RENEW|REBIND|REBOOT) ip addr replace $new_ip_address/$new_subnet_mask dev $interface;; esac\nexit 0\n"
+                    ),
+                );
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", &ns, "dhclient", "-4", "-d", "-v", "-sf"])
+                    .arg(&script)
+                    .arg("-lf")
+                    .arg(dir.join("dhclient.leases"))
+                    .arg("-pf")
+                    .arg(dir.join("dhclient.pid"))
+                    .args(["a0", "b0"])
+                    .stdout(Stdio::null())
+                    .stderr(std::fs::File::create(dir.join("dhclient.out")).unwrap());
+                c.kids.push(Kid::spawn("dhclient", &mut cmd));
+            }
+            "dhcpcd" => {
+                let hook = dir.join("dhcpcd-hook.sh");
+                write_script(
+                    &hook,
+                    &format!(
+                        "#!/bin/sh\necho \"reason=$reason iface=$interface ip=$new_ip_address mask=$new_subnet_mask routers=$new_routers dns=$new_domain_name_servers domain=$new_domain_name mtu=$new_interface_mtu\" >> {log}\n"
+                    ),
+                );
+                let conf = dir.join("dhcpcd.conf");
+                std::fs::write(
+                    &conf,
+                    "option subnet_mask, routers, domain_name_servers, domain_name, interface_mtu\nnoipv6rs\nnoarp\nnoipv4ll\n",
+                )
+                .unwrap();
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", &ns, "dhcpcd", "-4", "-B", "-f"])
+                    .arg(&conf)
+                    .arg("-c")
+                    .arg(&hook)
+                    .args(["a0", "b0"])
+                    .stdout(Stdio::null())
+                    .stderr(std::fs::File::create(dir.join("dhcpcd.out")).unwrap());
+                c.kids.push(Kid::spawn("dhcpcd", &mut cmd));
+            }
+            _ => {
+                let script = dir.join("udhcpc-script.sh");
+                write_script(
+                    &script,
+                    &format!(
+                        "#!/bin/sh\necho \"reason=$1 iface=$interface ip=$ip mask=$subnet routers=$router dns=$dns domain=$domain mtu=$mtu\" >> {log}\n\
+                         case \"$1\" in bound|renew) ip addr replace $ip/$subnet dev $interface;; deconfig) ip addr flush dev $interface;; esac\nexit 0\n"
+                    ),
+                );
+                for iface in ["a0", "b0"] {
+                    let mut cmd = Command::new("ip");
+                    cmd.args([
+                        "netns", "exec", &ns, "busybox", "udhcpc", "-f", "-i", iface, "-s",
+                    ])
+                    .arg(&script)
+                    .args(["-O", "mtu", "-t", "10", "-T", "1"])
+                    .stdout(Stdio::null())
+                    .stderr(
+                        std::fs::File::create(dir.join(format!("udhcpc-{iface}.out"))).unwrap(),
+                    );
+                    c.kids.push(Kid::spawn("udhcpc", &mut cmd));
+                }
+            }
+        }
+    }
+
+    // Each client gets a lease with the right options on both segments.
+    let t0 = Instant::now();
+    let is = |r: &HashMap<String, String>, reasons: &[&str]| {
+        reasons.contains(
+            &r.get("reason")
+                .map(|s| s.to_lowercase())
+                .unwrap_or_default()
+                .as_str(),
+        )
+    };
+    let mut bound: BTreeMap<(&str, &str), String> = BTreeMap::new();
+    wait_for(
+        "every client bound on both segments",
+        Duration::from_secs(60),
+        || {
+            for c in &clients {
+                for r in read_log(&c.log) {
+                    if is(&r, &["bound", "reboot"]) && !r["ip"].is_empty() {
+                        let iface = if r["iface"] == "a0" { "a0" } else { "b0" };
+                        bound.insert((c.tool, iface), r["ip"].clone());
+                    }
+                }
+            }
+            bound.len() == 6
+        },
+    );
+    println!("all 6 leases bound after {:?}: {bound:?}", t0.elapsed());
+    for c in &clients {
+        let rows: Vec<_> = read_log(&c.log)
+            .into_iter()
+            .filter(|r| is(r, &["bound", "reboot"]) && !r["ip"].is_empty())
+            .collect();
+        for r in rows {
+            let (third, mtu, seg) = if r["iface"] == "a0" {
+                (10, "1400", "a")
+            } else {
+                (20, "1300", "b")
+            };
+            let a: Ipv4Addr = r["ip"].parse().unwrap();
+            let o = a.octets();
+            assert!(
+                o[..3] == [198, 18, third] && (100..=150).contains(&o[3]),
+                "{} {r:?}",
+                c.tool
+            );
+            assert_eq!(r["mask"], "255.255.255.0", "{} {r:?}", c.tool);
+            assert_eq!(
+                r["routers"],
+                format!("198.18.{third}.1"),
+                "{} {r:?}",
+                c.tool
+            );
+            assert_eq!(r["dns"], format!("198.18.{third}.53"), "{} {r:?}", c.tool);
+            assert_eq!(r["domain"], format!("{seg}.test"), "{} {r:?}", c.tool);
+            assert_eq!(r["mtu"], mtu, "{} {r:?}", c.tool);
+        }
+    }
+    // Distinct addresses across clients on each segment.
+    let addrs: HashSet<&String> = bound.values().collect();
+    assert_eq!(addrs.len(), 6);
+
+    // Renewal at T1 (15 s) with the same address.
+    let renewed = |clients: &[ClientNs], from: &HashMap<&str, usize>| {
+        let mut n = 0;
+        for c in clients {
+            let log = read_log(&c.log);
+            for iface in ["a0", "b0"] {
+                if log[from[c.tool]..].iter().any(|r| {
+                    is(r, &["renew", "rebind"])
+                        && r["iface"] == iface
+                        && r["ip"] == bound[&(c.tool, iface)]
+                }) {
+                    n += 1;
+                }
+            }
+        }
+        n
+    };
+    let start: HashMap<&str, usize> = clients.iter().map(|c| (c.tool, 0)).collect();
+    wait_for(
+        "every client renewed on both segments",
+        Duration::from_secs(60),
+        || renewed(&clients, &start) == 6,
+    );
+    println!("all 6 leases renewed after {:?}", t0.elapsed());
+
+    // Restart the server: clients keep their addresses.
+    server.kid.stop(libc::SIGTERM);
+    let mark: HashMap<&str, usize> = clients
+        .iter()
+        .map(|c| (c.tool, read_log(&c.log).len()))
+        .collect();
+    server = ServerProc::start(&srv, &pools_path, &state, &srv_log);
+    wait_for(
+        "every client renewed after the server restart",
+        Duration::from_secs(60),
+        || renewed(&clients, &mark) == 6,
+    );
+    for c in &clients {
+        for r in &read_log(&c.log)[mark[c.tool]..] {
+            assert!(
+                !is(r, &["nak", "expire", "fail", "leasefail"]),
+                "{} after restart: {r:?}",
+                c.tool
+            );
+            if !r["ip"].is_empty() && (r["iface"] == "a0" || r["iface"] == "b0") {
+                let iface = if r["iface"] == "a0" { "a0" } else { "b0" };
+                assert_eq!(
+                    r["ip"],
+                    bound[&(c.tool, iface)],
+                    "{} changed address after restart",
+                    c.tool
+                );
+            }
+        }
+    }
+    println!("all 6 leases renewed after the restart, {:?}", t0.elapsed());
+
+    // Release.
+    let macs: Vec<(String, String)> = clients
+        .iter()
+        .flat_map(|c| [("a", "a0"), ("b", "b0")].map(|(seg, i)| (seg.to_string(), c.ns.mac(i))))
+        .collect();
+    for c in &clients {
+        match c.tool {
+            "dhclient" => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", &c.ns.0, "dhclient", "-4", "-r", "-sf"])
+                    .arg(dir.join("dhclient-script.sh"))
+                    .arg("-lf")
+                    .arg(dir.join("dhclient.leases"))
+                    .arg("-pf")
+                    .arg(dir.join("dhclient.pid"))
+                    .args(["a0", "b0"]);
+                let st = cmd.status().unwrap();
+                assert!(st.success(), "dhclient -r");
+            }
+            "dhcpcd" => {
+                run(&["ip", "netns", "exec", &c.ns.0, "dhcpcd", "-4", "-k"]);
+            }
+            _ => {
+                for k in &c.kids {
+                    k.signal(libc::SIGUSR2);
+                }
+            }
+        }
+    }
+    wait_for("server saw every release", Duration::from_secs(30), || {
+        let ev = server.events();
+        macs.iter().all(|(seg, mac)| {
+            ev.iter()
+                .any(|(k, s, _, m)| k == "released" && s == seg && m == mac)
+        })
+    });
+    let leases = read_leases(&state, 0).unwrap();
+    for (seg, mac) in &macs {
+        let mine: Vec<_> = leases
+            .iter()
+            .filter(|l| {
+                &l.segment == seg && &bulkhead::dhcp::leases::mac_serde::format(&l.mac) == mac
+            })
+            .collect();
+        assert!(!mine.is_empty(), "{seg} {mac}");
+        assert!(
+            mine.iter().all(|l| l.state == LeaseState::Released),
+            "{seg} {mac}: {mine:?}"
+        );
+    }
+    println!("all 6 leases released after {:?}", t0.elapsed());
+    for c in clients {
+        drop(c.kids);
+    }
+    server.kid.stop(libc::SIGTERM);
+}
