@@ -567,3 +567,339 @@ fn real_clients_on_two_segments() {
     }
     server.kid.stop(libc::SIGTERM);
 }
+
+// ---- durability under kill -9 ---------------------------------------------
+
+/// Run `f` on a thread that has entered the network namespace `ns`.
+fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let fd = std::fs::File::open(&path).unwrap();
+        // SAFETY: setns on a valid namespace fd; affects only this thread.
+        let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}");
+        f()
+    })
+}
+
+fn client_socket(iface: &str) -> UdpSocket {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+    s.set_reuse_address(true).unwrap();
+    s.set_broadcast(true).unwrap();
+    s.bind_device(Some(iface.as_bytes())).unwrap();
+    s.bind(&std::net::SocketAddr::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68)).into())
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    s.into()
+}
+
+fn load_mac(n: u32) -> [u8; 6] {
+    [
+        0x02,
+        0xbd,
+        (n >> 24) as u8,
+        (n >> 16) as u8,
+        (n >> 8) as u8,
+        n as u8,
+    ]
+}
+
+fn client_msg(mt: MessageType, xid: u32, mac: [u8; 6], opts: &[DhcpOption]) -> Vec<u8> {
+    let z = Ipv4Addr::UNSPECIFIED;
+    let mut m = Message::new_with_id(xid, z, z, z, z, &mac);
+    m.set_flags(Flags::default().set_broadcast());
+    m.opts_mut().insert(DhcpOption::MessageType(mt));
+    for o in opts {
+        m.opts_mut().insert(o.clone());
+    }
+    let mut buf = Vec::new();
+    m.encode(&mut Encoder::new(&mut buf)).unwrap();
+    buf
+}
+
+#[derive(Clone, Copy)]
+enum Step {
+    Discover,
+    Request(Ipv4Addr),
+    Done,
+}
+
+/// Many DORAs in parallel (window of 48), one fake MAC each, numbered from
+/// `first`. Runs until all `count` are done or `stop` is set; returns every
+/// ACK seen as (mac, address).
+fn load(
+    iface: &str,
+    first: u32,
+    count: u32,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<([u8; 6], Ipv4Addr)> {
+    use std::sync::atomic::Ordering;
+    let sock = client_socket(iface);
+    let dst = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
+    let mut state: Vec<(Step, Instant, u32)> = Vec::new(); // step, last send, tries
+    let mut acks = Vec::new();
+    let mut next = 0u32;
+    let mut buf = [0u8; 1500];
+    let send = |i: u32, step: Step| {
+        let mac = load_mac(first + i);
+        let xid = first + i;
+        let b = match step {
+            Step::Discover => client_msg(MessageType::Discover, xid, mac, &[]),
+            Step::Request(a) => client_msg(
+                MessageType::Request,
+                xid,
+                mac,
+                &[
+                    DhcpOption::ServerIdentifier(Ipv4Addr::new(198, 18, 64, 1)),
+                    DhcpOption::RequestedIpAddress(a),
+                ],
+            ),
+            Step::Done => return,
+        };
+        let _ = sock.send_to(&b, dst);
+    };
+    let mut drain_until: Option<Instant> = None;
+    loop {
+        if drain_until.is_none() && stop.load(Ordering::SeqCst) {
+            drain_until = Some(Instant::now() + Duration::from_millis(300));
+        }
+        if let Some(d) = drain_until
+            && Instant::now() > d
+        {
+            break;
+        }
+        if drain_until.is_none() {
+            let in_flight = state.iter().filter(|s| !matches!(s.0, Step::Done)).count();
+            while in_flight + (next as usize - state.len()) < 48 && next < count {
+                state.push((Step::Discover, Instant::now(), 1));
+                send(next, Step::Discover);
+                next += 1;
+            }
+            for (i, s) in state.iter_mut().enumerate() {
+                if !matches!(s.0, Step::Done) && s.1.elapsed() > Duration::from_millis(700) {
+                    if s.2 >= 6 {
+                        s.0 = Step::Done;
+                        continue;
+                    }
+                    s.1 = Instant::now();
+                    s.2 += 1;
+                    send(i as u32, s.0);
+                }
+            }
+            if next == count && state.iter().all(|s| matches!(s.0, Step::Done)) {
+                break;
+            }
+        }
+        let Ok((n, _)) = sock.recv_from(&mut buf) else {
+            continue;
+        };
+        let Ok(m) = Message::decode(&mut Decoder::new(&buf[..n])) else {
+            continue;
+        };
+        let i = m.xid().wrapping_sub(first);
+        if i as usize >= state.len() || m.chaddr() != load_mac(m.xid()) {
+            continue;
+        }
+        let mt = match m.opts().get(OptionCode::MessageType) {
+            Some(DhcpOption::MessageType(t)) => *t,
+            _ => continue,
+        };
+        match (state[i as usize].0, mt) {
+            (Step::Discover, MessageType::Offer) => {
+                let a = m.yiaddr();
+                state[i as usize] = (Step::Request(a), Instant::now(), 1);
+                if drain_until.is_none() {
+                    send(i, Step::Request(a));
+                }
+            }
+            (Step::Request(a), MessageType::Ack) => {
+                assert_eq!(m.yiaddr(), a);
+                acks.push((load_mac(m.xid()), a));
+                state[i as usize].0 = Step::Done;
+            }
+            (Step::Request(_), MessageType::Nak) => state[i as usize].0 = Step::Done,
+            _ => {}
+        }
+    }
+    acks
+}
+
+/// INIT-REBOOT for every (mac, addr): returns the ones not ACKed with the
+/// same address.
+fn verify_by_protocol(
+    iface: &str,
+    bindings: Vec<([u8; 6], Ipv4Addr)>,
+) -> Vec<([u8; 6], Ipv4Addr, String)> {
+    let sock = client_socket(iface);
+    let dst = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
+    let mut pending: HashMap<u32, ([u8; 6], Ipv4Addr, Option<String>)> = HashMap::new();
+    let mut buf = [0u8; 1500];
+    let mut bad = Vec::new();
+    for chunk in bindings.chunks(48) {
+        for (mac, a) in chunk {
+            let xid = u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]]) ^ 0x8000_0000;
+            pending.insert(xid, (*mac, *a, None));
+        }
+        for attempt in 0..5 {
+            for (xid, (mac, a, got)) in &pending {
+                if got.is_none() {
+                    let b = client_msg(
+                        MessageType::Request,
+                        *xid,
+                        *mac,
+                        &[DhcpOption::RequestedIpAddress(*a)],
+                    );
+                    let _ = sock.send_to(&b, dst);
+                }
+            }
+            let until = Instant::now() + Duration::from_millis(400 * (attempt + 1));
+            while Instant::now() < until && pending.values().any(|p| p.2.is_none()) {
+                let Ok((n, _)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let Ok(m) = Message::decode(&mut Decoder::new(&buf[..n])) else {
+                    continue;
+                };
+                if let Some(p) = pending.get_mut(&m.xid()) {
+                    let mt = match m.opts().get(OptionCode::MessageType) {
+                        Some(DhcpOption::MessageType(t)) => *t,
+                        _ => continue,
+                    };
+                    p.2 = Some(if mt == MessageType::Ack && m.yiaddr() == p.1 {
+                        "ok".into()
+                    } else {
+                        format!("{mt:?} {}", m.yiaddr())
+                    });
+                }
+            }
+            if pending.values().all(|p| p.2.is_some()) {
+                break;
+            }
+        }
+        for (_, (mac, a, got)) in pending.drain() {
+            match got.as_deref() {
+                Some("ok") => {}
+                other => bad.push((mac, a, other.unwrap_or("no answer").to_string())),
+            }
+        }
+    }
+    bad
+}
+
+#[test]
+fn acked_leases_survive_kill_9() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    if let Some(why) = skip_reason(&["ip"]) {
+        eprintln!("SKIPPED acked_leases_survive_kill_9: {why}");
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pid = std::process::id();
+    let srv = Netns::new(format!("bhd-dsrv-{pid}"));
+    let cli = Netns::new(format!("bhd-dcli-{pid}"));
+    run(&[
+        "ip", "link", "add", "s0", "netns", &srv.0, "type", "veth", "peer", "name", "c0", "netns",
+        &cli.0,
+    ]);
+    srv.ip(&["addr", "add", "198.18.64.1/18", "dev", "s0"]);
+    srv.ip(&["link", "set", "s0", "up"]);
+    cli.ip(&["link", "set", "c0", "up"]);
+    let mut p = PoolConfig::new(
+        "load",
+        "s0",
+        ip("198.18.64.1"),
+        "198.18.64.0/18".parse().unwrap(),
+        vec![(ip("198.18.64.10"), ip("198.18.127.250"))],
+    );
+    p.lease_time = 3600;
+    let pools_path = dir.join("pools.json");
+    std::fs::write(&pools_path, serde_json::to_vec(&vec![p]).unwrap()).unwrap();
+    let state = dir.join("state");
+    let log = dir.join("server.log");
+
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    let mut rand = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut all: BTreeMap<[u8; 6], Ipv4Addr> = BTreeMap::new();
+    let mut server = ServerProc::start(&srv, &pools_path, &state, &log);
+    const ROUNDS: u32 = 5;
+    const PER_ROUND: u32 = 800;
+    let mut total_acks = 0;
+    for round in 0..ROUNDS {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let first = 1 + round * PER_ROUND;
+        let loader = in_netns(&cli.0, move || load("c0", first, PER_ROUND, s2));
+        let delay = Duration::from_millis(100 + rand() % 1400);
+        std::thread::sleep(delay);
+        server.kid.stop(libc::SIGKILL);
+        stop.store(true, Ordering::SeqCst);
+        let acks = loader.join().unwrap();
+        println!(
+            "round {round}: killed after {delay:?} with {} ACKs received in this round",
+            acks.len()
+        );
+        total_acks += acks.len();
+        for (mac, a) in acks {
+            all.insert(mac, a);
+        }
+        // No address acknowledged to two clients.
+        let mut seen = HashMap::new();
+        for (mac, a) in &all {
+            if let Some(other) = seen.insert(*a, *mac) {
+                panic!("{a} acknowledged to {other:?} and {mac:?}");
+            }
+        }
+        // The journal holds every ACKed binding.
+        let leases = read_leases(&state, 0).unwrap();
+        let by_addr: HashMap<Ipv4Addr, &bulkhead::dhcp::Lease> =
+            leases.iter().map(|l| (l.addr, l)).collect();
+        let mut per_mac: HashMap<[u8; 6], usize> = HashMap::new();
+        for l in &leases {
+            if l.state == LeaseState::Bound {
+                *per_mac.entry(l.mac).or_default() += 1;
+            }
+        }
+        assert!(
+            per_mac.values().all(|n| *n == 1),
+            "a client holds two bindings"
+        );
+        for (mac, a) in &all {
+            let l = by_addr
+                .get(a)
+                .unwrap_or_else(|| panic!("ACKed {a} lost after kill -9"));
+            assert_eq!(&l.mac, mac, "{a} bound to another client after kill -9");
+            assert_eq!(l.state, LeaseState::Bound);
+        }
+        // And the restarted server answers every ACKed client with its address.
+        server = ServerProc::start(&srv, &pools_path, &state, &log);
+        let list: Vec<_> = all.iter().map(|(m, a)| (*m, *a)).collect();
+        let n = list.len();
+        let bad = in_netns(&cli.0, move || verify_by_protocol("c0", list))
+            .join()
+            .unwrap();
+        assert!(
+            bad.is_empty(),
+            "after restart: {} of {n} not confirmed: {:?}",
+            bad.len(),
+            &bad[..bad.len().min(5)]
+        );
+        println!("round {round}: all {n} ACKed bindings confirmed after restart");
+    }
+    assert!(total_acks > 0, "the load never got an ACK");
+    server.kid.stop(libc::SIGTERM);
+}
