@@ -727,3 +727,28 @@ fn malformed_packets_are_dropped_with_reason() {
     let b = encode(&msg(MessageType::Offer, mac(1), 1));
     assert!(s.handle_packet(T0, &r, &b).ignored.is_some());
 }
+
+#[test]
+fn relay_agent_information_is_echoed() {
+    let mut s = server();
+    let mut d = msg(MessageType::Discover, mac(1), 1);
+    d.set_giaddr(ip("198.18.2.254"));
+    let mut b = encode(&d);
+    // Insert option 82 (circuit id "eth7") before END.
+    let end = b.iter().rposition(|x| *x == 255).unwrap();
+    b.splice(end..end, [82, 6, 1, 4, b'e', b't', b'h', b'7']);
+    let o = s.handle_packet(T0, &rx_from("lan", ip("198.18.2.254")), &b);
+    assert_eq!(o.replies.len(), 1);
+    let p = &o.replies[0].payload;
+    assert!(
+        p.windows(8)
+            .any(|w| w == [82, 6, 1, 4, b'e', b't', b'h', b'7']),
+        "option 82 echoed verbatim"
+    );
+    // Not echoed for a packet that was not relayed.
+    let mut b = encode(&msg(MessageType::Discover, mac(2), 2));
+    let end = b.iter().rposition(|x| *x == 255).unwrap();
+    b.splice(end..end, [82, 6, 1, 4, b'e', b't', b'h', b'7']);
+    let o = s.handle_packet(T0, &rx("lan"), &b);
+    assert!(!o.replies[0].payload.windows(2).any(|w| w == [82, 6]));
+}

@@ -152,6 +152,8 @@ struct Ctx<'a> {
     client_id: Option<Vec<u8>>,
     key: ClientKey,
     rx: &'a RxInfo,
+    /// Relay agent information (option 82) to echo in relayed replies.
+    relay_info: Option<DhcpOption>,
 }
 
 impl Ctx<'_> {
@@ -288,18 +290,35 @@ impl Server {
         if bytes[2] > 16 {
             return ignore_raw(rx, xid, format!("hlen {} > 16", bytes[2]));
         }
-        let clean = match sanitize(bytes) {
+        let (clean, relay_info) = match sanitize(bytes) {
             Ok(c) => c,
             Err(reason) => return ignore_raw(rx, xid, reason),
         };
         match Message::decode(&mut Decoder::new(&clean)) {
-            Ok(msg) => self.handle_message(now, rx, &msg),
+            Ok(msg) => {
+                // Option 82 is echoed verbatim, never parsed.
+                let relay_info = relay_info.map(|d| {
+                    DhcpOption::Unknown(UnknownOption::new(OptionCode::RelayAgentInformation, d))
+                });
+                self.handle(now, rx, &msg, relay_info)
+            }
             Err(e) => ignore_raw(rx, xid, format!("undecodable: {e}")),
         }
     }
 
     /// Handle one decoded message.
     pub fn handle_message(&mut self, now: u64, rx: &RxInfo, msg: &Message) -> Outcome {
+        let relay_info = msg.opts().get(OptionCode::RelayAgentInformation).cloned();
+        self.handle(now, rx, msg, relay_info)
+    }
+
+    fn handle(
+        &mut self,
+        now: u64,
+        rx: &RxInfo,
+        msg: &Message,
+        relay_info: Option<DhcpOption>,
+    ) -> Outcome {
         if msg.opcode() != Opcode::BootRequest {
             return ignore_raw(rx, Some(msg.xid()), "not a BOOTREQUEST");
         }
@@ -328,6 +347,7 @@ impl Server {
             client_id,
             key,
             rx,
+            relay_info: relay_info.filter(|_| !msg.giaddr().is_unspecified()),
         };
         if client_id_missing_identity(&ctx) {
             return ctx.ignore("no client identifier and empty chaddr");
@@ -892,6 +912,10 @@ impl Server {
             opts.insert(DhcpOption::Unknown(UnknownOption::new(oc, data.clone())));
             droppable.push(oc);
         }
+        // RFC 3046: echo the relay agent information in relayed replies.
+        if let Some(ri) = &ctx.relay_info {
+            opts.insert(ri.clone());
+        }
         m.set_opts(opts);
         droppable.reverse();
         let payload = encode_bounded(&mut m, max_payload(req), &droppable)?;
@@ -945,8 +969,9 @@ fn option_len_ok(code: u8, len: usize) -> Option<bool> {
 /// for a sane length (split options are joined, RFC 3396). The option
 /// decoder of the DHCP library trusts lengths of options it knows, so
 /// nothing else is handed to it.
-fn sanitize(bytes: &[u8]) -> Result<Vec<u8>, String> {
+fn sanitize(bytes: &[u8]) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
     let mut kept: Vec<(u8, Vec<u8>)> = Vec::new();
+    let mut relay: Option<Vec<u8>> = None;
     let mut pos = 240;
     while let Some(&code) = bytes.get(pos) {
         match code {
@@ -964,6 +989,10 @@ fn sanitize(bytes: &[u8]) -> Result<Vec<u8>, String> {
             return Err(format!("option {code} runs past the end of the packet"));
         };
         pos += 2 + usize::from(len);
+        if code == 82 {
+            relay.get_or_insert_with(Vec::new).extend_from_slice(data);
+            continue;
+        }
         if option_len_ok(code, 0).is_none() {
             continue;
         }
@@ -984,7 +1013,7 @@ fn sanitize(bytes: &[u8]) -> Result<Vec<u8>, String> {
         }
     }
     out.push(255);
-    Ok(out)
+    Ok((out, relay))
 }
 
 fn client_id_missing_identity(ctx: &Ctx) -> bool {

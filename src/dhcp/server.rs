@@ -141,15 +141,17 @@ impl DhcpHandle {
             tracing::info!(segment = %seg, "DHCP pool updated");
             return Ok(());
         }
-        if let Some(old) = segs.remove(&seg) {
-            old.stop.notify_one();
-            old.task.abort();
-        }
+        // Open the new socket before stopping the old one, so a failure
+        // leaves the segment served as before.
         let socket = open_socket(&iface).map_err(|source| DhcpError::Socket {
             segment: seg.clone(),
             interface: iface.clone(),
             source,
         })?;
+        if let Some(old) = segs.remove(&seg) {
+            old.stop.notify_one();
+            old.task.abort();
+        }
         self.shared.core().add_pool(pool);
         let stop = Arc::new(Notify::new());
         let task = tokio::spawn(run_segment(
