@@ -137,7 +137,28 @@ impl PoolConfig {
         self.reservations.iter().find(|r| r.addr == addr)
     }
 
-    /// Every address of the dynamic ranges, in order (clamped to the subnet).
+    /// Number of addresses in the dynamic ranges.
+    pub fn range_len(&self) -> usize {
+        self.ranges
+            .iter()
+            .map(|(lo, hi)| (u32::from(*hi).saturating_sub(u32::from(*lo)) as usize) + 1)
+            .sum()
+    }
+
+    /// The `idx`-th address of the dynamic ranges (in range order).
+    pub fn range_addr(&self, mut idx: usize) -> Option<Ipv4Addr> {
+        for (lo, hi) in &self.ranges {
+            let (lo, hi) = (u32::from(*lo), u32::from(*hi));
+            let n = (hi.saturating_sub(lo) as usize) + 1;
+            if idx < n {
+                return Some(Ipv4Addr::from(lo + idx as u32));
+            }
+            idx -= n;
+        }
+        None
+    }
+
+    /// Every address of the dynamic ranges, in order.
     pub fn range_addrs(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
         self.ranges.iter().flat_map(|(lo, hi)| {
             let (lo, hi) = (u32::from(*lo), u32::from(*hi));

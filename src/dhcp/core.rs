@@ -134,6 +134,10 @@ struct Pool {
     cfg: PoolConfig,
     offers: HashMap<Ipv4Addr, Offer>,
     last_exhaustion_log: Option<u64>,
+    /// Where the next scan for a never-used address starts (index into
+    /// the dynamic ranges), so that allocation does not rescan every bound
+    /// address each time.
+    cursor: usize,
 }
 
 /// The DHCPv4 server state machine for all pools.
@@ -206,6 +210,7 @@ impl Server {
                 cfg,
                 offers: HashMap::new(),
                 last_exhaustion_log: None,
+                cursor: 0,
             },
         );
     }
@@ -380,7 +385,7 @@ impl Server {
 
     fn discover(&mut self, now: u64, seg: &str, ctx: &Ctx) -> Outcome {
         let requested = requested_ip(ctx.msg);
-        let Some(addr) = self.allocate(now, seg, ctx, requested) else {
+        let Some((addr, scanned)) = self.allocate(now, seg, ctx, requested) else {
             let logged = self.exhaustion_should_log(seg, now);
             if logged {
                 tracing::warn!(segment = seg, "DHCP pool exhausted: no address to offer");
@@ -393,6 +398,9 @@ impl Server {
             return ctx.ignore("pool vanished");
         };
         let hold = u64::from(pool.cfg.offer_hold);
+        if scanned && let Some(idx) = range_index(&pool.cfg, addr) {
+            pool.cursor = idx + 1;
+        }
         pool.offers
             .retain(|a, o| *a != addr && o.key != ctx.key && o.expires > now);
         pool.offers.insert(
@@ -686,18 +694,18 @@ impl Server {
         seg: &str,
         ctx: &Ctx,
         requested: Option<Ipv4Addr>,
-    ) -> Option<Ipv4Addr> {
+    ) -> Option<(Ipv4Addr, bool)> {
         let pool = self.pools.get(seg)?;
         let cfg = &pool.cfg;
         if let Some(r) = cfg.reservation_for_mac(&ctx.mac) {
-            return Some(r.addr);
+            return Some((r.addr, false));
         }
         let ok = |a: Ipv4Addr| cfg.in_ranges(a) && self.available_to(now, cfg, ctx, a);
         if let Some(l) = self.leases.by_client(seg, &ctx.key)
             && l.state != LeaseState::Declined
             && ok(l.addr)
         {
-            return Some(l.addr);
+            return Some((l.addr, false));
         }
         let mut offered: Vec<Ipv4Addr> = pool
             .offers
@@ -707,22 +715,28 @@ impl Server {
             .collect();
         offered.sort();
         if let Some(a) = offered.into_iter().find(|a| ok(*a)) {
-            return Some(a);
+            return Some((a, false));
         }
         if let Some(a) = requested
             && ok(a)
         {
-            return Some(a);
+            return Some((a, false));
         }
-        // Never-used addresses first; then the one whose old record ran out
-        // longest ago (keeps recent clients' addresses for them).
+        // Never-used addresses first, scanning on from where the last scan
+        // stopped; else the free address whose old record ran out longest
+        // ago (keeps recent clients' addresses for them).
+        let total = cfg.range_len();
+        let start = if total == 0 { 0 } else { pool.cursor % total };
         let mut fallback: Option<(u64, Ipv4Addr)> = None;
-        for a in cfg.range_addrs() {
+        for k in 0..total {
+            let Some(a) = cfg.range_addr((start + k) % total) else {
+                break;
+            };
             if !ok(a) {
                 continue;
             }
             match self.leases.get(seg, a) {
-                None => return Some(a),
+                None => return Some((a, true)),
                 Some(l) => {
                     if fallback.is_none_or(|(e, _)| l.expires < e) {
                         fallback = Some((l.expires, a));
@@ -730,7 +744,7 @@ impl Server {
                 }
             }
         }
-        fallback.map(|(_, a)| a)
+        fallback.map(|(_, a)| (a, false))
     }
 
     fn ack(&mut self, now: u64, cfg: &PoolConfig, ctx: &Ctx, addr: Ipv4Addr) -> Outcome {
@@ -1018,6 +1032,20 @@ fn sanitize(bytes: &[u8]) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
 
 fn client_id_missing_identity(ctx: &Ctx) -> bool {
     ctx.client_id.is_none() && ctx.msg.chaddr().iter().all(|b| *b == 0)
+}
+
+/// Index of `addr` in the dynamic ranges.
+fn range_index(cfg: &PoolConfig, addr: Ipv4Addr) -> Option<usize> {
+    let a = u32::from(addr);
+    let mut base = 0usize;
+    for (lo, hi) in &cfg.ranges {
+        let (lo, hi) = (u32::from(*lo), u32::from(*hi));
+        if lo <= a && a <= hi {
+            return Some(base + (a - lo) as usize);
+        }
+        base += (hi.saturating_sub(lo) as usize) + 1;
+    }
+    None
 }
 
 fn should_log(last: &mut Option<u64>, now: u64) -> bool {

@@ -143,12 +143,16 @@ pub struct LeaseEvent {
     pub lease: Lease,
 }
 
-/// In-memory lease index: by `(segment, address)` and by `(segment,
-/// client identity)`.
+/// In-memory lease index: per segment, by address and by client identity.
 #[derive(Debug, Default, Clone)]
 pub struct LeaseDb {
-    by_addr: HashMap<(String, Ipv4Addr), Lease>,
-    by_client: HashMap<(String, ClientKey), Ipv4Addr>,
+    segs: HashMap<String, SegmentLeases>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct SegmentLeases {
+    by_addr: HashMap<Ipv4Addr, Lease>,
+    by_client: HashMap<ClientKey, Ipv4Addr>,
 }
 
 impl LeaseDb {
@@ -159,63 +163,63 @@ impl LeaseDb {
 
     /// Insert or replace the record for `(lease.segment, lease.addr)`.
     pub fn upsert(&mut self, lease: Lease) {
-        let key = (lease.segment.clone(), lease.addr);
-        if let Some(old) = self.by_addr.get(&key)
+        let seg = match self.segs.get_mut(&lease.segment) {
+            Some(s) => s,
+            None => self.segs.entry(lease.segment.clone()).or_default(),
+        };
+        if let Some(old) = seg.by_addr.get(&lease.addr)
             && let Some(ck) = old.client_key()
+            && seg.by_client.get(&ck) == Some(&old.addr)
         {
-            let ckey = (old.segment.clone(), ck);
-            if self.by_client.get(&ckey) == Some(&old.addr) {
-                self.by_client.remove(&ckey);
-            }
+            seg.by_client.remove(&ck);
         }
         if let Some(ck) = lease.client_key() {
-            self.by_client
-                .insert((lease.segment.clone(), ck), lease.addr);
+            seg.by_client.insert(ck, lease.addr);
         }
-        self.by_addr.insert(key, lease);
+        seg.by_addr.insert(lease.addr, lease);
     }
 
     /// Remove the record at this address.
     pub fn remove(&mut self, segment: &str, addr: Ipv4Addr) -> Option<Lease> {
-        let old = self.by_addr.remove(&(segment.to_string(), addr))?;
-        if let Some(ck) = old.client_key() {
-            let ckey = (segment.to_string(), ck);
-            if self.by_client.get(&ckey) == Some(&addr) {
-                self.by_client.remove(&ckey);
-            }
+        let seg = self.segs.get_mut(segment)?;
+        let old = seg.by_addr.remove(&addr)?;
+        if let Some(ck) = old.client_key()
+            && seg.by_client.get(&ck) == Some(&addr)
+        {
+            seg.by_client.remove(&ck);
         }
         Some(old)
     }
 
     /// The record at this address.
     pub fn get(&self, segment: &str, addr: Ipv4Addr) -> Option<&Lease> {
-        self.by_addr.get(&(segment.to_string(), addr))
+        self.segs.get(segment)?.by_addr.get(&addr)
     }
 
     /// The latest record of this client on this segment.
     pub fn by_client(&self, segment: &str, key: &ClientKey) -> Option<&Lease> {
-        let addr = self.by_client.get(&(segment.to_string(), key.clone()))?;
-        self.get(segment, *addr)
+        let seg = self.segs.get(segment)?;
+        seg.by_addr.get(seg.by_client.get(key)?)
     }
 
     /// All records, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = &Lease> {
-        self.by_addr.values()
+        self.segs.values().flat_map(|s| s.by_addr.values())
     }
 
     /// Number of records.
     pub fn len(&self) -> usize {
-        self.by_addr.len()
+        self.segs.values().map(|s| s.by_addr.len()).sum()
     }
 
     /// No records?
     pub fn is_empty(&self) -> bool {
-        self.by_addr.is_empty()
+        self.len() == 0
     }
 
     /// All records sorted by segment then address (for listing).
     pub fn sorted(&self) -> Vec<Lease> {
-        let mut v: Vec<Lease> = self.by_addr.values().cloned().collect();
+        let mut v: Vec<Lease> = self.iter().cloned().collect();
         v.sort_by(|a, b| (&a.segment, a.addr).cmp(&(&b.segment, b.addr)));
         v
     }
@@ -585,7 +589,13 @@ impl Committer {
             if batch.is_empty() {
                 continue;
             }
+            let t = std::time::Instant::now();
             let result = self.write_group(&batch);
+            tracing::trace!(
+                commits = batch.len(),
+                micros = t.elapsed().as_micros() as u64,
+                "lease journal group written"
+            );
             let err = result.as_ref().err().map(|e| e.to_string());
             if let Some(e) = &err {
                 tracing::error!(error = %e, "lease journal write failed; ACKs held back");

@@ -232,6 +232,9 @@ fn open_socket(iface: &str) -> io::Result<UdpSocket> {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     s.set_reuse_address(true)?;
     s.set_broadcast(true)?;
+    // Room for bursts (many clients at once after a power cut); the kernel
+    // caps it at net.core.rmem_max.
+    let _ = s.set_recv_buffer_size(1 << 20);
     s.bind_device(Some(iface.as_bytes()))?;
     s.set_nonblocking(true)?;
     s.bind(&SocketAddr::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 67)).into())?;
