@@ -117,9 +117,10 @@ proptest! {
     #[test]
     fn weird_message_sequences_never_panic(
         msgs in proptest::collection::vec((message(), addr(), 0u64..100_000), 1..25),
+        start in prop_oneof![Just(0u64), Just(1_000u64), Just(u64::MAX - 50_000), any::<u64>()],
     ) {
         let mut s = server();
-        let mut now = 1_000u64;
+        let mut now = start;
         for (m, src, dt) in msgs {
             now = now.saturating_add(dt);
             let out = s.handle_message(now, &rx(src), &m);

@@ -181,9 +181,28 @@ impl Ctx<'_> {
 
 /// Drop a packet before it is decoded far enough to have a context.
 fn ignore_raw(rx: &RxInfo, xid: Option<u32>, reason: impl Into<String>) -> Outcome {
+    ignore_raw_chaddr(rx, xid, None, reason)
+}
+
+/// Like [`ignore_raw`], naming the packet's raw chaddr when it has one.
+fn ignore_raw_chaddr(
+    rx: &RxInfo,
+    xid: Option<u32>,
+    chaddr: Option<&[u8]>,
+    reason: impl Into<String>,
+) -> Outcome {
     let reason = reason.into();
+    let chaddr = chaddr
+        .map(|c| {
+            c.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        })
+        .unwrap_or_default();
     tracing::debug!(
         xid = ?xid,
+        chaddr = %chaddr,
         segment = %rx.segment,
         src = %rx.src,
         reason = %reason,
@@ -286,18 +305,29 @@ impl Server {
                 format!("too short for DHCP ({} bytes)", bytes.len()),
             );
         }
+        let chaddr = Some(&bytes[28..28 + usize::from(bytes[2].min(16))]);
         if bytes[0] != 1 {
-            return ignore_raw(rx, xid, format!("op {} is not BOOTREQUEST", bytes[0]));
+            return ignore_raw_chaddr(
+                rx,
+                xid,
+                chaddr,
+                format!("op {} is not BOOTREQUEST", bytes[0]),
+            );
         }
         if bytes[236..240] != MAGIC {
-            return ignore_raw(rx, xid, "no DHCP magic cookie (plain BOOTP is not served)");
+            return ignore_raw_chaddr(
+                rx,
+                xid,
+                chaddr,
+                "no DHCP magic cookie (plain BOOTP is not served)",
+            );
         }
         if bytes[2] > 16 {
-            return ignore_raw(rx, xid, format!("hlen {} > 16", bytes[2]));
+            return ignore_raw_chaddr(rx, xid, chaddr, format!("hlen {} > 16", bytes[2]));
         }
         let (clean, relay_info) = match sanitize(bytes) {
             Ok(c) => c,
-            Err(reason) => return ignore_raw(rx, xid, reason),
+            Err(reason) => return ignore_raw_chaddr(rx, xid, chaddr, reason),
         };
         match Message::decode(&mut Decoder::new(&clean)) {
             Ok(msg) => {
@@ -407,7 +437,7 @@ impl Server {
             addr,
             Offer {
                 key: ctx.key.clone(),
-                expires: now + hold,
+                expires: now.saturating_add(hold),
             },
         );
         let cfg = pool.cfg.clone();
@@ -575,7 +605,7 @@ impl Server {
             client_id: None,
             hostname: None,
             group: cfg.reservation_for_addr(addr).and_then(|r| r.group.clone()),
-            expires: now + u64::from(cfg.decline_quarantine),
+            expires: now.saturating_add(u64::from(cfg.decline_quarantine)),
             state: LeaseState::Declined,
         };
         tracing::info!(segment = seg, %addr, chaddr = %mac_serde::format(&ctx.mac), "address declined by client; quarantined");
@@ -762,7 +792,7 @@ impl Server {
             client_id: ctx.client_id.clone(),
             hostname,
             group: reservation.and_then(|r| r.group.clone()),
-            expires: now + u64::from(secs),
+            expires: now.saturating_add(u64::from(secs)),
             state: LeaseState::Bound,
         };
         let mut changes = Vec::new();
