@@ -20,7 +20,10 @@ fn server() -> Server {
             seg,
             Ipv4Addr::new(198, 18, third, 1),
             format!("198.18.{third}.0/29").parse().unwrap(),
-            vec![(Ipv4Addr::new(198, 18, third, 2), Ipv4Addr::new(198, 18, third, 5))],
+            vec![(
+                Ipv4Addr::new(198, 18, third, 2),
+                Ipv4Addr::new(198, 18, third, 5),
+            )],
         );
         p.lease_time = 60;
         p.max_lease_time = 120;

@@ -1,11 +1,44 @@
 //! DHCPv4 server: pool configuration, sans-IO protocol core, crash-safe
 //! lease store and the tokio socket layer.
 //!
-//! Start with [`serve`]; add or remove segments on the returned
-//! [`DhcpHandle`]; list leases with [`DhcpHandle::leases`] (or
-//! [`leases::read_leases`] from the state directory when the server is not
-//! running in this process); receive [`LeaseEvent`]s on the channel given
-//! to [`serve`].
+//! * [`config`]: [`PoolConfig`] / [`Reservation`], filled in by the product
+//!   from its validated configuration.
+//! * [`core`]: the RFC 2131/2132 state machine, driven with the time passed
+//!   in; returns lease changes to make durable, then replies to send.
+//! * [`leases`]: lease records, the in-memory index and the journaled,
+//!   group-committed, crash-safe [`LeaseStore`].
+//! * [`server`]: one UDP socket per segment; ACKs leave only after their
+//!   lease record is on disk.
+//!
+//! # Use
+//!
+//! ```no_run
+//! # async fn run(pools: Vec<bulkhead::dhcp::PoolConfig>, more: bulkhead::dhcp::PoolConfig)
+//! #     -> Result<(), bulkhead::dhcp::DhcpError> {
+//! use std::path::Path;
+//! use bulkhead::dhcp::{serve, LeaseEventKind};
+//!
+//! let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+//! let dhcp = serve(pools, Path::new("/var/lib/bulkhead/dhcp"), Some(tx)).await?;
+//! tokio::spawn(async move {
+//!     while let Some(ev) = events.recv().await {
+//!         // Bound is sent for every ACK (new lease and each renewal).
+//!         if ev.kind == LeaseEventKind::Bound {
+//!             if let Some(group) = &ev.lease.group {
+//!                 println!("add {} to firewall set {group}", ev.lease.addr);
+//!             }
+//!         }
+//!     }
+//! });
+//! dhcp.add_pool(more)?;            // start (or update) one segment
+//! dhcp.remove_pool("dmz").await?;  // stop one segment, others keep running
+//! let _json = serde_json::to_string(&dhcp.leases()).unwrap();
+//! dhcp.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Without a running server in the process, list the leases of a state
+//! directory with [`leases::read_leases`] (safe while a server writes it).
 
 pub mod config;
 pub mod core;
