@@ -259,9 +259,11 @@ const TOOLS: [&str; 3] = ["dhclient", "dhcpcd", "udhcpc"];
 
 struct ClientNs {
     tool: &'static str,
+    // Fields drop in order: the clients are killed before their namespace
+    // is deleted.
+    kids: Vec<Kid>,
     ns: Netns,
     log: PathBuf,
-    kids: Vec<Kid>,
 }
 
 fn write_script(path: &Path, body: &str) {

@@ -209,3 +209,18 @@ fn listing_json_format() {
     assert_eq!(v["state"], "bound");
     assert_eq!(v["expires"], FAR);
 }
+
+#[test]
+fn one_writer_per_state_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = LeaseStore::open(dir.path(), opts()).unwrap();
+    let err = LeaseStore::open(dir.path(), opts()).unwrap_err();
+    assert!(
+        matches!(err, bulkhead::dhcp::StoreError::Locked(_)),
+        "{err}"
+    );
+    // Reading is always allowed.
+    assert!(read_leases(dir.path(), 0).unwrap().is_empty());
+    store.close();
+    let (_again, _) = LeaseStore::open(dir.path(), opts()).unwrap();
+}

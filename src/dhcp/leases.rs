@@ -33,6 +33,8 @@ use serde::{Deserialize, Serialize};
 
 /// File name of the journal inside the state directory.
 pub const JOURNAL_FILE: &str = "leases.journal";
+/// Lock file: one writer per state directory.
+pub const LOCK_FILE: &str = "leases.lock";
 const JOURNAL_TMP: &str = "leases.journal.tmp";
 const HEADER: &[u8; 8] = b"BHLEASE1";
 const MAX_RECORD: usize = 64 * 1024;
@@ -243,6 +245,9 @@ pub enum StoreError {
     /// A commit failed; the error text is shared by the whole group.
     #[error("lease commit failed: {0}")]
     CommitFailed(String),
+    /// Another process (or store) holds the state directory.
+    #[error("lease state directory {0} is in use by another DHCP server")]
+    Locked(PathBuf),
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> StoreError {
@@ -347,6 +352,9 @@ impl CommitTicket {
 /// The crash-safe lease store: an append-only journal written by one
 /// committer thread with group commit.
 pub struct LeaseStore {
+    // Held (flock) for the store's lifetime; the kernel drops it when the
+    // process dies, so kill -9 never leaves a stale lock.
+    _lock: File,
     tx: mpsc::Sender<Cmd>,
     stats: Arc<AtomicStats>,
     thread: Option<JoinHandle<()>>,
@@ -365,6 +373,7 @@ impl LeaseStore {
     /// leases found there (expired ones dropped, torn tail cut off).
     pub fn open(dir: &Path, opts: StoreOptions) -> Result<(LeaseStore, Vec<Lease>), StoreError> {
         fs::create_dir_all(dir).map_err(io_err(format!("create {}", dir.display())))?;
+        let lock = lock_dir(dir)?;
         let path = dir.join(JOURNAL_FILE);
         let now = (opts.clock)();
         let (live, valid_len, file_len) = match fs::read(&path) {
@@ -422,6 +431,7 @@ impl LeaseStore {
             .map_err(io_err("spawn committer thread"))?;
         Ok((
             LeaseStore {
+                _lock: lock,
                 tx,
                 stats,
                 thread: Some(thread),
@@ -520,6 +530,27 @@ fn encode_record(lease: &Lease, out: &mut Vec<u8>) {
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
     out.extend_from_slice(&payload);
+}
+
+fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join(LOCK_FILE);
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(format!("open {}", path.display())))?;
+    // SAFETY: flock on a file descriptor we own.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(StoreError::Locked(dir.to_path_buf()));
+        }
+        return Err(io_err(format!("lock {}", path.display()))(e));
+    }
+    Ok(f)
 }
 
 fn open_append(path: &Path) -> Result<File, StoreError> {
