@@ -752,3 +752,21 @@ fn relay_agent_information_is_echoed() {
     let o = s.handle_packet(T0, &rx("lan"), &b);
     assert!(!o.replies[0].payload.windows(2).any(|w| w == [82, 6]));
 }
+
+#[test]
+fn relay_prefers_most_specific_subnet() {
+    let mut s = server();
+    s.add_pool(PoolConfig::new(
+        "campus",
+        "veth-campus",
+        ip("198.18.0.1"),
+        "198.18.0.0/16".parse().unwrap(),
+        vec![(ip("198.18.200.1"), ip("198.18.200.10"))],
+    ));
+    for (giaddr, seg) in [("198.18.2.254", "dmz"), ("198.18.77.1", "campus")] {
+        let mut d = msg(MessageType::Discover, mac(1), 1);
+        d.set_giaddr(ip(giaddr));
+        let o = feed(&mut s, T0, &rx("lan"), &d);
+        assert_eq!(o.replies[0].segment, seg, "giaddr {giaddr}");
+    }
+}

@@ -391,7 +391,16 @@ impl Server {
         // Pool selection: by giaddr for relayed packets, else by segment.
         let giaddr = msg.giaddr();
         let segment = if !giaddr.is_unspecified() {
-            match self.pools.values().find(|p| p.cfg.subnet.contains(&giaddr)) {
+            // Most specific subnet wins; ties by segment name (stable).
+            let best = self
+                .pools
+                .values()
+                .filter(|p| p.cfg.subnet.contains(&giaddr))
+                .max_by(|a, b| {
+                    (a.cfg.subnet.prefix_len(), &b.cfg.segment)
+                        .cmp(&(b.cfg.subnet.prefix_len(), &a.cfg.segment))
+                });
+            match best {
                 Some(p) => p.cfg.segment.clone(),
                 None => return ctx.ignore(format!("no pool for relay giaddr {giaddr}")),
             }
