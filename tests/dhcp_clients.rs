@@ -103,6 +103,20 @@ impl Kid {
             libc::kill(self.pid(), sig);
         }
     }
+    /// SIGTERM, then up to 5 s for a clean exit; Drop kills it otherwise.
+    fn terminate(mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.signal(libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
     fn stop(mut self, sig: i32) {
         self.signal(sig);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -570,8 +584,12 @@ fn real_clients_on_two_segments() {
         );
     }
     println!("all 6 leases released after {:?}", t0.elapsed());
+    // Let the clients exit cleanly (pid files, control sockets); Drop
+    // kills whatever is left.
     for c in clients {
-        drop(c.kids);
+        for k in c.kids {
+            k.terminate();
+        }
     }
     server.kid.stop(libc::SIGTERM);
 }
