@@ -4,7 +4,18 @@
 //! dhcp_serve POOLS.json STATE_DIR
 //! ```
 //!
-//! POOLS.json is a JSON list of `PoolConfig`. Prints one line `ready` once
+//! POOLS.json is a JSON list of `PoolConfig`, for example
+//!
+//! ```json
+//! [{"segment": "dmz", "interface": "veth-dmz", "server_addr": "198.18.10.1",
+//!   "subnet": "198.18.10.0/24", "ranges": [["198.18.10.100", "198.18.10.150"]],
+//!   "lease_time": 3600, "max_lease_time": 86400, "dns": ["198.18.10.1"],
+//!   "domain": "dmz.example", "mtu": 1400, "extra_options": [[42, [198, 18, 10, 1]]],
+//!   "reservations": [{"mac": "02:00:00:00:00:07", "addr": "198.18.10.7",
+//!                     "hostname": "cam", "group": "cameras"}]}]
+//! ```
+//!
+//! Prints one line `ready` once
 //! all sockets are open, then one JSON line per lease event. Log level from
 //! `BULKHEAD_LOG` (error, warn, info, debug, trace; default info), logs go
 //! to stderr.

@@ -770,3 +770,64 @@ fn relay_prefers_most_specific_subnet() {
         assert_eq!(o.replies[0].segment, seg, "giaddr {giaddr}");
     }
 }
+
+#[test]
+fn offer_hold_expires() {
+    let mut s = Server::new();
+    let mut p = lan();
+    p.ranges = vec![(ip("198.18.1.10"), ip("198.18.1.10"))];
+    p.offer_hold = 30;
+    s.add_pool(p);
+    let (offer, _) = only_reply(&feed(
+        &mut s,
+        T0,
+        &rx("lan"),
+        &msg(MessageType::Discover, mac(1), 1),
+    ));
+    assert_eq!(offer.yiaddr(), ip("198.18.1.10"));
+    // Held for client 1 ...
+    let o = feed(
+        &mut s,
+        T0 + 29,
+        &rx("lan"),
+        &msg(MessageType::Discover, mac(2), 2),
+    );
+    assert!(o.replies.is_empty());
+    // ... until the hold runs out.
+    let (offer, _) = only_reply(&feed(
+        &mut s,
+        T0 + 30,
+        &rx("lan"),
+        &msg(MessageType::Discover, mac(2), 3),
+    ));
+    assert_eq!(offer.yiaddr(), ip("198.18.1.10"));
+    // Client 1's late REQUEST is now refused.
+    let r = with(
+        with(
+            msg(MessageType::Request, mac(1), 1),
+            DhcpOption::ServerIdentifier(ip("198.18.1.1")),
+        ),
+        DhcpOption::RequestedIpAddress(ip("198.18.1.10")),
+    );
+    let (nak, _) = only_reply(&feed(&mut s, T0 + 31, &rx("lan"), &r));
+    assert_eq!(mt(&nak), MessageType::Nak);
+}
+
+#[test]
+fn pool_config_json_as_documented() {
+    // Same text as in examples/dhcp_serve.rs.
+    let text = r#"[{"segment": "dmz", "interface": "veth-dmz", "server_addr": "198.18.10.1",
+  "subnet": "198.18.10.0/24", "ranges": [["198.18.10.100", "198.18.10.150"]],
+  "lease_time": 3600, "max_lease_time": 86400, "dns": ["198.18.10.1"],
+  "domain": "dmz.example", "mtu": 1400, "extra_options": [[42, [198, 18, 10, 1]]],
+  "reservations": [{"mac": "02:00:00:00:00:07", "addr": "198.18.10.7",
+                    "hostname": "cam", "group": "cameras"}]}]"#;
+    let pools: Vec<PoolConfig> = serde_json::from_str(text).unwrap();
+    assert_eq!(pools[0].reservations[0].mac, [2, 0, 0, 0, 0, 7]);
+    assert_eq!(pools[0].extra_options, vec![(42, vec![198, 18, 10, 1])]);
+    assert_eq!(pools[0].decline_quarantine, 600);
+    assert_eq!(pools[0].range_len(), 51);
+    let back: Vec<PoolConfig> =
+        serde_json::from_str(&serde_json::to_string(&pools).unwrap()).unwrap();
+    assert_eq!(back, pools);
+}

@@ -3,6 +3,8 @@
 //! (so state carries over between packets). Besides "never panics", checks
 //! that no address is ever held by two lease records and that replies
 //! decode.
+//!
+//! Run from the `fuzz` directory: `cargo +nightly fuzz run dhcp_packet`.
 #![no_main]
 
 use std::net::{Ipv4Addr, SocketAddrV4};
