@@ -662,6 +662,7 @@ fn load(
     first: u32,
     count: u32,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    acked: Arc<std::sync::atomic::AtomicUsize>,
 ) -> Vec<([u8; 6], Ipv4Addr)> {
     use std::sync::atomic::Ordering;
     let sock = client_socket(iface);
@@ -745,6 +746,7 @@ fn load(
             (Step::Request(a), MessageType::Ack) => {
                 assert_eq!(m.yiaddr(), a);
                 acks.push((load_mac(m.xid()), a));
+                acked.fetch_add(1, Ordering::SeqCst);
                 state[i as usize].0 = Step::Done;
             }
             (Step::Request(_), MessageType::Nak) => state[i as usize].0 = Step::Done,
@@ -818,7 +820,7 @@ fn verify_by_protocol(
 
 #[test]
 fn acked_leases_survive_kill_9() {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     if let Some(why) = skip_reason(&["ip"]) {
         eprintln!("SKIPPED acked_leases_survive_kill_9: {why}");
         return;
@@ -869,14 +871,23 @@ fn acked_leases_survive_kill_9() {
         let stop = Arc::new(AtomicBool::new(false));
         let s2 = stop.clone();
         let first = 1 + round * PER_ROUND;
-        let loader = in_netns(&cli.0, move || load("c0", first, PER_ROUND, s2));
-        let delay = Duration::from_millis(100 + rand() % 1400);
+        let acked = Arc::new(AtomicUsize::new(0));
+        let a2 = acked.clone();
+        let loader = in_netns(&cli.0, move || load("c0", first, PER_ROUND, s2, a2));
+        // Kill at a random moment once ACKs are flowing (fsync latency on a
+        // busy disk varies too much for a fixed delay from the start).
+        let t = Instant::now();
+        while acked.load(Ordering::SeqCst) == 0 && t.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let first_ack = t.elapsed();
+        let delay = Duration::from_millis(rand() % 600);
         std::thread::sleep(delay);
         server.kid.stop(libc::SIGKILL);
         stop.store(true, Ordering::SeqCst);
         let acks = loader.join().unwrap();
         println!(
-            "round {round}: killed after {delay:?} with {} ACKs received in this round",
+            "round {round}: first ACK after {first_ack:?}, killed {delay:?} later; {} ACKs received in this round",
             acks.len()
         );
         total_acks += acks.len();
@@ -932,7 +943,8 @@ fn acked_leases_survive_kill_9() {
     let stop = Arc::new(AtomicBool::new(false));
     let t = Instant::now();
     let first = 1 + ROUNDS * PER_ROUND;
-    let acks = in_netns(&cli.0, move || load("c0", first, 1000, stop))
+    let acked = Arc::new(AtomicUsize::new(0));
+    let acks = in_netns(&cli.0, move || load("c0", first, 1000, stop, acked))
         .join()
         .unwrap();
     let el = t.elapsed();
