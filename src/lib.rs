@@ -1,11 +1,13 @@
 //! Bulkhead: a network-segmentation gateway.
 //!
 //! `config` (wire types) → `model` (validated) → `plan` (pure, deterministic desired state)
-//! → `apply` (side effects) → `supervisor` (the daemon).
+//! → `apply` (side effects) → `supervisor` (the daemon). Beside them: `dhcp` (a sans-IO
+//! DHCPv4 core, its lease store and socket layer), `lab`, `cli`.
 
 pub mod apply;
 pub mod cli;
 pub mod config;
+pub mod dhcp;
 pub mod diag;
 pub mod lab;
 pub mod model;

@@ -1,0 +1,767 @@
+//! Lease records, the in-memory lease index and the crash-safe lease store.
+//!
+//! # Journal format
+//!
+//! The state directory holds one file, `leases.journal`:
+//!
+//! ```text
+//! header:  b"BHLEASE1"
+//! record:  len: u32 LE | crc32(payload): u32 LE | payload (JSON of Lease)
+//! ```
+//!
+//! Records are appended; the latest record for a `(segment, addr)` wins.
+//! A record whose length runs past the end of the file or whose checksum
+//! does not match is a torn write from a crash: it and everything after it
+//! is ignored and cut off on the next open. Every commit is written and
+//! `fdatasync`ed before the caller is told it is durable; commits that
+//! arrive while a sync is running are written together with one write and
+//! one sync (group commit). When the journal grows past a threshold it is
+//! rewritten as a snapshot of the live leases: temp file, fsync, rename,
+//! fsync of the directory.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use serde::{Deserialize, Serialize};
+
+/// File name of the journal inside the state directory.
+pub const JOURNAL_FILE: &str = "leases.journal";
+/// Lock file: one writer per state directory.
+pub const LOCK_FILE: &str = "leases.lock";
+const JOURNAL_TMP: &str = "leases.journal.tmp";
+const HEADER: &[u8; 8] = b"BHLEASE1";
+const MAX_RECORD: usize = 64 * 1024;
+
+/// State of a lease record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaseState {
+    /// Acknowledged to the client; valid until `expires`.
+    Bound,
+    /// Given back by the client with DHCPRELEASE; the address is free but
+    /// remembered for the same client until `expires`.
+    Released,
+    /// Refused by a client with DHCPDECLINE; quarantined until `expires`.
+    Declined,
+}
+
+/// One lease record. Also the listing format (`bulkhead leases --format
+/// json`): MAC as `aa:bb:cc:dd:ee:ff`, client id as hex, expiry as Unix
+/// seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// Segment (pool) name.
+    pub segment: String,
+    /// Leased address.
+    pub addr: Ipv4Addr,
+    /// Client hardware address (first 6 bytes of chaddr).
+    #[serde(with = "mac_serde")]
+    pub mac: [u8; 6],
+    /// Client identifier (option 61), if the client sent one.
+    #[serde(with = "hex_opt", default)]
+    pub client_id: Option<Vec<u8>>,
+    /// Host name the client sent (option 12) or the reservation's name.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// Firewall group of the reservation, if the address is reserved.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Expiry, Unix seconds.
+    pub expires: u64,
+    /// State of the record.
+    pub state: LeaseState,
+}
+
+impl Lease {
+    /// Identity of the client holding this record: the client identifier
+    /// when present, else the hardware address. `None` for declined
+    /// addresses, which belong to nobody.
+    pub fn client_key(&self) -> Option<ClientKey> {
+        if self.state == LeaseState::Declined {
+            return None;
+        }
+        Some(ClientKey::new(self.client_id.as_deref(), &self.mac))
+    }
+
+    /// Is this an unexpired binding?
+    pub fn is_active(&self, now: u64) -> bool {
+        self.state == LeaseState::Bound && self.expires > now
+    }
+}
+
+/// Identity of a DHCP client: option 61 if present (it takes precedence),
+/// else the hardware address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientKey(Vec<u8>);
+
+impl ClientKey {
+    /// Build the key from an optional client identifier and a MAC.
+    pub fn new(client_id: Option<&[u8]>, mac: &[u8; 6]) -> Self {
+        match client_id {
+            Some(id) if !id.is_empty() => {
+                let mut k = Vec::with_capacity(id.len() + 1);
+                k.push(b'i');
+                k.extend_from_slice(id);
+                ClientKey(k)
+            }
+            _ => {
+                let mut k = Vec::with_capacity(7);
+                k.push(b'h');
+                k.extend_from_slice(mac);
+                ClientKey(k)
+            }
+        }
+    }
+}
+
+/// Kind of a lease event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaseEventKind {
+    /// The address was acknowledged to the client (new or renewed).
+    Bound,
+    /// The client released the address.
+    Released,
+    /// A client declined the address; it is quarantined.
+    Declined,
+    /// The binding ran out without renewal.
+    Expired,
+}
+
+/// Sent to the product after a lease change is durable. `lease.group`
+/// carries the reservation's firewall group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeaseEvent {
+    /// What happened.
+    pub kind: LeaseEventKind,
+    /// The lease record after the change.
+    pub lease: Lease,
+}
+
+/// In-memory lease index: per segment, by address and by client identity.
+#[derive(Debug, Default, Clone)]
+pub struct LeaseDb {
+    segs: HashMap<String, SegmentLeases>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct SegmentLeases {
+    by_addr: HashMap<Ipv4Addr, Lease>,
+    by_client: HashMap<ClientKey, Ipv4Addr>,
+}
+
+impl LeaseDb {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Insert or replace the record for `(lease.segment, lease.addr)`.
+    pub fn upsert(&mut self, lease: Lease) {
+        let seg = match self.segs.get_mut(&lease.segment) {
+            Some(s) => s,
+            None => self.segs.entry(lease.segment.clone()).or_default(),
+        };
+        if let Some(old) = seg.by_addr.get(&lease.addr)
+            && let Some(ck) = old.client_key()
+            && seg.by_client.get(&ck) == Some(&old.addr)
+        {
+            seg.by_client.remove(&ck);
+        }
+        if let Some(ck) = lease.client_key() {
+            seg.by_client.insert(ck, lease.addr);
+        }
+        seg.by_addr.insert(lease.addr, lease);
+    }
+
+    /// Remove the record at this address.
+    pub fn remove(&mut self, segment: &str, addr: Ipv4Addr) -> Option<Lease> {
+        let seg = self.segs.get_mut(segment)?;
+        let old = seg.by_addr.remove(&addr)?;
+        if let Some(ck) = old.client_key()
+            && seg.by_client.get(&ck) == Some(&addr)
+        {
+            seg.by_client.remove(&ck);
+        }
+        Some(old)
+    }
+
+    /// The record at this address.
+    pub fn get(&self, segment: &str, addr: Ipv4Addr) -> Option<&Lease> {
+        self.segs.get(segment)?.by_addr.get(&addr)
+    }
+
+    /// The latest record of this client on this segment.
+    pub fn by_client(&self, segment: &str, key: &ClientKey) -> Option<&Lease> {
+        let seg = self.segs.get(segment)?;
+        seg.by_addr.get(seg.by_client.get(key)?)
+    }
+
+    /// All records, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Lease> {
+        self.segs.values().flat_map(|s| s.by_addr.values())
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.segs.values().map(|s| s.by_addr.len()).sum()
+    }
+
+    /// No records?
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// All records sorted by segment then address (for listing).
+    pub fn sorted(&self) -> Vec<Lease> {
+        let mut v: Vec<Lease> = self.iter().cloned().collect();
+        v.sort_by(|a, b| (&a.segment, a.addr).cmp(&(&b.segment, b.addr)));
+        v
+    }
+}
+
+/// Errors of the lease store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// File-system error, with what was being done.
+    #[error("lease store: {what}: {source}")]
+    Io {
+        /// What the store was doing.
+        what: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The committer thread is gone (store shut down).
+    #[error("lease store is closed")]
+    Closed,
+    /// A commit failed; the error text is shared by the whole group.
+    #[error("lease commit failed: {0}")]
+    CommitFailed(String),
+    /// Another process (or store) holds the state directory.
+    #[error("lease state directory {0} is in use by another DHCP server")]
+    Locked(PathBuf),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> StoreError {
+    let what = what.into();
+    move |source| StoreError::Io { what, source }
+}
+
+/// Tunables of the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Compact when the journal grows past this many bytes.
+    pub compact_threshold: u64,
+    /// Clock used to drop expired leases on load and compaction (Unix
+    /// seconds).
+    pub clock: fn() -> u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            compact_threshold: 4 * 1024 * 1024,
+            clock: unix_now,
+        }
+    }
+}
+
+/// Wall-clock time in Unix seconds.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Counters of the store, for tests and metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Commit requests received.
+    pub commits: u64,
+    /// Records written.
+    pub records: u64,
+    /// `write` calls to the journal (one per group).
+    pub writes: u64,
+    /// fsync/fdatasync calls on the journal (one per group).
+    pub fsyncs: u64,
+    /// Compactions done.
+    pub compactions: u64,
+}
+
+#[derive(Default)]
+struct AtomicStats {
+    commits: AtomicU64,
+    records: AtomicU64,
+    writes: AtomicU64,
+    fsyncs: AtomicU64,
+    compactions: AtomicU64,
+}
+
+impl AtomicStats {
+    fn snapshot(&self) -> StoreStats {
+        StoreStats {
+            commits: self.commits.load(Ordering::Relaxed),
+            records: self.records.load(Ordering::Relaxed),
+            writes: self.writes.load(Ordering::Relaxed),
+            fsyncs: self.fsyncs.load(Ordering::Relaxed),
+            compactions: self.compactions.load(Ordering::Relaxed),
+        }
+    }
+}
+
+type Done = tokio::sync::oneshot::Sender<Result<(), String>>;
+
+enum Cmd {
+    Commit(Vec<Lease>, Done),
+    Shutdown,
+}
+
+/// Waits for one commit to become durable.
+#[must_use = "a commit is durable only once its ticket resolves Ok"]
+pub struct CommitTicket(tokio::sync::oneshot::Receiver<Result<(), String>>);
+
+impl CommitTicket {
+    /// Wait (async) until the records are on disk.
+    pub async fn wait(self) -> Result<(), StoreError> {
+        match self.0.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StoreError::CommitFailed(e)),
+            Err(_) => Err(StoreError::Closed),
+        }
+    }
+
+    /// Wait (blocking the thread) until the records are on disk.
+    pub fn wait_blocking(self) -> Result<(), StoreError> {
+        match self.0.blocking_recv() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StoreError::CommitFailed(e)),
+            Err(_) => Err(StoreError::Closed),
+        }
+    }
+}
+
+/// The crash-safe lease store: an append-only journal written by one
+/// committer thread with group commit.
+pub struct LeaseStore {
+    // Held (flock) for the store's lifetime; the kernel drops it when the
+    // process dies, so kill -9 never leaves a stale lock.
+    _lock: File,
+    tx: mpsc::Sender<Cmd>,
+    stats: Arc<AtomicStats>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for LeaseStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseStore")
+            .field("stats", &self.stats.snapshot())
+            .finish()
+    }
+}
+
+impl LeaseStore {
+    /// Open (or create) the store in `dir` and return it with the live
+    /// leases found there (expired ones dropped, torn tail cut off).
+    pub fn open(dir: &Path, opts: StoreOptions) -> Result<(LeaseStore, Vec<Lease>), StoreError> {
+        fs::create_dir_all(dir).map_err(io_err(format!("create {}", dir.display())))?;
+        let lock = lock_dir(dir)?;
+        let path = dir.join(JOURNAL_FILE);
+        let now = (opts.clock)();
+        let (live, valid_len, file_len) = match fs::read(&path) {
+            Ok(bytes) => {
+                let (map, valid) = parse_journal(&bytes);
+                (map, valid, bytes.len() as u64)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (HashMap::new(), 0, 0),
+            Err(e) => return Err(io_err(format!("read {}", path.display()))(e)),
+        };
+        let mut live: HashMap<(String, Ipv4Addr), Lease> =
+            live.into_iter().filter(|(_, l)| l.expires > now).collect();
+
+        let stats = Arc::new(AtomicStats::default());
+        let file = if valid_len < HEADER.len() as u64 || file_len > opts.compact_threshold {
+            // New, unreadable header, or big: start from a fresh snapshot.
+            if file_len > 0 && valid_len < HEADER.len() as u64 {
+                tracing::warn!(path = %path.display(), "lease journal has no valid header; starting a new one");
+            }
+            write_snapshot(dir, &live)?;
+            if file_len > 0 {
+                stats.compactions.fetch_add(1, Ordering::Relaxed);
+            }
+            open_append(&path)?
+        } else {
+            let f = open_append(&path)?;
+            if valid_len < file_len {
+                tracing::warn!(
+                    path = %path.display(),
+                    valid_len,
+                    file_len,
+                    "lease journal ends in a torn record; cutting it off"
+                );
+                f.set_len(valid_len)
+                    .map_err(io_err("truncate torn journal tail"))?;
+                f.sync_all().map_err(io_err("fsync journal"))?;
+            }
+            f
+        };
+        let mut leases: Vec<Lease> = live.values().cloned().collect();
+        leases.sort_by(|a, b| (&a.segment, a.addr).cmp(&(&b.segment, b.addr)));
+
+        let (tx, rx) = mpsc::channel();
+        let mut committer = Committer {
+            dir: dir.to_path_buf(),
+            file,
+            size: valid_len.max(HEADER.len() as u64),
+            live: std::mem::take(&mut live),
+            opts,
+            stats: stats.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("dhcp-lease-commit".into())
+            .spawn(move || committer.run(rx))
+            .map_err(io_err("spawn committer thread"))?;
+        Ok((
+            LeaseStore {
+                _lock: lock,
+                tx,
+                stats,
+                thread: Some(thread),
+            },
+            leases,
+        ))
+    }
+
+    /// Queue records for writing. They are durable when the ticket
+    /// resolves `Ok`. Records are written in the order of `commit` calls.
+    pub fn commit(&self, records: Vec<Lease>) -> CommitTicket {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        if let Err(mpsc::SendError(Cmd::Commit(_, done))) = self.tx.send(Cmd::Commit(records, done))
+        {
+            let _ = done.send(Err("lease store is closed".into()));
+        }
+        CommitTicket(rx)
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> StoreStats {
+        self.stats.snapshot()
+    }
+
+    /// Finish pending commits and stop the committer thread.
+    pub fn close(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let _ = self.tx.send(Cmd::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for LeaseStore {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Read the leases in a state directory without opening it for writing
+/// (safe while a server runs). Expired leases are left out.
+pub fn read_leases(dir: &Path, now: u64) -> Result<Vec<Lease>, StoreError> {
+    let path = dir.join(JOURNAL_FILE);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(format!("read {}", path.display()))(e)),
+    };
+    let (map, _) = parse_journal(&bytes);
+    let mut v: Vec<Lease> = map.into_values().filter(|l| l.expires > now).collect();
+    v.sort_by(|a, b| (&a.segment, a.addr).cmp(&(&b.segment, b.addr)));
+    Ok(v)
+}
+
+/// Parse a journal image: the latest record per address and the length of
+/// the valid prefix (0 if the header is missing or wrong).
+fn parse_journal(bytes: &[u8]) -> (HashMap<(String, Ipv4Addr), Lease>, u64) {
+    let mut map = HashMap::new();
+    if bytes.len() < HEADER.len() || &bytes[..HEADER.len()] != HEADER {
+        return (map, 0);
+    }
+    let mut pos = HEADER.len();
+    while let Some(hdr) = bytes.get(pos..pos + 8) {
+        let len = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]) as usize;
+        let crc = u32::from_le_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
+        if len > MAX_RECORD {
+            break;
+        }
+        let Some(payload) = bytes.get(pos + 8..pos + 8 + len) else {
+            break;
+        };
+        if crc32fast::hash(payload) != crc {
+            break;
+        }
+        match serde_json::from_slice::<Lease>(payload) {
+            Ok(lease) => {
+                map.insert((lease.segment.clone(), lease.addr), lease);
+            }
+            Err(e) => {
+                // Checksum matched, so this is not a torn write: skip it.
+                tracing::warn!(offset = pos, error = %e, "skipping unreadable lease record");
+            }
+        }
+        pos += 8 + len;
+    }
+    (map, pos as u64)
+}
+
+fn encode_record(lease: &Lease, out: &mut Vec<u8>) {
+    // Serializing a plain struct of strings and numbers cannot fail.
+    let payload = serde_json::to_vec(lease).unwrap_or_default();
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+}
+
+fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join(LOCK_FILE);
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(format!("open {}", path.display())))?;
+    // SAFETY: flock on a file descriptor we own.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(StoreError::Locked(dir.to_path_buf()));
+        }
+        return Err(io_err(format!("lock {}", path.display()))(e));
+    }
+    Ok(f)
+}
+
+fn open_append(path: &Path) -> Result<File, StoreError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io_err(format!("open {}", path.display())))
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(format!("fsync directory {}", dir.display())))
+}
+
+/// Write header + all live records to a temp file, fsync it, rename it over
+/// the journal and fsync the directory. Returns the new journal size.
+fn write_snapshot(
+    dir: &Path,
+    live: &HashMap<(String, Ipv4Addr), Lease>,
+) -> Result<u64, StoreError> {
+    let tmp = dir.join(JOURNAL_TMP);
+    let path = dir.join(JOURNAL_FILE);
+    let mut buf = HEADER.to_vec();
+    let mut leases: Vec<&Lease> = live.values().collect();
+    leases.sort_by(|a, b| (&a.segment, a.addr).cmp(&(&b.segment, b.addr)));
+    for l in leases {
+        encode_record(l, &mut buf);
+    }
+    let mut f = File::create(&tmp).map_err(io_err(format!("create {}", tmp.display())))?;
+    f.write_all(&buf).map_err(io_err("write snapshot"))?;
+    f.sync_all().map_err(io_err("fsync snapshot"))?;
+    drop(f);
+    fs::rename(&tmp, &path).map_err(io_err("rename snapshot over journal"))?;
+    fsync_dir(dir)?;
+    Ok(buf.len() as u64)
+}
+
+struct Committer {
+    dir: PathBuf,
+    file: File,
+    size: u64,
+    live: HashMap<(String, Ipv4Addr), Lease>,
+    opts: StoreOptions,
+    stats: Arc<AtomicStats>,
+}
+
+impl Committer {
+    fn run(&mut self, rx: mpsc::Receiver<Cmd>) {
+        let mut shutdown = false;
+        while !shutdown {
+            let Ok(first) = rx.recv() else { break };
+            let mut batch: Vec<(Vec<Lease>, Done)> = Vec::new();
+            match first {
+                Cmd::Commit(r, d) => batch.push((r, d)),
+                Cmd::Shutdown => shutdown = true,
+            }
+            // Everything that queued up while the last sync ran goes into
+            // this group.
+            while let Ok(cmd) = rx.try_recv() {
+                match cmd {
+                    Cmd::Commit(r, d) => batch.push((r, d)),
+                    Cmd::Shutdown => shutdown = true,
+                }
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let t = std::time::Instant::now();
+            let result = self.write_group(&batch);
+            tracing::trace!(
+                commits = batch.len(),
+                micros = t.elapsed().as_micros() as u64,
+                "lease journal group written"
+            );
+            let err = result.as_ref().err().map(|e| e.to_string());
+            if let Some(e) = &err {
+                tracing::error!(error = %e, "lease journal write failed; ACKs held back");
+            }
+            for (records, done) in batch {
+                if err.is_none() {
+                    for l in records {
+                        self.live.insert((l.segment.clone(), l.addr), l);
+                    }
+                }
+                let _ = done.send(match &err {
+                    None => Ok(()),
+                    Some(e) => Err(e.clone()),
+                });
+            }
+            if err.is_none()
+                && self.size > self.opts.compact_threshold
+                && let Err(e) = self.compact()
+            {
+                tracing::error!(error = %e, "lease journal compaction failed");
+            }
+        }
+    }
+
+    fn write_group(&mut self, batch: &[(Vec<Lease>, Done)]) -> Result<(), StoreError> {
+        let mut buf = Vec::new();
+        let mut n = 0u64;
+        for (records, _) in batch {
+            for l in records {
+                encode_record(l, &mut buf);
+                n += 1;
+            }
+        }
+        self.stats
+            .commits
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let res = self
+            .file
+            .write_all(&buf)
+            .map_err(io_err("append to journal"));
+        self.stats.writes.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = res {
+            // Cut off whatever part of the group reached the file so that
+            // later records are not stranded behind a torn one.
+            let _ = self.file.set_len(self.size);
+            return Err(e);
+        }
+        self.file.sync_data().map_err(io_err("fsync journal"))?;
+        self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.stats.records.fetch_add(n, Ordering::Relaxed);
+        self.size += buf.len() as u64;
+        Ok(())
+    }
+
+    fn compact(&mut self) -> Result<(), StoreError> {
+        let now = (self.opts.clock)();
+        self.live.retain(|_, l| l.expires > now);
+        let size = write_snapshot(&self.dir, &self.live)?;
+        self.file = open_append(&self.dir.join(JOURNAL_FILE))?;
+        self.size = size;
+        self.stats.compactions.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            live = self.live.len(),
+            bytes = size,
+            "lease journal compacted"
+        );
+        Ok(())
+    }
+}
+
+/// Serde helpers: MAC as `aa:bb:cc:dd:ee:ff`.
+pub mod mac_serde {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Format a MAC as `aa:bb:cc:dd:ee:ff`.
+    pub fn format(mac: &[u8; 6]) -> String {
+        mac.iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    }
+
+    /// Parse `aa:bb:cc:dd:ee:ff` (or `-` separated).
+    pub fn parse(s: &str) -> Option<[u8; 6]> {
+        let mut out = [0u8; 6];
+        let mut n = 0;
+        for part in s.split([':', '-']) {
+            if n >= 6 || part.len() != 2 {
+                return None;
+            }
+            out[n] = u8::from_str_radix(part, 16).ok()?;
+            n += 1;
+        }
+        (n == 6).then_some(out)
+    }
+
+    /// Serialize.
+    pub fn serialize<S: Serializer>(mac: &[u8; 6], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(mac))
+    }
+
+    /// Deserialize.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 6], D::Error> {
+        let s = String::deserialize(d)?;
+        parse(&s).ok_or_else(|| serde::de::Error::custom(format!("bad MAC address {s:?}")))
+    }
+}
+
+/// Serde helpers: optional bytes as a hex string.
+pub mod hex_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serialize.
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_some(&b.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Deserialize.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        let s: Option<String> = Option::deserialize(d)?;
+        let Some(s) = s else { return Ok(None) };
+        if s.len() % 2 != 0 || !s.is_ascii() {
+            return Err(serde::de::Error::custom("odd-length hex string"));
+        }
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
+}

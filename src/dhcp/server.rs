@@ -1,0 +1,367 @@
+//! Thin tokio socket layer around the sans-IO core.
+//!
+//! One UDP socket per segment (bound to 0.0.0.0:67 with SO_BINDTODEVICE and
+//! SO_BROADCAST). For each received packet the core decides; its lease
+//! changes go to the lease store (group commit shared by all segments), and
+//! only once they are durable are the replies sent and the lease events
+//! reported.
+//!
+//! Clients without an address that did not ask for a broadcast reply get a
+//! unicast frame to their chaddr: the server adds a (non-permanent) ARP
+//! entry yiaddr -> chaddr on the segment interface with SIOCSARP and sends a
+//! normal UDP datagram to yiaddr:68. If that fails the reply is broadcast.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+
+use super::DhcpError;
+use super::config::PoolConfig;
+use super::core::{Destination, Outcome, Reply, RxInfo, Server};
+use super::leases::{Lease, LeaseEvent, LeaseStore, StoreOptions, StoreStats, unix_now};
+
+/// Where lease events go (bound, released, declined, expired).
+pub type EventSender = mpsc::UnboundedSender<LeaseEvent>;
+
+/// How often bindings that ran out are looked for.
+const EXPIRE_INTERVAL: Duration = Duration::from_secs(5);
+
+struct Segment {
+    interface: String,
+    stop: Arc<Notify>,
+    task: JoinHandle<()>,
+}
+
+struct Shared {
+    core: Mutex<Server>,
+    store: LeaseStore,
+    events: Option<EventSender>,
+}
+
+impl Shared {
+    fn core(&self) -> MutexGuard<'_, Server> {
+        // A panic while holding the lock cannot leave the core half-updated
+        // in a way that matters more than stopping service would.
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn emit(&self, events: Vec<LeaseEvent>) {
+        if let Some(tx) = &self.events {
+            for e in events {
+                let _ = tx.send(e);
+            }
+        }
+    }
+}
+
+/// Handle of a running DHCP server.
+pub struct DhcpHandle {
+    shared: Arc<Shared>,
+    segments: Mutex<HashMap<String, Segment>>,
+    expirer: JoinHandle<()>,
+}
+
+/// Open the lease store in `state_dir`, load its leases, and start serving
+/// `pools`. Must be called inside a tokio runtime.
+pub async fn serve(
+    pools: Vec<PoolConfig>,
+    state_dir: &Path,
+    events: Option<EventSender>,
+) -> Result<DhcpHandle, DhcpError> {
+    serve_with(pools, state_dir, events, StoreOptions::default()).await
+}
+
+/// [`serve`] with explicit lease store options.
+pub async fn serve_with(
+    pools: Vec<PoolConfig>,
+    state_dir: &Path,
+    events: Option<EventSender>,
+    store_opts: StoreOptions,
+) -> Result<DhcpHandle, DhcpError> {
+    let dir = state_dir.to_path_buf();
+    let (store, leases) = tokio::task::spawn_blocking(move || LeaseStore::open(&dir, store_opts))
+        .await
+        .map_err(|e| DhcpError::Runtime(e.to_string()))??;
+    tracing::info!(leases = leases.len(), dir = %state_dir.display(), "lease store loaded");
+    let mut core = Server::new();
+    core.load_leases(leases);
+    let shared = Arc::new(Shared {
+        core: Mutex::new(core),
+        store,
+        events,
+    });
+    let expirer = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(EXPIRE_INTERVAL);
+            loop {
+                tick.tick().await;
+                let ev = shared.core().expire(unix_now());
+                shared.emit(ev);
+            }
+        })
+    };
+    let handle = DhcpHandle {
+        shared,
+        segments: Mutex::new(HashMap::new()),
+        expirer,
+    };
+    for p in pools {
+        handle.add_pool(p)?;
+    }
+    Ok(handle)
+}
+
+impl DhcpHandle {
+    fn segments(&self) -> MutexGuard<'_, HashMap<String, Segment>> {
+        self.segments.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Start serving a pool, or update the pool of an already served
+    /// segment (the socket is reopened only if the interface changed).
+    /// Other segments keep running.
+    pub fn add_pool(&self, pool: PoolConfig) -> Result<(), DhcpError> {
+        let seg = pool.segment.clone();
+        let iface = pool.interface.clone();
+        let mut segs = self.segments();
+        if let Some(s) = segs.get(&seg)
+            && s.interface == iface
+            && !s.task.is_finished()
+        {
+            self.shared.core().add_pool(pool);
+            tracing::info!(segment = %seg, "DHCP pool updated");
+            return Ok(());
+        }
+        // Open the new socket before stopping the old one, so a failure
+        // leaves the segment served as before.
+        let socket = open_socket(&iface).map_err(|source| DhcpError::Socket {
+            segment: seg.clone(),
+            interface: iface.clone(),
+            source,
+        })?;
+        if let Some(old) = segs.remove(&seg) {
+            old.stop.notify_one();
+            old.task.abort();
+        }
+        self.shared.core().add_pool(pool);
+        let stop = Arc::new(Notify::new());
+        let task = tokio::spawn(run_segment(
+            self.shared.clone(),
+            seg.clone(),
+            iface.clone(),
+            Arc::new(socket),
+            stop.clone(),
+        ));
+        tracing::info!(segment = %seg, interface = %iface, "DHCP serving segment");
+        segs.insert(
+            seg,
+            Segment {
+                interface: iface,
+                stop,
+                task,
+            },
+        );
+        Ok(())
+    }
+
+    /// Stop serving a segment; the others keep running. Its leases are
+    /// kept.
+    pub async fn remove_pool(&self, segment: &str) -> Result<(), DhcpError> {
+        let seg = self
+            .segments()
+            .remove(segment)
+            .ok_or_else(|| DhcpError::NoSuchSegment(segment.to_string()))?;
+        seg.stop.notify_one();
+        let _ = seg.task.await;
+        self.shared.core().remove_pool(segment);
+        tracing::info!(segment, "DHCP segment stopped");
+        Ok(())
+    }
+
+    /// Names of the served segments.
+    pub fn served_segments(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.segments().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// All lease records known to the server (segment, address, MAC,
+    /// client id, hostname, expiry, state), sorted.
+    pub fn leases(&self) -> Vec<Lease> {
+        self.shared.core().leases().sorted()
+    }
+
+    /// Lease store counters (commits, writes, fsyncs, compactions).
+    pub fn store_stats(&self) -> StoreStats {
+        self.shared.store.stats()
+    }
+
+    /// Stop all segments. Commits already queued are still written.
+    pub async fn shutdown(self) -> Result<(), DhcpError> {
+        let segs: Vec<Segment> = self.segments().drain().map(|(_, s)| s).collect();
+        for s in &segs {
+            s.stop.notify_one();
+        }
+        for s in segs {
+            let _ = s.task.await;
+        }
+        self.expirer.abort();
+        Ok(())
+    }
+}
+
+impl Drop for DhcpHandle {
+    fn drop(&mut self) {
+        for s in self.segments().values() {
+            s.task.abort();
+        }
+        self.expirer.abort();
+    }
+}
+
+fn open_socket(iface: &str) -> io::Result<UdpSocket> {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    s.set_broadcast(true)?;
+    // Room for bursts (many clients at once after a power cut); the kernel
+    // caps it at net.core.rmem_max.
+    let _ = s.set_recv_buffer_size(1 << 20);
+    s.bind_device(Some(iface.as_bytes()))?;
+    s.set_nonblocking(true)?;
+    s.bind(&SocketAddr::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 67)).into())?;
+    UdpSocket::from_std(s.into())
+}
+
+async fn run_segment(
+    shared: Arc<Shared>,
+    seg: String,
+    iface: String,
+    sock: Arc<UdpSocket>,
+    stop: Arc<Notify>,
+) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let (n, src) = tokio::select! {
+            _ = stop.notified() => break,
+            r = sock.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(segment = %seg, error = %e, "recv failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let SocketAddr::V4(src) = src else { continue };
+        let rx = RxInfo::new(seg.clone(), src);
+        let now = unix_now();
+        // Decide and queue the journal write under the core lock so that
+        // records reach the journal in decision order.
+        let (outcome, ticket) = {
+            let mut core = shared.core();
+            let mut o: Outcome = core.handle_packet(now, &rx, &buf[..n]);
+            let t = (!o.changes.is_empty())
+                .then(|| shared.store.commit(std::mem::take(&mut o.changes)));
+            (o, t)
+        };
+        match ticket {
+            None => {
+                send_all(&sock, &iface, &outcome.replies).await;
+                shared.emit(outcome.events);
+            }
+            Some(ticket) => {
+                // Wait for durability off the receive loop so that other
+                // requests keep coming in and share the next fsync.
+                let (shared, sock, iface) = (shared.clone(), sock.clone(), iface.clone());
+                tokio::spawn(async move {
+                    match ticket.wait().await {
+                        Ok(()) => {
+                            send_all(&sock, &iface, &outcome.replies).await;
+                            shared.emit(outcome.events);
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "lease not durable; reply withheld");
+                        }
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn send_all(sock: &UdpSocket, iface: &str, replies: &[Reply]) {
+    for r in replies {
+        let mut dest = r.dest;
+        if let Destination::UnicastL2 { ip, mac } = dest
+            && let Err(e) = set_arp(sock, iface, ip, mac)
+        {
+            tracing::debug!(%ip, error = %e, "cannot add ARP entry; broadcasting instead");
+            dest = Destination::Broadcast;
+        }
+        let to = dest.socket_addr();
+        match sock.send_to(&r.payload, to).await {
+            Ok(_) => tracing::debug!(
+                xid = format_args!("{:#010x}", r.xid),
+                msg_type = ?r.msg_type,
+                to = %to,
+                segment = %r.segment,
+                "sent"
+            ),
+            Err(e) => tracing::warn!(xid = r.xid, to = %to, error = %e, "send failed"),
+        }
+    }
+}
+
+/// Add a completed, non-permanent ARP entry ip -> mac on `iface`
+/// (SIOCSARP), so that a unicast datagram reaches a client that has no
+/// address yet and cannot answer ARP.
+fn set_arp(sock: &UdpSocket, iface: &str, ip: Ipv4Addr, mac: [u8; 6]) -> io::Result<()> {
+    const ATF_COM: libc::c_int = 0x02;
+    if iface.len() >= 16 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "interface name too long",
+        ));
+    }
+    // SAFETY: arpreq is plain old data; all-zero is a valid value.
+    let mut req: libc::arpreq = unsafe { std::mem::zeroed() };
+    let pa = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: sockaddr_in fits in sockaddr (both 16 bytes); we copy bytes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            &pa as *const libc::sockaddr_in as *const u8,
+            &mut req.arp_pa as *mut libc::sockaddr as *mut u8,
+            std::mem::size_of::<libc::sockaddr_in>(),
+        );
+    }
+    req.arp_ha.sa_family = libc::ARPHRD_ETHER;
+    for (d, s) in req.arp_ha.sa_data.iter_mut().zip(mac) {
+        *d = s as libc::c_char;
+    }
+    req.arp_flags = ATF_COM;
+    for (d, s) in req.arp_dev.iter_mut().zip(iface.bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: valid socket fd and a fully initialised arpreq.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSARP as _, &req) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

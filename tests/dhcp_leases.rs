@@ -1,0 +1,226 @@
+//! Lease store: crash reload, torn tails, compaction, group commit.
+
+use std::fs;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use bulkhead::dhcp::leases::{JOURNAL_FILE, LeaseStore, StoreOptions, read_leases};
+use bulkhead::dhcp::{Lease, LeaseState};
+
+const FAR: u64 = 4_000_000_000;
+
+fn lease(seg: &str, n: u32, state: LeaseState, expires: u64) -> Lease {
+    Lease {
+        segment: seg.to_string(),
+        addr: Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + n),
+        mac: [2, 0, 0, 0, (n >> 8) as u8, n as u8],
+        client_id: if n.is_multiple_of(2) {
+            Some(vec![1, 2, n as u8])
+        } else {
+            None
+        },
+        hostname: Some(format!("host-{n}")),
+        group: n.is_multiple_of(3).then(|| "g".to_string()),
+        expires,
+        state,
+    }
+}
+
+fn fixed_clock() -> u64 {
+    1_000
+}
+
+fn opts() -> StoreOptions {
+    StoreOptions {
+        compact_threshold: u64::MAX,
+        clock: fixed_clock,
+    }
+}
+
+#[test]
+fn reload_keeps_latest_and_drops_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, loaded) = LeaseStore::open(dir.path(), opts()).unwrap();
+    assert!(loaded.is_empty());
+    store
+        .commit(vec![
+            lease("lan", 1, LeaseState::Bound, FAR),
+            lease("lan", 2, LeaseState::Bound, 500),
+        ])
+        .wait_blocking()
+        .unwrap();
+    store
+        .commit(vec![
+            lease("lan", 1, LeaseState::Released, FAR),
+            lease("dmz", 1, LeaseState::Bound, FAR),
+        ])
+        .wait_blocking()
+        .unwrap();
+    store.close();
+    let (_store, loaded) = LeaseStore::open(dir.path(), opts()).unwrap();
+    assert_eq!(loaded.len(), 2, "{loaded:?}");
+    assert_eq!(loaded[0], lease("dmz", 1, LeaseState::Bound, FAR));
+    assert_eq!(loaded[1], lease("lan", 1, LeaseState::Released, FAR));
+    assert_eq!(read_leases(dir.path(), 1_000).unwrap(), loaded);
+}
+
+#[test]
+fn torn_last_record_at_every_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = LeaseStore::open(dir.path(), opts()).unwrap();
+    for n in 0..5 {
+        store
+            .commit(vec![lease("lan", n, LeaseState::Bound, FAR)])
+            .wait_blocking()
+            .unwrap();
+    }
+    let before_last = fs::metadata(dir.path().join(JOURNAL_FILE)).unwrap().len();
+    store
+        .commit(vec![lease("lan", 99, LeaseState::Bound, FAR)])
+        .wait_blocking()
+        .unwrap();
+    store.close();
+    let full = fs::read(dir.path().join(JOURNAL_FILE)).unwrap();
+    let mut checked = 0;
+    for cut in before_last as usize..=full.len() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join(JOURNAL_FILE), &full[..cut]).unwrap();
+        let (store, loaded) = LeaseStore::open(d.path(), opts()).unwrap();
+        let want = if cut == full.len() { 6 } else { 5 };
+        assert_eq!(loaded.len(), want, "cut at {cut}");
+        for n in 0..5 {
+            assert!(loaded.contains(&lease("lan", n, LeaseState::Bound, FAR)));
+        }
+        // Appending after a cut-off tail must survive the next reload.
+        store
+            .commit(vec![lease("lan", 200, LeaseState::Bound, FAR)])
+            .wait_blocking()
+            .unwrap();
+        store.close();
+        let (_s, again) = LeaseStore::open(d.path(), opts()).unwrap();
+        assert_eq!(again.len(), want + 1, "append after cut at {cut}");
+        checked += 1;
+    }
+    assert!(checked > 50);
+    // Garbage in the middle of the last record (bit flip) is also caught.
+    let mut flipped = full.clone();
+    let last = flipped.len() - 3;
+    flipped[last] ^= 0x40;
+    let d = tempfile::tempdir().unwrap();
+    fs::write(d.path().join(JOURNAL_FILE), &flipped).unwrap();
+    let (_s, loaded) = LeaseStore::open(d.path(), opts()).unwrap();
+    assert_eq!(loaded.len(), 5);
+    // A file with a torn header is started afresh.
+    for cut in 0..8 {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join(JOURNAL_FILE), &full[..cut]).unwrap();
+        let (_s, loaded) = LeaseStore::open(d.path(), opts()).unwrap();
+        assert!(loaded.is_empty());
+    }
+}
+
+#[test]
+fn compaction_keeps_every_live_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = StoreOptions {
+        compact_threshold: 16 * 1024,
+        clock: fixed_clock,
+    };
+    let (store, _) = LeaseStore::open(dir.path(), o.clone()).unwrap();
+    let mut expect = std::collections::BTreeMap::new();
+    for round in 0..40u32 {
+        let mut batch = Vec::new();
+        for n in 0..50u32 {
+            let state = if (n + round) % 7 == 0 {
+                LeaseState::Released
+            } else {
+                LeaseState::Bound
+            };
+            // Some leases already expired by the store's clock.
+            let exp = if n % 11 == 0 {
+                999
+            } else {
+                FAR + u64::from(round)
+            };
+            let l = lease(
+                if n.is_multiple_of(2) { "lan" } else { "dmz" },
+                n,
+                state,
+                exp,
+            );
+            batch.push(l.clone());
+            expect.insert((l.segment.clone(), l.addr), l);
+        }
+        store.commit(batch).wait_blocking().unwrap();
+    }
+    let stats = store.stats();
+    assert!(stats.compactions >= 3, "{stats:?}");
+    let size = fs::metadata(dir.path().join(JOURNAL_FILE)).unwrap().len();
+    assert!(size < 2 * 16 * 1024, "journal stays small: {size}");
+    store.close();
+    let (_s, loaded) = LeaseStore::open(dir.path(), o).unwrap();
+    let live: Vec<Lease> = expect.into_values().filter(|l| l.expires > 1_000).collect();
+    let mut loaded_sorted = loaded.clone();
+    loaded_sorted.sort_by(|a, b| (&a.segment, a.addr).cmp(&(&b.segment, b.addr)));
+    assert_eq!(loaded_sorted, live);
+    assert!(!dir.path().join("leases.journal.tmp").exists());
+}
+
+#[test]
+fn group_commit_uses_fewer_fsyncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = LeaseStore::open(dir.path(), opts()).unwrap();
+    let store = Arc::new(store);
+    const N: u32 = 200;
+    let threads: Vec<_> = (0..N)
+        .map(|n| {
+            let s = store.clone();
+            std::thread::spawn(move || {
+                s.commit(vec![lease("lan", n, LeaseState::Bound, FAR)])
+                    .wait_blocking()
+                    .unwrap();
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let stats = store.stats();
+    println!(
+        "group commit: {N} commits -> {} writes, {} fsyncs",
+        stats.writes, stats.fsyncs
+    );
+    assert_eq!(stats.commits, u64::from(N));
+    assert_eq!(stats.records, u64::from(N));
+    assert!(stats.fsyncs < u64::from(N), "{stats:?}");
+    assert_eq!(stats.fsyncs, stats.writes);
+    drop(store);
+    let (_s, loaded) = LeaseStore::open(dir.path(), opts()).unwrap();
+    assert_eq!(loaded.len(), N as usize);
+}
+
+#[test]
+fn listing_json_format() {
+    let l = lease("lan", 2, LeaseState::Bound, FAR);
+    let v = serde_json::to_value(&l).unwrap();
+    assert_eq!(v["mac"], "02:00:00:00:00:02");
+    assert_eq!(v["client_id"], "010202");
+    assert_eq!(v["addr"], "198.18.0.2");
+    assert_eq!(v["state"], "bound");
+    assert_eq!(v["expires"], FAR);
+}
+
+#[test]
+fn one_writer_per_state_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = LeaseStore::open(dir.path(), opts()).unwrap();
+    let err = LeaseStore::open(dir.path(), opts()).unwrap_err();
+    assert!(
+        matches!(err, bulkhead::dhcp::StoreError::Locked(_)),
+        "{err}"
+    );
+    // Reading is always allowed.
+    assert!(read_leases(dir.path(), 0).unwrap().is_empty());
+    store.close();
+    let (_again, _) = LeaseStore::open(dir.path(), opts()).unwrap();
+}

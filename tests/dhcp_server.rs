@@ -1,0 +1,171 @@
+//! The socket layer in-process: add and remove segments while another keeps
+//! running, lease events with the reservation's group, lease listing.
+//! Needs root and busybox (udhcpc); skips with a message otherwise.
+
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::Command;
+
+use bulkhead::dhcp::{LeaseEventKind, LeaseState, PoolConfig, Reservation, serve};
+
+struct Netns(String);
+
+impl Netns {
+    fn new(name: String) -> Netns {
+        sh(&["ip", "netns", "add", &name]);
+        Netns(name)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// One udhcpc attempt in quit-after-lease mode; returns the leased address.
+fn udhcpc(ns: &str, iface: &str, dir: &Path) -> Option<String> {
+    let script = dir.join("udhcpc.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n[ \"$1\" = bound ] && echo \"LEASE $ip\"\nexit 0\n",
+    )
+    .unwrap();
+    sh(&["chmod", "+x", script.to_str().unwrap()]);
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", ns, "busybox", "udhcpc", "-f", "-q", "-n", "-i", iface,
+        ])
+        .args(["-t", "3", "-T", "1", "-s"])
+        .arg(&script)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("LEASE ").map(str::to_string))
+}
+
+fn mac_of(ns: &str, iface: &str) -> [u8; 6] {
+    let out = sh(&["ip", "-n", ns, "-o", "link", "show", iface]);
+    let i = out.find("link/ether ").unwrap() + 11;
+    bulkhead::dhcp::leases::mac_serde::parse(&out[i..i + 17]).unwrap()
+}
+
+#[test]
+fn segments_start_and_stop_independently() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0
+        || !Path::new("/bin/busybox").exists() && !Path::new("/usr/bin/busybox").exists()
+    {
+        eprintln!("SKIPPED segments_start_and_stop_independently: needs root and busybox");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let pid = std::process::id();
+    let srv = Netns::new(format!("bhd-ssrv-{pid}"));
+    let cli = Netns::new(format!("bhd-scli-{pid}"));
+    for (s, c, addr) in [
+        ("sa", "ca", "198.18.30.1/24"),
+        ("sb", "cb", "198.18.31.1/24"),
+    ] {
+        sh(&[
+            "ip", "link", "add", s, "netns", &srv.0, "type", "veth", "peer", "name", c, "netns",
+            &cli.0,
+        ]);
+        sh(&["ip", "-n", &srv.0, "addr", "add", addr, "dev", s]);
+        sh(&["ip", "-n", &srv.0, "link", "set", s, "up"]);
+        sh(&["ip", "-n", &cli.0, "link", "set", c, "up"]);
+    }
+    let mut a = PoolConfig::new(
+        "a",
+        "sa",
+        Ipv4Addr::new(198, 18, 30, 1),
+        "198.18.30.0/24".parse().unwrap(),
+        vec![(
+            Ipv4Addr::new(198, 18, 30, 100),
+            Ipv4Addr::new(198, 18, 30, 110),
+        )],
+    );
+    a.reservations.push(Reservation {
+        mac: mac_of(&cli.0, "ca"),
+        addr: Ipv4Addr::new(198, 18, 30, 7),
+        hostname: Some("cam".into()),
+        group: Some("cameras".into()),
+    });
+    let b = PoolConfig::new(
+        "b",
+        "sb",
+        Ipv4Addr::new(198, 18, 31, 1),
+        "198.18.31.0/24".parse().unwrap(),
+        vec![(
+            Ipv4Addr::new(198, 18, 31, 100),
+            Ipv4Addr::new(198, 18, 31, 110),
+        )],
+    );
+    let state = tmp.path().join("state");
+    let dir = tmp.path().to_path_buf();
+    let ns_path = format!("/var/run/netns/{}", srv.0);
+    let cli_ns = cli.0.clone();
+    // The server runs on a thread inside the server namespace (sockets
+    // belong to the namespace of the thread that creates them).
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&ns_path).unwrap();
+        // SAFETY: setns on a valid namespace fd; affects only this thread.
+        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let h = serve(vec![a, b.clone()], &state, Some(tx)).await.unwrap();
+            assert_eq!(h.served_segments(), ["a", "b"]);
+            let run = |iface: &'static str| {
+                let (ns, dir) = (cli_ns.clone(), dir.clone());
+                tokio::task::spawn_blocking(move || udhcpc(&ns, iface, &dir))
+            };
+            // Both segments serve; the reserved client gets its address.
+            assert_eq!(run("ca").await.unwrap().as_deref(), Some("198.18.30.7"));
+            let ev = rx.recv().await.unwrap();
+            assert_eq!(ev.kind, LeaseEventKind::Bound);
+            assert_eq!(ev.lease.group.as_deref(), Some("cameras"));
+            assert_eq!(ev.lease.hostname.as_deref(), Some("cam"));
+            assert!(run("cb").await.unwrap().is_some());
+            let ev = rx.recv().await.unwrap();
+            assert_eq!(
+                (ev.lease.segment.as_str(), ev.lease.group.as_deref()),
+                ("b", None)
+            );
+            // Stop b: b gets nothing, a keeps working.
+            h.remove_pool("b").await.unwrap();
+            assert_eq!(h.served_segments(), ["a"]);
+            assert_eq!(run("cb").await.unwrap(), None);
+            assert_eq!(run("ca").await.unwrap().as_deref(), Some("198.18.30.7"));
+            // Start b again: its lease was kept.
+            h.add_pool(b).unwrap();
+            let again = run("cb").await.unwrap();
+            assert!(again.is_some());
+            let leases = h.leases();
+            assert_eq!(leases.len(), 2, "{leases:?}");
+            assert!(leases.iter().all(|l| l.state == LeaseState::Bound));
+            assert_eq!(leases[1].addr.to_string(), again.unwrap());
+            let json = serde_json::to_string(&leases).unwrap();
+            assert!(json.contains("\"group\":\"cameras\""));
+            assert!(h.store_stats().fsyncs >= 4);
+            h.shutdown().await.unwrap();
+        });
+    })
+    .join()
+    .unwrap();
+}
