@@ -27,6 +27,9 @@ fn main() -> ExitCode {
     init_logging();
     match bulkhead::cli::run(cli) {
         Ok(code) => code,
+        Err(bulkhead::cli::CliError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("bulkhead: {:#}", anyhow::Error::from(e));
             ExitCode::from(1)

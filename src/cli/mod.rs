@@ -185,6 +185,13 @@ pub enum Command {
     },
     /// The supervisor daemon, in the foreground: apply, repair drift, reload on SIGHUP.
     Run,
+    /// DHCP leases (from the daemon when it runs, else from the lease store).
+    Leases {
+        #[arg(long)]
+        segment: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
     /// (internal) restore the previous config if an apply is not confirmed in time
     #[command(hide = true)]
     ConfirmWatchdog,
@@ -365,6 +372,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         | Command::Diff
         | Command::Status { .. }
         | Command::Set { .. }
+        | Command::Leases { .. }
         | Command::ConfirmWatchdog => return ops(&cli.global, cli.command),
         Command::Hostrules { role, output } => {
             let (m, _) = match load(cfg) {
@@ -426,6 +434,7 @@ fn lab(cfg: &std::path::Path, name: &str, command: LabCommand) -> Result<ExitCod
             for h in &st.hosts {
                 let place = match (&h.segment, &h.group) {
                     (Some(s), Some(g)) => format!("group {g} in segment {s}"),
+                    (Some(s), None) if h.dhcp => format!("client in segment {s}, by DHCP"),
                     (Some(s), None) => format!("client in segment {s}"),
                     (None, Some(g)) => format!("group {g} on the internet"),
                     (None, None) => "internet host".to_string(),
@@ -603,6 +612,9 @@ fn ops(g: &Global, command: Command) -> Result<ExitCode, CliError> {
         } => Request::SetList {
             group: group.clone(),
         },
+        Command::Leases { segment, .. } => Request::Leases {
+            segment: segment.clone(),
+        },
         _ => unreachable!("ops handles these commands only"),
     };
     if matches!(command, Command::Apply { .. }) {
@@ -616,6 +628,16 @@ fn ops(g: &Global, command: Command) -> Result<ExitCode, CliError> {
         Some(Ok(resp)) if resp.ok => resp.data,
         Some(Ok(resp)) => return Err(CliError::Daemon(resp.error.unwrap_or_default())),
         Some(Err(e)) => return Err(CliError::Io(e)),
+        None if matches!(req, Request::Leases { .. }) => {
+            let Request::Leases { segment } = &req else {
+                unreachable!()
+            };
+            serde_json::to_value(
+                crate::supervisor::read_leases(&state_dir, segment.as_deref())
+                    .map_err(|e| CliError::Daemon(e.to_string()))?,
+            )
+            .expect("serializes")
+        }
         None => {
             // 2. no daemon: do it here
             let mut gw = Gateway::open(&g.config, Some(state_dir.clone()), g.lab_mode())?;
@@ -634,7 +656,7 @@ fn ops(g: &Global, command: Command) -> Result<ExitCode, CliError> {
                 Request::SetAdd { group, addrs } => serde_json::to_value(gw.set_add(group, addrs)?),
                 Request::SetDel { group, addrs } => serde_json::to_value(gw.set_del(group, addrs)?),
                 Request::SetList { group } => serde_json::to_value(gw.set_list(group)?),
-                Request::Leases { .. } => unreachable!("not sent by ops"),
+                Request::Leases { .. } => unreachable!("handled above"),
             }
             .expect("serializes")
         }
@@ -646,6 +668,9 @@ fn ops(g: &Global, command: Command) -> Result<ExitCode, CliError> {
             ..
         } | Command::Status {
             format: Format::Json
+        } | Command::Leases {
+            format: Format::Json,
+            ..
         }
     );
     if json {
@@ -692,6 +717,29 @@ fn ops(g: &Global, command: Command) -> Result<ExitCode, CliError> {
             }
         }
         Command::Set { .. } => writeln!(out, "ok")?,
+        Command::Leases { .. } => {
+            let leases: Vec<crate::dhcp::Lease> =
+                serde_json::from_value(data).map_err(|e| CliError::Daemon(e.to_string()))?;
+            let now = crate::supervisor::gateway::now_unix();
+            writeln!(
+                out,
+                "{:<10} {:<15} {:<17} {:<9} {:>8} hostname",
+                "segment", "address", "mac", "state", "expires"
+            )?;
+            for l in &leases {
+                writeln!(
+                    out,
+                    "{:<10} {:<15} {:<17} {:<9} {:>7}s {}",
+                    l.segment,
+                    l.addr,
+                    crate::model::addr::fmt_mac(&l.mac),
+                    format!("{:?}", l.state).to_lowercase(),
+                    l.expires.saturating_sub(now),
+                    l.hostname.as_deref().unwrap_or("")
+                )?;
+            }
+            writeln!(out, "{} leases", leases.len())?;
+        }
         Command::Status { .. } => {
             let s: crate::supervisor::gateway::Status =
                 serde_json::from_value(data).map_err(|e| CliError::Daemon(e.to_string()))?;

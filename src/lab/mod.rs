@@ -45,7 +45,35 @@ pub struct Host {
     pub addr: Ipv4Addr,
     pub segment: Option<String>,
     pub group: Option<String>,
+    /// The address came from the gateway's DHCP server.
+    #[serde(default)]
+    pub dhcp: bool,
 }
+
+/// The client of a segment that serves DHCP takes its address by DHCP.
+fn dhcp_client(m: &Model, h: &Host) -> bool {
+    h.group.is_none()
+        && !h.name.starts_with("fwd-")
+        && h.segment
+            .as_ref()
+            .and_then(|s| m.segment(s))
+            .is_some_and(|s| s.dhcp.is_some())
+}
+
+/// busybox udhcpc calls this with the lease in its environment.
+const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
+# lab DHCP client hook: configure the lease on the interface (no resolv.conf, no hooks)
+case "$1" in
+  deconfig) ip -4 addr flush dev "$interface" ;;
+  bound|renew)
+    ip -4 addr flush dev "$interface"
+    ip -4 addr add "$ip/${mask:-24}" dev "$interface"
+    [ -n "$router" ] && ip -4 route replace default via "${router%% *}" dev "$interface"
+    echo "lease $ip/${mask} router $router dns $dns domain $domain lease $lease"
+    ;;
+esac
+exit 0
+"#;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LabState {
@@ -162,6 +190,7 @@ impl Lab {
                     addr: a,
                     segment: Some(s.name.clone()),
                     group: None,
+                    dhcp: false,
                 });
             }
         }
@@ -179,6 +208,7 @@ impl Lab {
                 addr: a,
                 segment: seg.map(|s| s.name.clone()),
                 group: Some(g),
+                dhcp: false,
             });
         }
         for f in &m.forwards {
@@ -189,6 +219,7 @@ impl Lab {
                     addr: f.to,
                     segment: Some(f.to_segment.clone()),
                     group: None,
+                    dhcp: false,
                 });
             }
         }
@@ -198,6 +229,7 @@ impl Lab {
             addr: INTERNET_HOST,
             segment: None,
             group: None,
+            dhcp: false,
         });
         hosts
     }
@@ -342,6 +374,9 @@ impl Lab {
                         &sw,
                         &["ip", "link", "set", &format!("p{i}"), "master", "br0"],
                     )?;
+                    if dhcp_client(m, h) {
+                        continue; // addressed by the gateway's DHCP server below
+                    }
                     let a = Ipv4Net::new(h.addr, s.subnet.prefix_len()).unwrap();
                     ns_run(&h.ns, &["ip", "addr", "add", &a.to_string(), "dev", "eth0"])?;
                     ns_run(
@@ -364,39 +399,8 @@ impl Lab {
                 }
             }
         }
-        // listeners on every probed port, host firewalls on group hosts
-        let (tcp, udp) = ports(&probes(
-            m,
-            &st.hosts,
-            st.hosts.iter().map(|h| h.addr).collect(),
-        ));
-        let tcp_s = join(&tcp);
-        let udp_s = join(&udp);
-        let bin = self.bin.to_string_lossy().into_owned();
-        let mut by_ns: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for h in &st.hosts {
-            by_ns
-                .entry(h.ns.clone())
-                .or_default()
-                .push(h.addr.to_string());
-        }
-        for (ns, addrs) in &by_ns {
-            // UDP answers must come from the address asked, so each one is bound
-            let a = addrs.join(",");
-            let args = [
-                &bin, "lab", "serve", "--tcp", &tcp_s, "--udp", &udp_s, "--addrs", &a,
-            ];
-            self.spawn(st, ns, &args, &format!("serve-{ns}.log"))?;
-        }
-        for h in st.hosts.clone() {
-            if let (Some(g), Some(_)) = (&h.group, &h.segment) {
-                let text = hostrules::render(m, g).map_err(|e| LabError::Setup(e.to_string()))?;
-                let f = self.dir.join(format!("hostrules-{g}.nft"));
-                std::fs::write(&f, text).map_err(io("writing host rules"))?;
-                ns_run(&h.ns, &["nft", "-f", &f.to_string_lossy()])?;
-            }
-        }
         // the gateway
+        let bin = self.bin.to_string_lossy().into_owned();
         let cfg = st.config.to_string_lossy().into_owned();
         let backend = st.backend.clone();
         let state_dir = self.dir.join("gateway");
@@ -429,6 +433,105 @@ impl Lab {
                 )));
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+        // clients of DHCP segments ask the gateway for their address
+        let script = self.dir.join("udhcpc.script");
+        std::fs::write(&script, UDHCPC_SCRIPT).map_err(io("writing the DHCP client script"))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
+                .map_err(io("the DHCP client script"))?;
+        }
+        let sc = script.to_string_lossy().into_owned();
+        let clients: Vec<usize> = (0..st.hosts.len())
+            .filter(|i| dhcp_client(m, &st.hosts[*i]))
+            .collect();
+        for i in &clients {
+            let h = st.hosts[*i].clone();
+            self.spawn(
+                st,
+                &h.ns,
+                &[
+                    "busybox",
+                    "udhcpc",
+                    "-f",
+                    "-i",
+                    "eth0",
+                    "-s",
+                    &sc,
+                    "-t",
+                    "20",
+                    "-T",
+                    "1",
+                    "-A",
+                    "1",
+                    "-x",
+                    &format!("hostname:{}", h.name),
+                ],
+                &format!("dhcp-{}.log", h.name),
+            )?;
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for i in clients {
+            let ns = st.hosts[i].ns.clone();
+            let addr = loop {
+                let out = ns_run(&ns, &["ip", "-4", "-o", "addr", "show", "dev", "eth0"])?;
+                if let Some(a) = out.split_whitespace().skip_while(|w| *w != "inet").nth(1) {
+                    break a
+                        .split('/')
+                        .next()
+                        .unwrap_or_default()
+                        .parse::<Ipv4Addr>()
+                        .ok();
+                }
+                if Instant::now() > deadline {
+                    let log = std::fs::read_to_string(
+                        self.dir.join(format!("dhcp-{}.log", st.hosts[i].name)),
+                    )
+                    .unwrap_or_default();
+                    return Err(LabError::Setup(format!(
+                        "{} got no address by DHCP in 30 s:\n{log}",
+                        st.hosts[i].name
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            if let Some(a) = addr {
+                st.hosts[i].addr = a;
+                st.hosts[i].dhcp = true;
+            }
+        }
+        self.save(st)?;
+        // listeners on every probed port, host firewalls on group hosts
+        let (tcp, udp) = ports(&probes(
+            m,
+            &st.hosts,
+            st.hosts.iter().map(|h| h.addr).collect(),
+        ));
+        let tcp_s = join(&tcp);
+        let udp_s = join(&udp);
+        let mut by_ns: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for h in &st.hosts {
+            by_ns
+                .entry(h.ns.clone())
+                .or_default()
+                .push(h.addr.to_string());
+        }
+        for (ns, addrs) in &by_ns {
+            // UDP answers must come from the address asked, so each one is bound
+            let a = addrs.join(",");
+            let args = [
+                &bin, "lab", "serve", "--tcp", &tcp_s, "--udp", &udp_s, "--addrs", &a,
+            ];
+            self.spawn(st, ns, &args, &format!("serve-{ns}.log"))?;
+        }
+        for h in st.hosts.clone() {
+            if let (Some(g), Some(_)) = (&h.group, &h.segment) {
+                let text = hostrules::render(m, g).map_err(|e| LabError::Setup(e.to_string()))?;
+                let f = self.dir.join(format!("hostrules-{g}.nft"));
+                std::fs::write(&f, text).map_err(io("writing host rules"))?;
+                ns_run(&h.ns, &["nft", "-f", &f.to_string_lossy()])?;
+            }
         }
         Ok(())
     }

@@ -128,6 +128,8 @@ pub struct Gateway {
     model: Model,
     text: String,
     pub last: Option<LastApply>,
+    /// Addresses of bound DHCP reservations that name a group: in the group's set while bound.
+    dhcp_members: BTreeMap<String, std::collections::BTreeSet<std::net::Ipv4Addr>>,
 }
 
 /// Read and validate a config (text and model).
@@ -166,6 +168,7 @@ impl Gateway {
             model,
             text,
             last,
+            dhcp_members: BTreeMap::new(),
         })
     }
 
@@ -255,6 +258,9 @@ impl Gateway {
         let live = self.live_sets();
         let mut m = m.clone();
         for g in &mut m.groups {
+            if let Some(a) = self.dhcp_members.get(&g.name) {
+                g.members.extend(a.iter().map(|x| AddrRange::single(*x)));
+            }
             if let Some(l) = live.groups.get(&g.name) {
                 let mut members = g.members.clone();
                 members.extend(l.added.iter().map(|n| AddrRange::from_net(*n)));
@@ -443,6 +449,34 @@ impl Gateway {
         Ok(())
     }
 
+    /// A DHCP lease of a reservation that names a group was bound (or ended): put its address
+    /// into (or take it out of) the group's live set. Repeats are harmless.
+    pub fn dhcp_lease(
+        &mut self,
+        group: &str,
+        addr: std::net::Ipv4Addr,
+        bound: bool,
+    ) -> Result<(), GwError> {
+        if self.model.group(group).is_none() {
+            return Ok(());
+        }
+        let set = self.dhcp_members.entry(group.to_string()).or_default();
+        let net = Ipv4Net::new(addr, 32).expect("/32");
+        if bound && set.insert(addr) {
+            self.applier.set_add(group, &[net])?;
+            tracing::info!(group, %addr, "DHCP reservation bound: address added to its group");
+        } else if !bound && set.remove(&addr) {
+            self.applier.set_del(group, &[net])?;
+            tracing::info!(group, %addr, "DHCP reservation ended: address removed from its group");
+        }
+        Ok(())
+    }
+
+    /// The DHCP pools of the running config.
+    pub fn pools(&self) -> Vec<crate::dhcp::PoolConfig> {
+        pools(&self.plan_for(&self.model))
+    }
+
     pub fn set_list(&self, group: &str) -> Result<Vec<String>, GwError> {
         self.check_group(group)?;
         Ok(self.applier.set_list(group)?)
@@ -504,4 +538,37 @@ impl Gateway {
             extra: BTreeMap::new(),
         }
     }
+}
+
+/// The DHCP server's pools for a plan.
+pub fn pools(plan: &Plan) -> Vec<crate::dhcp::PoolConfig> {
+    plan.dhcp
+        .iter()
+        .map(|p| {
+            let mut c = crate::dhcp::PoolConfig::new(
+                p.segment.clone(),
+                p.interface.clone(),
+                p.server,
+                p.subnet,
+                p.ranges.iter().map(|r| (r.lo, r.hi)).collect(),
+            );
+            c.lease_time = p.lease_time;
+            c.max_lease_time = p.max_lease_time;
+            c.dns = p.dns.clone();
+            c.domain = p.domain.clone();
+            c.mtu = p.mtu.and_then(|m| u16::try_from(m).ok());
+            c.reservations = p
+                .reservations
+                .iter()
+                .map(|r| crate::dhcp::config::Reservation {
+                    mac: r.mac,
+                    addr: r.address,
+                    hostname: r.hostname.clone(),
+                    group: r.group.clone(),
+                })
+                .collect();
+            c.extra_options = p.options.iter().map(|o| (o.code, o.data.clone())).collect();
+            c
+        })
+        .collect()
 }

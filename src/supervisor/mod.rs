@@ -23,8 +23,30 @@ enum Job {
     Client(Request, oneshot::Sender<Response>),
     Reload,
     Check,
+    Lease(crate::dhcp::LeaseEvent),
     Shutdown,
 }
+
+/// Where the DHCP server keeps its leases.
+pub fn dhcp_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("dhcp")
+}
+
+/// Leases from the store on disk (safe while the server writes it).
+pub fn read_leases(
+    state_dir: &Path,
+    segment: Option<&str>,
+) -> Result<Vec<crate::dhcp::Lease>, crate::dhcp::StoreError> {
+    let mut v =
+        crate::dhcp::leases::read_leases(&dhcp_dir(state_dir), crate::dhcp::leases::unix_now())?;
+    if let Some(s) = segment {
+        v.retain(|l| l.segment == s);
+    }
+    v.sort_by(|a, b| (&a.segment, a.addr).cmp(&(&b.segment, b.addr)));
+    Ok(v)
+}
+
+type PoolsTx = mpsc::UnboundedSender<Vec<crate::dhcp::PoolConfig>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -44,10 +66,20 @@ pub struct RunOptions {
 }
 
 /// The engine: owns the gateway, handles one job at a time.
-fn engine(mut gw: Gateway, jobs: std::sync::mpsc::Receiver<Job>) {
+fn engine(mut gw: Gateway, jobs: std::sync::mpsc::Receiver<Job>, pools_tx: PoolsTx) {
+    let mut pools = gw.pools();
     while let Ok(job) = jobs.recv() {
         match job {
             Job::Shutdown => break,
+            Job::Lease(ev) => {
+                use crate::dhcp::LeaseEventKind;
+                if let Some(g) = ev.lease.group.clone() {
+                    let bound = ev.kind == LeaseEventKind::Bound;
+                    if let Err(e) = gw.dhcp_lease(&g, ev.lease.addr, bound) {
+                        tracing::error!(group = g, addr = %ev.lease.addr, "updating the group set failed: {e}");
+                    }
+                }
+            }
             Job::Reload => match gateway::load(&gw.config, None) {
                 Err(e) => {
                     tracing::error!(config = %gw.config.display(), "reload refused, the running state is kept:\n{e}")
@@ -82,12 +114,31 @@ fn engine(mut gw: Gateway, jobs: std::sync::mpsc::Receiver<Job>) {
                 let _ = reply.send(resp);
             }
         }
+        // the config may have changed the segments: the DHCP server follows
+        let now = gw.pools();
+        if now != pools {
+            pools = now;
+            let _ = pools_tx.send(pools.clone());
+        }
     }
 }
 
 fn handle(gw: &mut Gateway, req: Request) -> Response {
     match req {
-        Request::Status => Response::ok(gw.status(true)),
+        Request::Status => {
+            let mut st = gw.status(true);
+            let leases = read_leases(&gw.state_dir, None).unwrap_or_default();
+            let pools: Vec<String> = gw
+                .pools()
+                .iter()
+                .map(|p| format!("{} on {}", p.segment, p.interface))
+                .collect();
+            st.extra.insert(
+                "dhcp".into(),
+                serde_json::json!({"serving": pools, "leases": leases.iter().filter(|l| l.state == crate::dhcp::LeaseState::Bound).count()}),
+            );
+            Response::ok(st)
+        }
         Request::Apply { confirm_within } => {
             match gw.apply_file(confirm_within.map(Duration::from_secs)) {
                 Ok(r) => Response::ok(r),
@@ -104,7 +155,9 @@ fn handle(gw: &mut Gateway, req: Request) -> Response {
             .set_del(&group, &addrs)
             .map_or_else(Response::err, Response::ok),
         Request::SetList { group } => gw.set_list(&group).map_or_else(Response::err, Response::ok),
-        Request::Leases { .. } => Response::err("this daemon serves no DHCP"),
+        Request::Leases { segment } => {
+            read_leases(&gw.state_dir, segment.as_deref()).map_or_else(Response::err, Response::ok)
+        }
     }
 }
 
@@ -178,7 +231,9 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     // The gateway lives on the engine thread (its netlink handle is not Send); the first
     // apply happens there and its outcome comes back before anything else starts.
     let (tx, rx) = std::sync::mpsc::channel::<Job>();
-    let (first_tx, first_rx) = std::sync::mpsc::channel::<Result<PathBuf, RunError>>();
+    let (first_tx, first_rx) =
+        std::sync::mpsc::channel::<Result<(PathBuf, Vec<crate::dhcp::PoolConfig>), RunError>>();
+    let (pools_tx, mut pools_rx) = mpsc::unbounded_channel::<Vec<crate::dhcp::PoolConfig>>();
     let (config, state_override, lab) = (opts.config.clone(), opts.state_dir.clone(), opts.lab);
     let engine_thread = std::thread::Builder::new()
         .name("engine".into())
@@ -196,8 +251,8 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             };
             match start() {
                 Ok(gw) => {
-                    let _ = first_tx.send(Ok(gw.state_dir.clone()));
-                    engine(gw, rx);
+                    let _ = first_tx.send(Ok((gw.state_dir.clone(), gw.pools())));
+                    engine(gw, rx, pools_tx);
                 }
                 Err(e) => {
                     let _ = first_tx.send(Err(e));
@@ -205,8 +260,8 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             }
         })
         .map_err(|err| RunError::Io { what: "starting the engine".into(), err })?;
-    let state_dir = match first_rx.recv() {
-        Ok(Ok(d)) => d,
+    let (state_dir, first_pools) = match first_rx.recv() {
+        Ok(Ok(x)) => x,
         Ok(Err(e)) => {
             let _ = engine_thread.join();
             return Err(e);
@@ -236,6 +291,19 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         tokio::spawn(serve_socket(control::socket_path(&state_dir), tx.clone()));
         let (ntx, mut nrx) = mpsc::unbounded_channel();
         tokio::spawn(watch_netlink(ntx));
+        // DHCP on every segment, leases in the state directory
+        let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+        let dhcp = match crate::dhcp::serve(first_pools.clone(), &dhcp_dir(&state_dir), Some(ev_tx)).await {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::error!("the DHCP server could not start: {e}");
+                None
+            }
+        };
+        if dhcp.is_some() && !first_pools.is_empty() {
+            let names: Vec<&str> = first_pools.iter().map(|p| p.segment.as_str()).collect();
+            tracing::info!(segments = ?names, "DHCP serving");
+        }
         mark_ready(&state_dir);
         println!("bulkhead: ready");
         let mut tick = tokio::time::interval(opts.check_every);
@@ -245,6 +313,27 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = tick.tick() => { let _ = tx.send(Job::Check); }
+                Some(ev) = ev_rx.recv() => { let _ = tx.send(Job::Lease(ev)); }
+                Some(pools) = pools_rx.recv() => {
+                    if let Some(d) = &dhcp {
+                        let keep: Vec<String> = pools.iter().map(|p| p.segment.clone()).collect();
+                        for seg in d.served_segments() {
+                            if !keep.contains(&seg) {
+                                if let Err(e) = d.remove_pool(&seg).await {
+                                    tracing::error!(segment = seg, "stopping DHCP failed: {e}");
+                                } else {
+                                    tracing::info!(segment = seg, "DHCP stopped");
+                                }
+                            }
+                        }
+                        for p in pools {
+                            let seg = p.segment.clone();
+                            if let Err(e) = d.add_pool(p) {
+                                tracing::error!(segment = seg, "serving DHCP failed: {e}");
+                            }
+                        }
+                    }
+                }
                 Some(()) = nrx.recv() => {
                     // let a burst of events settle, then check once
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -252,6 +341,9 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
                     let _ = tx.send(Job::Check);
                 }
             }
+        }
+        if let Some(d) = dhcp {
+            let _ = d.shutdown().await;
         }
         tracing::info!("stopping; the ruleset stays in place");
     });
