@@ -352,3 +352,109 @@ fn a_second_apply_changes_nothing_and_sets_change_without_reload() {
         "denied after set del"
     );
 }
+
+/// A box plugged into an existing network: the uplink takes its address by DHCP from an
+/// upstream router (here another Bulkhead serving DHCP on its segment).
+#[test]
+fn the_uplink_takes_its_address_by_dhcp() {
+    require_root!();
+    let up = common::Netns::new("upstream");
+    let gw = common::Netns::new("gwdhcp");
+    let dir = common::TempDir::new("uplink");
+    // wiring: upstream down0 <-> gateway eth1; spare ports for the other ends
+    let tag = std::process::id() % 100000;
+    let (a, b) = (format!("bu{tag}a"), format!("bu{tag}b"));
+    for (cmd, what) in [
+        (
+            vec!["ip", "link", "add", &a, "type", "veth", "peer", "name", &b],
+            "veth",
+        ),
+        (vec!["ip", "link", "set", &a, "netns", &up.name], "move a"),
+        (vec!["ip", "link", "set", &b, "netns", &gw.name], "move b"),
+    ] {
+        let st = Command::new(cmd[0]).args(&cmd[1..]).status().unwrap();
+        assert!(st.success(), "{what}");
+    }
+    up.ok(&["ip", "link", "set", &a, "name", "down0"]);
+    gw.ok(&["ip", "link", "set", &b, "name", "eth1"]);
+    up.ok(&[
+        "ip", "link", "add", "wan0", "type", "veth", "peer", "name", "wan0p",
+    ]);
+    gw.ok(&[
+        "ip", "link", "add", "lan0", "type", "veth", "peer", "name", "lan0p",
+    ]);
+    gw.ok(&[
+        "ip", "link", "add", "adm0", "type", "veth", "peer", "name", "adm0p",
+    ]);
+    let upstream = dir.path().join("upstream.toml");
+    std::fs::write(
+        &upstream,
+        "[uplink]\ninterface = \"wan0\"\naddress = \"198.19.0.2/30\"\n\n[segments.office]\ninterface = \"down0\"\nsubnet = \"198.18.50.0/24\"\ngateway = \"198.18.50.1\"\nmanagement = true\n[segments.office.dhcp]\nranges = [\"198.18.50.100-198.18.50.150\"]\n",
+    )
+    .unwrap();
+    let box_cfg = dir.path().join("box.toml");
+    std::fs::write(
+        &box_cfg,
+        "[uplink]\ninterface = \"eth1\"\naddress = \"dhcp\"\n\n[segments.lan]\ninterface = \"lan0\"\nsubnet = \"198.18.60.0/24\"\ngateway = \"198.18.60.1\"\ninternet = true\n\n[segments.adm]\ninterface = \"adm0\"\nsubnet = \"198.18.61.0/24\"\ngateway = \"198.18.61.1\"\nmanagement = true\n",
+    )
+    .unwrap();
+    let spawn = |ns: &common::Netns, cfg: &Path, state: &str| {
+        let sd = dir.path().join(state);
+        let log = std::fs::File::create(dir.path().join(format!("{state}.log"))).unwrap();
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns.name,
+                env!("CARGO_BIN_EXE_bulkhead"),
+                "-c",
+                cfg.to_str().unwrap(),
+                "--state-dir",
+                sd.to_str().unwrap(),
+                "run",
+            ])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    };
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            unsafe {
+                libc_kill(self.0.id() as i32, 15);
+            }
+            let _ = self.0.wait();
+        }
+    }
+    let _upstream = Kill(spawn(&up, &upstream, "upstream"));
+    wait_for("upstream ready", Duration::from_secs(10), || {
+        dir.path().join("upstream/ready").exists()
+    });
+    let _gw = Kill(spawn(&gw, &box_cfg, "box"));
+    let t = wait_for("uplink leased", Duration::from_secs(15), || {
+        String::from_utf8_lossy(
+            &gw.run(&["ip", "-4", "-o", "addr", "show", "dev", "eth1"])
+                .stdout,
+        )
+        .contains("198.18.50.100/24")
+    });
+    eprintln!("uplink leased after {t:?}");
+    let routes = gw.ok(&["ip", "-4", "route", "show", "default"]);
+    assert!(routes.contains("via 198.18.50.1 dev eth1"), "{routes}");
+    let leases = String::from_utf8_lossy(
+        &Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+            .args([
+                "-c",
+                upstream.to_str().unwrap(),
+                "--state-dir",
+                dir.path().join("upstream").to_str().unwrap(),
+                "leases",
+            ])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(leases.contains("198.18.50.100"), "{leases}");
+}

@@ -7,6 +7,7 @@
 
 pub mod control;
 pub mod gateway;
+pub mod uplink;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -231,8 +232,9 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     // The gateway lives on the engine thread (its netlink handle is not Send); the first
     // apply happens there and its outcome comes back before anything else starts.
     let (tx, rx) = std::sync::mpsc::channel::<Job>();
-    let (first_tx, first_rx) =
-        std::sync::mpsc::channel::<Result<(PathBuf, Vec<crate::dhcp::PoolConfig>), RunError>>();
+    let (first_tx, first_rx) = std::sync::mpsc::channel::<
+        Result<(PathBuf, Vec<crate::dhcp::PoolConfig>, crate::model::Model), RunError>,
+    >();
     let (pools_tx, mut pools_rx) = mpsc::unbounded_channel::<Vec<crate::dhcp::PoolConfig>>();
     let (config, state_override, lab) = (opts.config.clone(), opts.state_dir.clone(), opts.lab);
     let engine_thread = std::thread::Builder::new()
@@ -251,7 +253,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             };
             match start() {
                 Ok(gw) => {
-                    let _ = first_tx.send(Ok((gw.state_dir.clone(), gw.pools())));
+                    let _ = first_tx.send(Ok((gw.state_dir.clone(), gw.pools(), gw.model().clone())));
                     engine(gw, rx, pools_tx);
                 }
                 Err(e) => {
@@ -260,7 +262,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             }
         })
         .map_err(|err| RunError::Io { what: "starting the engine".into(), err })?;
-    let (state_dir, first_pools) = match first_rx.recv() {
+    let (state_dir, first_pools, uplink_model) = match first_rx.recv() {
         Ok(Ok(x)) => x,
         Ok(Err(e)) => {
             let _ = engine_thread.join();
@@ -291,6 +293,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         tokio::spawn(serve_socket(control::socket_path(&state_dir), tx.clone()));
         let (ntx, mut nrx) = mpsc::unbounded_channel();
         tokio::spawn(watch_netlink(ntx));
+        let uplink_client = uplink::start(&uplink_model, &state_dir);
         // DHCP on every segment, leases in the state directory
         let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
         let dhcp = match crate::dhcp::serve(first_pools.clone(), &dhcp_dir(&state_dir), Some(ev_tx)).await {
@@ -345,6 +348,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         if let Some(d) = dhcp {
             let _ = d.shutdown().await;
         }
+        uplink::stop(uplink_client);
         tracing::info!("stopping; the ruleset stays in place");
     });
     let _ = tx.send(Job::Shutdown);
