@@ -14,7 +14,7 @@ BULKHEAD_RSYNC_EXCLUDES = --exclude target --exclude image/out --exclude image/c
 
 # The cargo infrastructure vendors crates in its download post-process,
 # which does not run for local sources: vendor them after the rsync
-# (needs crates.io, i.e. run `make bulkhead-source` once while connected;
+# (needs the crate registry, i.e. run `make bulkhead-source` once while connected;
 # afterwards the build is --offline like any other cargo package).
 define BULKHEAD_CARGO_VENDOR_LOCAL
 	cd $(@D) && $(PKG_COMMON_CARGO_ENV) $(HOST_DIR)/bin/cargo vendor --locked \
