@@ -16,6 +16,7 @@ run "$HERE/check-buildroot.sh"
 run "$HERE/boot.sh"
 run "$HERE/vlan.sh"
 run "$HERE/persist.sh" bios
+run "$HERE/supervise.sh"
 if [ ${#failed[@]} -gt 0 ]; then
   echo "FAILED: ${failed[*]}"
   exit 1

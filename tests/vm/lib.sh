@@ -96,6 +96,18 @@ wait_marker() {
   done
 }
 
+# wait_console NAME REGEX [COUNT] [SECS]: wait until REGEX matched COUNT lines of the console
+wait_console() {
+  local name=$1 re=$2 count=${3:-1} secs=${4:-60} n
+  local deadline=$((SECONDS + secs))
+  while [ $SECONDS -lt $deadline ]; do
+    n=$(grep -c -E "$re" "$TMP/$name.console" 2>/dev/null || true)
+    [ "${n:-0}" -ge "$count" ] && return 0
+    sleep 0.2
+  done
+  echo "console of $name: no ${count}x '$re' within ${secs}s"; tail -15 "$TMP/$name.console"; return 1
+}
+
 # g NAME CMD...: run a command in guest NAME, return its exit status
 g() { local name=$1; shift; python3 "$VM_DIR/guestctl.py" --timeout "${G_TIMEOUT:-60}" "$TMP/$name.ctl" "$*"; }
 gwait() { python3 "$VM_DIR/guestctl.py" --wait 60 "$TMP/$1.ctl" true; }
