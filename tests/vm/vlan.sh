@@ -81,6 +81,12 @@ check "guest counted the forwarded VLAN 10 -> uplink packets" g vm \
   'nft list chain inet vlantest forward | grep "oifname \"eth1\" counter" | grep -v "packets 0 "'
 check_fails "c20 -> wan is dropped" ping_ "$C20" 198.18.100.2
 check "wan has no route back to VLAN 10 (so the replies were NATed)"   bash -c "! ip -n $WAN route get 198.18.10.2 >/dev/null 2>&1"
+dropbearkey -t ed25519 -f "$TMP/id_ed25519" 2>/dev/null | grep '^ssh-ed25519' > "$TMP/id.pub"
+check "install a test key as root's authorized key" g vm "mkdir -p /root/.ssh && echo '$(cat "$TMP/id.pub")' > /root/.ssh/authorized_keys"
+check "ssh (dropbear, key only) from c10 to the guest" bash -c \
+  "ip netns exec $C10 env HOME=$TMP timeout 90 dbclient -y -y -i $TMP/id_ed25519 root@198.18.10.1 'echo ssh-ok' | grep -q ssh-ok"
+check "ssh without a key is refused (no password logins)" bash -c \
+  "ip netns exec $C10 env HOME=$TMP timeout 60 dbclient -y -y root@198.18.10.1 true </dev/null 2>&1 | tee /dev/stderr | grep -q 'No auth methods could be used'"
 stop_vm vm
 kill -TERM "${PIDS[0]}" 2>/dev/null; wait "${PIDS[0]}" 2>/dev/null || true
 log "$(tail -1 "$TMP/switch.log")"
