@@ -14,7 +14,8 @@ guest_checks() {
   check "$vm: every module in etc/bulkhead/modules is loaded or built in" g "$vm" "
     miss=; for m in $mods; do grep -q \"^\$m \" /proc/modules || grep -q \"/\$m.ko\" /lib/modules/\$(uname -r)/modules.builtin || miss=\"\$miss \$m\"; done
     [ -z \"\$miss\" ] || { echo missing:\$miss; exit 1; }"
-  check "$vm: eth0 and eth1 exist" g "$vm" '/sbin/ip link show eth0 && /sbin/ip link show eth1'
+  check "$vm: eth0 is the trunk NIC, eth1 the uplink NIC" g "$vm" \
+    'grep -qx 52:54:00:b4:00:01 /sys/class/net/eth0/address && grep -qx 52:54:00:b4:00:02 /sys/class/net/eth1/address'
   check "$vm: ip link add ... type vlan works" g "$vm" \
     '/sbin/ip link add link eth0 name eth0.10 type vlan id 10 && /sbin/ip -d link show eth0.10 | grep -q "802.1Q id 10" && /sbin/ip link del eth0.10'
   check "$vm: nft loads an inet table" g "$vm" '
