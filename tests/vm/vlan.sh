@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # tests/vm/vlan.sh: VLAN + NAT smoke test through the guest.
 #
-#   netns c10 --tap-- vlanswitch.py --dgram-- guest eth0 (trunk) eth0.10 198.18.10.1/24
-#   netns c20 --tap--/                                           eth0.20 198.18.20.1/24
+#   netns c10  --veth--+
+#   netns c10b --veth--+ br10 (netns s10) --tap--+
+#                                     netns c20 --tap--+ vlanswitch.py --dgram-- guest eth0 (trunk)
+#       eth0.10 198.18.10.1/24, eth0.20 198.18.20.1/24
+#   (two clients share VLAN 10 through a plain bridge behind the VLAN's tap)
 #   netns wan --tap (qemu uplink, moved into wan)-- guest eth1   198.18.100.1/24
 #
 # The guest is configured over the control channel with a small nft forward
@@ -14,17 +17,28 @@ MODE=${1:-elf}
 require vmlinux initramfs.cpio.gz
 ping_() { ip netns exec "$1" busybox ping -c 2 -W 2 "$2"; }
 
-C10=bh$BHID-c10 C20=bh$BHID-c20 WAN=bh$BHID-wan
+C10=bh$BHID-c10 C10B=bh$BHID-c10b S10=bh$BHID-s10 C20=bh$BHID-c20 WAN=bh$BHID-wan
 T10=bh${BHID}v10 T20=bh${BHID}v20 TWAN=bh${BHID}wan
-netns_add "$C10"; netns_add "$C20"; netns_add "$WAN"
+netns_add "$C10"; netns_add "$C10B"; netns_add "$S10"; netns_add "$C20"; netns_add "$WAN"
 LINKS+=("$T10" "$T20" "$TWAN")
 
 python3 "$VM_DIR/vlanswitch.py" --sock "$TMP/sw.sock" --peer "$TMP/qemu.sock" \
-  --port "10:$T10:$C10" --port "20:$T20:$C20" --ready "$TMP/sw.ready" 2> "$TMP/switch.log" &
+  --port "10:$T10:$S10" --port "20:$T20:$C20" --ready "$TMP/sw.ready" 2> "$TMP/switch.log" &
 PIDS+=($!)
 for _ in $(seq 100); do [ -e "$TMP/sw.ready" ] && break; sleep 0.1; done
 [ -e "$TMP/sw.ready" ] || { cat "$TMP/switch.log"; notok "switch did not start"; finish; }
-ip -n "$C10" addr add 198.18.10.2/24 dev "$T10"; ip -n "$C10" route add default via 198.18.10.1
+# VLAN 10 has two clients: a plain bridge in s10 joins the VLAN's tap and a veth per client
+ip -n "$S10" link add br10 type bridge
+ip -n "$S10" link set "$T10" master br10
+ip -n "$S10" link set br10 up
+for ns in "$C10" "$C10B"; do
+  p=${ns##*-}p
+  ip -n "$S10" link add "$p" type veth peer name eth0 netns "$ns"
+  ip -n "$S10" link set "$p" master br10 up
+  ip -n "$ns" link set eth0 up
+done
+ip -n "$C10" addr add 198.18.10.2/24 dev eth0; ip -n "$C10" route add default via 198.18.10.1
+ip -n "$C10B" addr add 198.18.10.3/24 dev eth0; ip -n "$C10B" route add default via 198.18.10.1
 ip -n "$C20" addr add 198.18.20.2/24 dev "$T20"; ip -n "$C20" route add default via 198.18.20.1
 
 NICS=(--trunk "dgram:$TMP/qemu.sock:$TMP/sw.sock" --uplink "tap:$TWAN")
@@ -72,6 +86,8 @@ table inet vlantest {
 EOF'
 
 check "c10 pings the guest on VLAN 10 (198.18.10.1)" ping_ "$C10" 198.18.10.1
+check "c10b, the second client on VLAN 10 (behind the bridge), pings the guest" ping_ "$C10B" 198.18.10.1
+check "c10 and c10b reach each other on VLAN 10" ping_ "$C10" 198.18.10.3
 check "c20 pings the guest on VLAN 20 (198.18.20.1)" ping_ "$C20" 198.18.20.1
 check "guest pings c20 over eth0.20" g vm 'ping -c 2 -W 2 198.18.20.2'
 check_fails "c10 -> c20 is dropped by the forward policy" ping_ "$C10" 198.18.20.2
