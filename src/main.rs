@@ -14,7 +14,10 @@ fn init_logging() {
         .with_max_level(level)
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        );
     if std::env::var("BULKHEAD_LOG_FORMAT").as_deref() == Ok("json") {
         b.json().init();
     } else {

@@ -87,6 +87,9 @@ pub struct LabState {
     /// Every process the lab started, to be killed by `down`.
     pub pids: Vec<u32>,
     pub hosts: Vec<Host>,
+    /// The gateway is the image in qemu; its serial console is logged here.
+    #[serde(default)]
+    pub console: Option<PathBuf>,
 }
 
 pub struct Lab {
@@ -94,6 +97,21 @@ pub struct Lab {
     pub dir: PathBuf,
     /// The bulkhead binary to run inside the namespaces.
     pub bin: PathBuf,
+    /// Run the gateway as the appliance image in qemu instead of in a namespace.
+    pub vm: Option<Vm>,
+}
+
+/// The appliance image as the lab's gateway: the image's own config (the shipped one) runs on
+/// real 802.1Q VLANs of the guest's trunk, which a userspace tagging switch hands to the
+/// segments' bridges; the uplink takes its address by DHCP from the lab's internet router.
+#[derive(Debug, Clone)]
+pub struct Vm {
+    /// The image build's output directory (vmlinux, initramfs).
+    pub image_out: PathBuf,
+    /// `image/run`.
+    pub runner: PathBuf,
+    /// `tests/vm/vlanswitch.py`.
+    pub switch: PathBuf,
 }
 
 fn run(args: &[&str]) -> Result<String, LabError> {
@@ -123,6 +141,7 @@ impl Lab {
             name: name.to_string(),
             dir: PathBuf::from("/run/bulkhead-lab").join(name),
             bin: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("bulkhead")),
+            vm: None,
         }
     }
 
@@ -260,6 +279,7 @@ impl Lab {
             namespaces: Vec::new(),
             pids: Vec::new(),
             hosts: hosts.clone(),
+            console: None,
         };
         // Save early and as we go: whatever happens, `down` finds what was created.
         self.save(&st)?;
@@ -322,7 +342,11 @@ impl Lab {
     fn build(&self, m: &Model, st: &mut LabState) -> Result<(), LabError> {
         let gw = st.gateway_ns.clone();
         let inet = st.internet_ns.clone();
-        self.add_ns(st, &gw)?;
+        if self.vm.is_some() {
+            st.gateway_ns.clear();
+        } else {
+            self.add_ns(st, &gw)?;
+        }
         self.add_ns(st, &inet)?;
         // uplink: gateway <-> internet router
         let UplinkAddressing::Static { address, gateway } = &m.uplink.addressing else {
@@ -331,13 +355,15 @@ impl Lab {
         let router = gateway.ok_or_else(|| {
             LabError::Setup("the lab needs uplink.gateway with a static uplink address".into())
         })?;
-        self.veth(&gw, &m.uplink.interface, &inet, "gw0")?;
         let rnet = Ipv4Net::new(router, address.prefix_len()).unwrap();
-        ns_run(
-            &inet,
-            &["ip", "addr", "add", &rnet.to_string(), "dev", "gw0"],
-        )?;
-        for s in &m.segments {
+        if self.vm.is_none() {
+            self.veth(&gw, &m.uplink.interface, &inet, "gw0")?;
+            ns_run(
+                &inet,
+                &["ip", "addr", "add", &rnet.to_string(), "dev", "gw0"],
+            )?;
+        }
+        for s in m.segments.iter().filter(|_| self.vm.is_none()) {
             // the internet can send to the inside: the gateway's firewall must stop it
             ns_run(
                 &inet,
@@ -357,6 +383,9 @@ impl Lab {
             self.add_ns(st, &sw)?;
             ns_run(&sw, &["ip", "link", "add", "br0", "type", "bridge"])?;
             ns_run(&sw, &["ip", "link", "set", "br0", "up"])?;
+            if self.vm.is_some() {
+                continue; // the tagging switch attaches this VLAN below
+            }
             self.veth(&gw, &s.ifname, &sw, "up0")?;
             ns_run(&sw, &["ip", "link", "set", "up0", "master", "br0"])?;
             // the gateway's link is down until bulkhead brings it up
@@ -401,38 +430,9 @@ impl Lab {
         }
         // the gateway
         let bin = self.bin.to_string_lossy().into_owned();
-        let cfg = st.config.to_string_lossy().into_owned();
-        let backend = st.backend.clone();
-        let state_dir = self.dir.join("gateway");
-        let sd = state_dir.to_string_lossy().into_owned();
-        self.spawn(
-            st,
-            &gw,
-            &[
-                &bin,
-                "-c",
-                &cfg,
-                "--lab",
-                "--lab-backend",
-                &backend,
-                "run",
-                "--state-dir",
-                &sd,
-            ],
-            "gateway.log",
-        )?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if std::fs::read_to_string(state_dir.join("ready")).is_ok() {
-                break;
-            }
-            if Instant::now() > deadline {
-                let log = std::fs::read_to_string(self.dir.join("gateway.log")).unwrap_or_default();
-                return Err(LabError::Setup(format!(
-                    "the gateway did not become ready in 30 s:\n{log}"
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        match &self.vm {
+            Some(vm) => self.start_vm(vm, st, &rnet, address.addr())?,
+            None => self.start_gateway(st, &bin)?,
         }
         // clients of DHCP segments ask the gateway for their address
         let script = self.dir.join("udhcpc.script");
@@ -536,6 +536,212 @@ impl Lab {
         Ok(())
     }
 
+    fn start_gateway(&self, st: &mut LabState, bin: &str) -> Result<(), LabError> {
+        let gw = st.gateway_ns.clone();
+        let cfg = st.config.to_string_lossy().into_owned();
+        let backend = st.backend.clone();
+        let state_dir = self.dir.join("gateway");
+        let sd = state_dir.to_string_lossy().into_owned();
+        self.spawn(
+            st,
+            &gw,
+            &[
+                &bin,
+                "-c",
+                &cfg,
+                "--lab",
+                "--lab-backend",
+                &backend,
+                "run",
+                "--state-dir",
+                &sd,
+            ],
+            "gateway.log",
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if std::fs::read_to_string(state_dir.join("ready")).is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(self.dir.join("gateway.log")).unwrap_or_default();
+                return Err(LabError::Setup(format!(
+                    "the gateway did not become ready in 30 s:\n{log}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Boot the image with its trunk on the tagging switch and its uplink in the internet
+    /// namespace, which hands it `uplink` by DHCP; wait for `bulkhead: ready`.
+    fn start_vm(
+        &self,
+        vm: &Vm,
+        st: &mut LabState,
+        router: &Ipv4Net,
+        uplink: Ipv4Addr,
+    ) -> Result<(), LabError> {
+        let m = crate::model::load(&st.config)
+            .map_err(|r| LabError::Setup(r.to_string()))?
+            .0;
+        let inet = st.internet_ns.clone();
+        let tag = std::process::id() % 100000;
+        let (sw_sock, qemu_sock) = (self.dir.join("sw.sock"), self.dir.join("qemu.sock"));
+        let mut args: Vec<String> = vec![
+            vm.switch.to_string_lossy().into_owned(),
+            "--sock".into(),
+            sw_sock.to_string_lossy().into_owned(),
+            "--peer".into(),
+            qemu_sock.to_string_lossy().into_owned(),
+        ];
+        let mut taps = Vec::new();
+        for s in &m.segments {
+            let crate::model::SegmentLink::Vlan { id, .. } = s.link else {
+                return Err(LabError::Setup(format!(
+                    "segment `{}` is a plain port; the image's gateway has only its trunk and uplink NICs",
+                    s.name
+                )));
+            };
+            let tap = format!("bl{tag}v{id}");
+            let sw = self.ns(&format!("sw-{}", s.name));
+            args.push("--port".into());
+            args.push(format!("{id}:{tap}:{sw}"));
+            taps.push((tap, sw));
+        }
+        let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        let mut cmd = vec!["python3"];
+        cmd.extend(a);
+        self.spawn_here(st, &cmd, "switch.log")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for (tap, sw) in &taps {
+            while ns_run(sw, &["ip", "link", "show", tap]).is_err() {
+                if Instant::now() > deadline {
+                    let log =
+                        std::fs::read_to_string(self.dir.join("switch.log")).unwrap_or_default();
+                    return Err(LabError::Setup(format!(
+                        "the tagging switch did not create {tap}:\n{log}"
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            ns_run(sw, &["ip", "link", "set", tap, "master", "br0"])?;
+            ns_run(sw, &["ip", "link", "set", tap, "up"])?;
+        }
+        // the image
+        let console = self.dir.join("console.log");
+        let up_tap = format!("bl{tag}up");
+        let runner = vm.runner.to_string_lossy().into_owned();
+        let out = vm.image_out.to_string_lossy().into_owned();
+        let trunk = format!("dgram:{}:{}", qemu_sock.display(), sw_sock.display());
+        let serial = format!("file:{}", console.display());
+        let uplink_spec = format!("tap:{up_tap}");
+        self.spawn_here(
+            st,
+            &[
+                &runner,
+                "--mode",
+                "elf",
+                "--out",
+                &out,
+                "--trunk",
+                &trunk,
+                "--uplink",
+                &uplink_spec,
+                "--serial",
+                &serial,
+                "--mem",
+                "256",
+                "--timeout",
+                "7200",
+            ],
+            "qemu.log",
+        )?;
+        st.console = Some(console.clone());
+        self.save(st)?;
+        // qemu creates the uplink tap here; it keeps working after the move
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while run(&["ip", "link", "show", &up_tap]).is_err() {
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(self.dir.join("qemu.log")).unwrap_or_default();
+                return Err(LabError::Setup(format!(
+                    "qemu did not create its uplink tap:\n{log}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        run(&["ip", "link", "set", &up_tap, "netns", &inet])?;
+        ns_run(&inet, &["ip", "link", "set", &up_tap, "name", "gw0"])?;
+        ns_run(&inet, &["ip", "link", "set", "gw0", "up"])?;
+        ns_run(
+            &inet,
+            &["ip", "addr", "add", &router.to_string(), "dev", "gw0"],
+        )?;
+        for s in &m.segments {
+            let _ = ns_run(
+                &inet,
+                &[
+                    "ip",
+                    "route",
+                    "replace",
+                    &s.subnet.to_string(),
+                    "via",
+                    &uplink.to_string(),
+                ],
+            );
+        }
+        // the uplink's DHCP server: one address, the one the lab expects
+        let conf = self.dir.join("udhcpd.conf");
+        let leases = self.dir.join("udhcpd.leases");
+        std::fs::write(&leases, "").map_err(io("the uplink lease file"))?;
+        std::fs::write(
+            &conf,
+            format!(
+                "interface gw0\nstart {uplink}\nend {uplink}\nmax_leases 1\noption subnet {}\noption router {}\nlease_file {}\npidfile {}\n",
+                router.netmask(),
+                router.addr(),
+                leases.display(),
+                self.dir.join("udhcpd.pid").display()
+            ),
+        )
+        .map_err(io("the uplink DHCP server config"))?;
+        let c = conf.to_string_lossy().into_owned();
+        self.spawn(st, &inet, &["busybox", "udhcpd", "-f", &c], "udhcpd.log")?;
+        // wait for the appliance
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let text = std::fs::read_to_string(&console).unwrap_or_default();
+            if text.contains("bulkhead: ready") {
+                break;
+            }
+            if Instant::now() > deadline {
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                return Err(LabError::Setup(format!(
+                    "the appliance did not print `bulkhead: ready` in 180 s; console tail:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    /// A process in the lab's own (root) namespace.
+    fn spawn_here(&self, st: &mut LabState, args: &[&str], log: &str) -> Result<u32, LabError> {
+        let logf = std::fs::File::create(self.dir.join(log)).map_err(io("creating a log file"))?;
+        let child = Command::new(args[0])
+            .args(&args[1..])
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().map_err(io("log file"))?)
+            .stderr(logf)
+            .spawn()
+            .map_err(io(format!("starting {}", args[0])))?;
+        st.pids.push(child.id());
+        self.save(st)?;
+        Ok(child.id())
+    }
+
     /// Kill what the lab started and remove what it created, and only that.
     pub fn down(&self) -> Result<LabState, LabError> {
         let st = self.state()?;
@@ -590,6 +796,17 @@ pub struct Check {
     pub expected: bool,
     pub decided_by: String,
     pub observed: Option<bool>,
+    /// The source address the destination saw, and the one it must see (the uplink address
+    /// when the flow leaves through a masquerading uplink).
+    pub seen_as: Option<Ipv4Addr>,
+    pub nat_as: Option<Ipv4Addr>,
+}
+
+impl Check {
+    pub fn ok(&self) -> bool {
+        self.observed == Some(self.expected)
+            && (!self.expected || self.nat_as.is_none() || self.seen_as == self.nat_as)
+    }
 }
 
 fn ports(checks: &[Check]) -> (BTreeSet<u16>, BTreeSet<u16>) {
@@ -732,7 +949,11 @@ pub fn probes(m: &Model, hosts: &[Host], _addrs: Vec<Ipv4Addr>) -> Vec<Check> {
             proto,
             port: Some(port),
         };
-        let inner_port = explain::classify(m, &rs, &flow).0.dport.unwrap_or(port);
+        let (packet, _) = explain::classify(m, &rs, &flow);
+        let inner_port = packet.dport.unwrap_or(port);
+        let nat_as = (m.uplink.masquerade
+            && packet.oif.as_deref() == Some(m.uplink.interface.as_str()))
+        .then_some(uplink_addr);
         out.push(Check {
             from: src.name.clone(),
             to,
@@ -745,6 +966,8 @@ pub fn probes(m: &Model, hosts: &[Host], _addrs: Vec<Ipv4Addr>) -> Vec<Check> {
             expected,
             decided_by,
             observed: None,
+            seen_as: None,
+            nat_as,
         });
     };
     for r in &m.rules {
@@ -884,57 +1107,88 @@ fn model_lab_uplink() -> Ipv4Addr {
 
 /// Run every probe from its source namespace; fills `observed`.
 pub fn verify(lab: &Lab, st: &LabState, checks: &mut [Check]) -> Result<(), LabError> {
+    // A connection that got through is conclusive; one that did not may be a lost packet on a
+    // loaded machine, so unanswered probes are tried again (a denied flow never gets through).
+    let vm = st.console.is_some();
+    let rounds = if vm { 3 } else { 2 };
+    let mut todo: Vec<usize> = (0..checks.len()).collect();
+    for _ in 0..rounds {
+        if todo.is_empty() {
+            break;
+        }
+        probe_round(lab, st, checks, &todo, vm)?;
+        todo.retain(|i| checks[*i].observed != Some(true));
+    }
+    Ok(())
+}
+
+/// Probe the given checks, in parallel per source (one source at a time for an emulated
+/// appliance, which a burst from every source at once would overrun).
+fn probe_round(
+    lab: &Lab,
+    st: &LabState,
+    checks: &mut [Check],
+    which: &[usize],
+    vm: bool,
+) -> Result<(), LabError> {
     let mut by_src: BTreeMap<Ipv4Addr, Vec<usize>> = BTreeMap::new();
-    for (i, c) in checks.iter().enumerate() {
-        by_src.entry(c.src).or_default().push(i);
+    for &i in which {
+        by_src.entry(checks[i].src).or_default().push(i);
     }
     let bin = lab.bin.to_string_lossy().into_owned();
-    let results: Vec<Result<(Vec<usize>, String), LabError>> = std::thread::scope(|sc| {
-        let hs: Vec<_> = by_src
+    let timeout = if vm { "3000" } else { "600" };
+    let one = |src: Ipv4Addr,
+               idx: &[usize],
+               checks: &[Check]|
+     -> Result<(Vec<usize>, String), LabError> {
+        let host = st
+            .hosts
             .iter()
-            .map(|(src, idx)| {
-                let host = st
-                    .hosts
-                    .iter()
-                    .find(|h| h.addr == *src)
-                    .expect("source host");
-                let specs: Vec<String> = idx
-                    .iter()
-                    .map(|i| {
-                        let c = &checks[*i];
-                        let p = net::Probe {
-                            udp: c.proto == Proto::Udp,
-                            dst: SocketAddrV4::new(c.dst, c.port),
-                        };
-                        p.to_string()
-                    })
-                    .collect();
-                let ns = host.ns.clone();
-                let bin = bin.clone();
-                let src = *src;
-                let idx = idx.clone();
-                sc.spawn(move || {
-                    let mut args: Vec<String> = vec![
-                        bin,
-                        "lab".into(),
-                        "probe".into(),
-                        "--bind".into(),
-                        src.to_string(),
-                    ];
-                    args.extend(specs);
-                    let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-                    ns_run(&ns, &a).map(|out| (idx, out))
-                })
-            })
-            .collect();
-        hs.into_iter()
-            .map(|h| h.join().expect("probe thread"))
+            .find(|h| h.addr == src)
+            .expect("source host");
+        let mut args: Vec<String> = vec![
+            bin.clone(),
+            "lab".into(),
+            "probe".into(),
+            "--timeout-ms".into(),
+            timeout.into(),
+            "--bind".into(),
+            src.to_string(),
+        ];
+        args.extend(idx.iter().map(|i| {
+            let c = &checks[*i];
+            net::Probe {
+                udp: c.proto == Proto::Udp,
+                dst: SocketAddrV4::new(c.dst, c.port),
+            }
+            .to_string()
+        }));
+        let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        ns_run(&host.ns, &a).map(|out| (idx.to_vec(), out))
+    };
+    let results: Vec<Result<(Vec<usize>, String), LabError>> = if vm {
+        by_src
+            .iter()
+            .map(|(src, idx)| one(*src, idx, checks))
             .collect()
-    });
+    } else {
+        let snapshot: &[Check] = checks;
+        std::thread::scope(|sc| {
+            let hs: Vec<_> = by_src
+                .iter()
+                .map(|(src, idx)| sc.spawn(move || one(*src, idx, snapshot)))
+                .collect();
+            hs.into_iter()
+                .map(|h| h.join().expect("probe thread"))
+                .collect()
+        })
+    };
     for r in results {
         let (idx, out) = r?;
         for (i, line) in idx.iter().zip(out.lines()) {
-            checks[*i].observed = Some(line.trim().ends_with("ok"));
+            let mut w = line.split_whitespace().skip(1);
+            checks[*i].observed = Some(w.next() == Some("ok"));
+            checks[*i].seen_as = w.next().and_then(|a| a.parse().ok());
         }
     }
     Ok(())
