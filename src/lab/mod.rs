@@ -546,7 +546,7 @@ impl Lab {
             st,
             &gw,
             &[
-                &bin,
+                bin,
                 "-c",
                 &cfg,
                 "--lab",
