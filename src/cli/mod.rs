@@ -202,6 +202,8 @@ pub enum Command {
     /// (internal) restore the previous config if an apply is not confirmed in time
     #[command(hide = true)]
     ConfirmWatchdog,
+    /// Print the gateway's address on the management segment (for the SSH server).
+    ManagementAddress,
     /// The lab: the whole site in network namespaces, and proof that the policy holds.
     Lab {
         /// Name of the lab (several can run side by side).
@@ -365,6 +367,13 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             });
         }
         Command::Lab { name, command } => return lab(cfg, &name, command),
+        Command::ManagementAddress => {
+            let (m, _) = match load(cfg) {
+                Ok(x) => x,
+                Err(code) => return Ok(code),
+            };
+            writeln!(stdout, "{}", m.management_segment().gateway)?;
+        }
         Command::Run => {
             crate::supervisor::run(crate::supervisor::RunOptions {
                 config: cfg.clone(),
