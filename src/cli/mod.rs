@@ -83,6 +83,10 @@ pub enum LabCommand {
         /// With --vm: the image build's output directory.
         #[arg(long, default_value = "image/out")]
         image_out: PathBuf,
+        /// With --vm: attach this disk image for the appliance's data partition (state and
+        /// leases survive from one lab run to the next).
+        #[arg(long)]
+        disk: Option<PathBuf>,
     },
     /// Open real connections for every allowed flow and a sample of denied ones; print the
     /// matrix; exit 1 on any mismatch.
@@ -437,6 +441,7 @@ fn lab(cfg: &std::path::Path, name: &str, command: LabCommand) -> Result<ExitCod
             backend,
             vm,
             image_out,
+            disk,
         } => {
             let mut l = l;
             if vm {
@@ -460,6 +465,7 @@ fn lab(cfg: &std::path::Path, name: &str, command: LabCommand) -> Result<ExitCod
                     image_out: std::fs::canonicalize(&image_out)?,
                     runner: std::fs::canonicalize(&runner)?,
                     switch: std::fs::canonicalize(&switch)?,
+                    disk: disk.map(|d| std::fs::canonicalize(&d)).transpose()?,
                 });
             }
             let (m, _) = match load_as(cfg, None) {

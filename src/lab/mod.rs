@@ -112,6 +112,19 @@ pub struct Vm {
     pub runner: PathBuf,
     /// `tests/vm/vlanswitch.py`.
     pub switch: PathBuf,
+    /// A disk image whose data partition keeps the appliance's state (leases, generations)
+    /// across lab runs.
+    pub disk: Option<PathBuf>,
+}
+
+/// A locally administered MAC derived from the host's name.
+fn host_mac(name: &str) -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    let b = h.to_be_bytes();
+    format!("02:b4:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3])
 }
 
 fn run(args: &[&str]) -> Result<String, LabError> {
@@ -399,6 +412,8 @@ impl Lab {
                     self.add_ns(st, &h.ns)?;
                     let sw = self.ns(&format!("sw-{}", s.name));
                     self.veth(&h.ns, "eth0", &sw, &format!("p{i}"))?;
+                    // a stable MAC per host: the same client gets the same lease next time
+                    ns_run(&h.ns, &["ip", "link", "set", "eth0", "address", &host_mac(&h.name)])?;
                     ns_run(
                         &sw,
                         &["ip", "link", "set", &format!("p{i}"), "master", "br0"],
@@ -637,6 +652,7 @@ impl Lab {
         let trunk = format!("dgram:{}:{}", qemu_sock.display(), sw_sock.display());
         let serial = format!("file:{}", console.display());
         let uplink_spec = format!("tap:{up_tap}");
+        let disk = vm.disk.as_ref().map(|d| d.to_string_lossy().into_owned());
         self.spawn_here(
             st,
             &[
@@ -655,7 +671,10 @@ impl Lab {
                 "256",
                 "--timeout",
                 "7200",
-            ],
+            ]
+            .into_iter()
+            .chain(disk.iter().flat_map(|d| ["--disk", d.as_str()]))
+            .collect::<Vec<_>>(),
             "qemu.log",
         )?;
         st.console = Some(console.clone());
