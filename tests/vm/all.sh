@@ -14,7 +14,6 @@ run() {
 }
 run "$HERE/check-buildroot.sh"
 run "$HERE/boot.sh"
-run "$HERE/vlan.sh"
 run "$HERE/persist.sh" bios
 run "$HERE/supervise.sh"
 run "$HERE/lab.sh"

@@ -17,7 +17,11 @@ guest_checks() {
   check "$vm: eth0 is the trunk NIC, eth1 the uplink NIC" g "$vm" \
     'grep -qx 52:54:00:b4:00:01 /sys/class/net/eth0/address && grep -qx 52:54:00:b4:00:02 /sys/class/net/eth1/address'
   check "$vm: ip link add ... type vlan works" g "$vm" \
-    '/sbin/ip link add link eth0 name eth0.10 type vlan id 10 && /sbin/ip -d link show eth0.10 | grep -q "802.1Q id 10" && /sbin/ip link del eth0.10'
+    '/sbin/ip link add link eth0 name eth0.4000 type vlan id 4000 && /sbin/ip -d link show eth0.4000 | grep -q "802.1Q id 4000" && /sbin/ip link del eth0.4000'
+  check "$vm: bulkhead is ready and created the shipped config's VLAN links" g "$vm" \
+    'for i in $(seq 300); do [ -e /var/lib/bulkhead/ready ] && break; sleep 0.1; done; for v in 10 20 30 100 200; do /sbin/ip -d link show eth0.$v | grep -q "802.1Q id $v" || exit 1; done'
+  check "$vm: the management address is up and SSH listens there only" g "$vm" \
+    'for i in $(seq 300); do netstat -ltn 2>/dev/null | grep -q "198.18.100.1:22 " && break; sleep 0.1; done; netstat -ltn | grep -q "198.18.100.1:22 " && ! netstat -ltn | grep -q "0.0.0.0:22 "'
   check "$vm: nft loads an inet table" g "$vm" '
     nft -f - <<EOF
 table inet boottest {
@@ -37,7 +41,7 @@ EOF
     'iptables -A INPUT -p tcp --dport 22 -j ACCEPT && iptables -D INPUT -p tcp --dport 22 -j ACCEPT && ipset create t hash:net && ipset destroy t'
   check "$vm: init supervises bulkhead (supervisor running)" g "$vm" 'kill -0 $(cat /run/bulkhead/supervisor.pid)'
   check "$vm: dropbear runs with host keys in the data directory" g "$vm" \
-    'for i in $(seq 100); do [ -s /run/dropbear.pid ] && break; sleep 0.1; done; kill -0 $(cat /run/dropbear.pid) && ls /var/lib/bulkhead/ssh/dropbear_ed25519_host_key'
+    'for i in $(seq 300); do [ -s /run/dropbear.pid ] && break; sleep 0.1; done; kill -0 $(cat /run/dropbear.pid) && ls /var/lib/bulkhead/ssh/dropbear_ed25519_host_key'
 }
 
 for mode in "${MODES[@]}"; do

@@ -41,6 +41,14 @@ echo "PASS: VLANs end to end"
 # the appliance goes down and comes back on the same disk: its leases and applied state are there
 addrs1=$(grep -h "obtained from" /run/bulkhead-lab/$NAME/dhcp-*.log | awk '{print $4}' | sort | tr '\n' ' ')
 "$BH" lab --name "$NAME" down
+# the admin's SSH key onto the data partition (where `bulkhead setup` puts it), written into the
+# ext4 filesystem with debugfs: no mounts, no loop devices
+dropbearkey -t ed25519 -f "$TMP/id_ed25519" 2>/dev/null | grep '^ssh-ed25519' > "$TMP/id.pub"
+start=$(sfdisk -J "$TMP/disk.img" | python3 -c 'import json,sys; print(json.load(sys.stdin)["partitiontable"]["partitions"][1]["start"])')
+dd if="$TMP/disk.img" of="$TMP/data.ext4" bs=512 skip="$start" status=none
+debugfs -w -R "write $TMP/id.pub authorized_keys" "$TMP/data.ext4" >/dev/null 2>&1
+dd if="$TMP/data.ext4" of="$TMP/disk.img" bs=512 seek="$start" conv=notrunc,sparse status=none
+rm -f "$TMP/data.ext4"
 "$BH" -c overlay/etc/bulkhead/bulkhead.toml lab --name "$NAME" up --vm --disk "$TMP/disk.img" >/dev/null
 con=/run/bulkhead-lab/$NAME/console.log
 grep -q "data partition .* mounted" "$con" || { echo "FAIL: data partition not mounted"; exit 1; }
@@ -50,3 +58,21 @@ grep -q "generation=Some(2)" "$con" || { echo "FAIL: the applied generations did
 addrs2=$(grep -h "obtained from" /run/bulkhead-lab/$NAME/dhcp-*.log | awk '{print $4}' | sort | tr '\n' ' ')
 [ "$addrs1" = "$addrs2" ] || { echo "FAIL: clients got other addresses after the reboot: $addrs1 / $addrs2"; exit 1; }
 echo "PASS: after a reboot on the same disk: $loaded leases reloaded, generation 2, same addresses ($addrs2)"
+
+# remote management from the management VLAN only: an SSH login with the key works from there,
+# and from any other VLAN the gateway does not answer
+ssh_from() {  # NS ADDR
+  ip netns exec "$1" env HOME="$TMP" timeout 120 dbclient -y -y -i "$TMP/id_ed25519" "root@$2" 'echo ssh-ok' 2>&1
+}
+for i in $(seq 60); do
+  grep -q "dropbear listening on 198.18.100.1:22" "$con" && break; sleep 1
+done
+ssh_from "bhl-$NAME-c-mgmt" 198.18.100.1 | grep -q ssh-ok || { echo "FAIL: SSH login from the management VLAN"; exit 1; }
+echo "PASS: SSH with the admin key from the management VLAN"
+if ip netns exec "bhl-$NAME-c-internal" env HOME="$TMP" timeout 10 dbclient -y -y -i "$TMP/id_ed25519" root@198.18.20.1 true >/dev/null 2>&1; then
+  echo "FAIL: SSH answered on the internal VLAN"; exit 1
+fi
+if ip netns exec "bhl-$NAME-c-internal" env HOME="$TMP" timeout 10 dbclient -y -y -i "$TMP/id_ed25519" root@198.18.100.1 true >/dev/null 2>&1; then
+  echo "FAIL: SSH to the management address answered from the internal VLAN"; exit 1
+fi
+echo "PASS: no SSH from the internal VLAN (neither its gateway address nor the management one)"
