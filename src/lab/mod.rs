@@ -413,7 +413,10 @@ impl Lab {
                     let sw = self.ns(&format!("sw-{}", s.name));
                     self.veth(&h.ns, "eth0", &sw, &format!("p{i}"))?;
                     // a stable MAC per host: the same client gets the same lease next time
-                    ns_run(&h.ns, &["ip", "link", "set", "eth0", "address", &host_mac(&h.name)])?;
+                    ns_run(
+                        &h.ns,
+                        &["ip", "link", "set", "eth0", "address", &host_mac(&h.name)],
+                    )?;
                     ns_run(
                         &sw,
                         &["ip", "link", "set", &format!("p{i}"), "master", "br0"],
