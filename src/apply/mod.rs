@@ -818,7 +818,10 @@ impl Applier {
                         ),
                     );
                 }
-                if g.snapshot.as_deref() != Some(live.as_str()) {
+                if g.snapshot_stale && g.text == text {
+                    // live set members changed through Bulkhead since the last snapshot
+                    self.store.set_snapshot(&live)?;
+                } else if g.snapshot.as_deref() != Some(live.as_str()) {
                     push(
                         Step::Firewall,
                         obj,
@@ -891,6 +894,15 @@ impl Applier {
 
     pub fn set_del(&self, group: &str, addrs: &[Ipv4Net]) -> Result<(), ApplyError> {
         Ok(self.fw.set_del(group, addrs)?)
+    }
+
+    /// After live set changes: the plan with the new members becomes the current generation's
+    /// record (no new generation, no reload), so that the next check does not see drift.
+    pub fn amend(&self, plan: &Plan) -> Result<(), ApplyError> {
+        let _lock = self.store.lock()?;
+        Ok(self
+            .store
+            .amend(&LoadText::from_plan(plan), &plan.json(None))?)
     }
 
     pub fn set_list(&self, group: &str) -> Result<Vec<String>, ApplyError> {

@@ -67,7 +67,13 @@ pub struct Generation {
     pub text: LoadText,
     pub plan_json: String,
     pub snapshot: Option<String>,
+    /// The live set contents changed since the snapshot was taken (a `set add`, a DHCP
+    /// reservation): the next check adopts the live listing instead of calling it drift.
+    pub snapshot_stale: bool,
 }
+
+/// Marks a current generation whose snapshot predates a live set change.
+const STALE: &str = "snapshot.stale";
 
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -156,6 +162,7 @@ impl Store {
             text,
             plan_json,
             snapshot,
+            snapshot_stale: dir.join(STALE).exists(),
         }))
     }
 
@@ -256,10 +263,31 @@ impl Store {
 
     /// Replace the snapshot of the current generation (after a restore).
     pub fn set_snapshot(&self, snapshot: &str) -> Result<(), StateError> {
+        let cur = self.root.join("current");
+        write_atomic(&cur.join("snapshot.txt"), snapshot.as_bytes())?;
+        match std::fs::remove_file(cur.join(STALE)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&cur.join(STALE))(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Record live set changes in the current generation, without making a new one: its
+    /// firewall text and plan become those of the plan with the new members, and its snapshot
+    /// is marked stale until the next check takes a new one.
+    pub fn amend(&self, text: &LoadText, plan_json: &str) -> Result<(), StateError> {
+        let cur = self.root.join("current");
+        if !cur.join("meta.json").exists() {
+            return Ok(());
+        }
+        write_atomic(&cur.join(STALE), b"")?;
         write_atomic(
-            &self.root.join("current").join("snapshot.txt"),
-            snapshot.as_bytes(),
-        )
+            &cur.join("firewall.json"),
+            &serde_json::to_vec_pretty(text).expect("serializes"),
+        )?;
+        for (name, body) in text.files() {
+            write_atomic(&cur.join(name), body.as_bytes())?;
+        }
+        write_atomic(&cur.join("plan.json"), plan_json.as_bytes())
     }
 
     /// Drop the current generation and make the newest previous one current.

@@ -426,6 +426,7 @@ impl Gateway {
                 }
             }
             self.save_live_sets(&l)?;
+            self.amend();
         }
         tracing::info!(group, addrs = ?addrs, "added to live set");
         Ok(())
@@ -444,6 +445,7 @@ impl Gateway {
                 }
             }
             self.save_live_sets(&l)?;
+            self.amend();
         }
         tracing::info!(group, addrs = ?addrs, "removed from live set");
         Ok(())
@@ -464,12 +466,22 @@ impl Gateway {
         let net = Ipv4Net::new(addr, 32).expect("/32");
         if bound && set.insert(addr) {
             self.applier.set_add(group, &[net])?;
+            self.amend();
             tracing::info!(group, %addr, "DHCP reservation bound: address added to its group");
         } else if !bound && set.remove(&addr) {
             self.applier.set_del(group, &[net])?;
+            self.amend();
             tracing::info!(group, %addr, "DHCP reservation ended: address removed from its group");
         }
         Ok(())
+    }
+
+    /// Record live set members in the applied state, so that a check does not call them drift
+    /// (and reload). Failing that, the next check reloads the same members: log and go on.
+    fn amend(&self) {
+        if let Err(e) = self.applier.amend(&self.plan_for(&self.model)) {
+            tracing::warn!("recording the live set change failed (the next check reloads): {e}");
+        }
     }
 
     /// The DHCP pools of the running config.
