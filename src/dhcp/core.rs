@@ -11,6 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
 
 use dhcproto::v4::{
     DhcpOption, DhcpOptions, Flags, HType, Message, MessageType, Opcode, OptionCode, UnknownOption,
@@ -129,10 +130,66 @@ struct Offer {
     expires: u64,
 }
 
+/// Pending offers, indexed both ways: a client holds at most one, an address is offered to at
+/// most one client. Every lookup is O(1), whatever the number of clients in flight.
+#[derive(Debug, Clone, Default)]
+struct Offers {
+    by_addr: HashMap<Ipv4Addr, Offer>,
+    by_key: HashMap<ClientKey, Ipv4Addr>,
+    last_purge: u64,
+}
+
+impl Offers {
+    fn get(&self, addr: &Ipv4Addr) -> Option<&Offer> {
+        self.by_addr.get(addr)
+    }
+
+    /// The address offered to this client, with its offer.
+    fn of_client(&self, key: &ClientKey) -> Option<(Ipv4Addr, &Offer)> {
+        let a = self.by_key.get(key)?;
+        self.by_addr.get(a).map(|o| (*a, o))
+    }
+
+    fn remove_addr(&mut self, addr: &Ipv4Addr) {
+        if let Some(o) = self.by_addr.remove(addr)
+            && self.by_key.get(&o.key) == Some(addr)
+        {
+            self.by_key.remove(&o.key);
+        }
+    }
+
+    fn remove_client(&mut self, key: &ClientKey) {
+        if let Some(a) = self.by_key.remove(key)
+            && self.by_addr.get(&a).is_some_and(|o| &o.key == key)
+        {
+            self.by_addr.remove(&a);
+        }
+    }
+
+    /// Offer `addr` to `key`, replacing the client's earlier offer and any offer of the address.
+    fn insert(&mut self, addr: Ipv4Addr, key: ClientKey, expires: u64) {
+        self.remove_client(&key);
+        self.remove_addr(&addr);
+        self.by_key.insert(key.clone(), addr);
+        self.by_addr.insert(addr, Offer { key, expires });
+    }
+
+    /// Forget offers that ran out (at most once a second; lookups check expiry themselves).
+    fn purge(&mut self, now: u64) {
+        if now == self.last_purge {
+            return;
+        }
+        self.last_purge = now;
+        self.by_addr.retain(|_, o| o.expires > now);
+        let by_addr = &self.by_addr;
+        self.by_key.retain(|_, a| by_addr.contains_key(a));
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Pool {
-    cfg: PoolConfig,
-    offers: HashMap<Ipv4Addr, Offer>,
+    cfg: Arc<PoolConfig>,
+    offers: Offers,
     last_exhaustion_log: Option<u64>,
     /// Where the next scan for a never-used address starts (index into
     /// the dynamic ranges), so that allocation does not rescan every bound
@@ -226,8 +283,8 @@ impl Server {
         self.pools.insert(
             cfg.segment.clone(),
             Pool {
-                cfg,
-                offers: HashMap::new(),
+                cfg: Arc::new(cfg),
+                offers: Offers::default(),
                 last_exhaustion_log: None,
                 cursor: 0,
             },
@@ -236,12 +293,14 @@ impl Server {
 
     /// Stop serving a segment. Its leases stay in the lease index.
     pub fn remove_pool(&mut self, segment: &str) -> Option<PoolConfig> {
-        self.pools.remove(segment).map(|p| p.cfg)
+        self.pools
+            .remove(segment)
+            .map(|p| Arc::unwrap_or_clone(p.cfg))
     }
 
     /// The pool of a segment.
     pub fn pool(&self, segment: &str) -> Option<&PoolConfig> {
-        self.pools.get(segment).map(|p| &p.cfg)
+        self.pools.get(segment).map(|p| &*p.cfg)
     }
 
     /// Names of the served segments.
@@ -440,15 +499,9 @@ impl Server {
         if scanned && let Some(idx) = range_index(&pool.cfg, addr) {
             pool.cursor = idx + 1;
         }
+        pool.offers.purge(now);
         pool.offers
-            .retain(|a, o| *a != addr && o.key != ctx.key && o.expires > now);
-        pool.offers.insert(
-            addr,
-            Offer {
-                key: ctx.key.clone(),
-                expires: now.saturating_add(hold),
-            },
-        );
+            .insert(addr, ctx.key.clone(), now.saturating_add(hold));
         let cfg = pool.cfg.clone();
         let secs = lease_secs(&cfg, ctx.msg);
         let hostname = cfg
@@ -483,7 +536,7 @@ impl Server {
             // SELECTING
             if sid != cfg.server_addr {
                 if let Some(p) = self.pools.get_mut(seg) {
-                    p.offers.retain(|_, o| o.key != ctx.key);
+                    p.offers.remove_client(&ctx.key);
                 }
                 return ctx.ignore(format!("client selected server {sid}, not us"));
             }
@@ -619,7 +672,7 @@ impl Server {
         };
         tracing::info!(segment = seg, %addr, chaddr = %mac_serde::format(&ctx.mac), "address declined by client; quarantined");
         if let Some(p) = self.pools.get_mut(seg) {
-            p.offers.remove(&addr);
+            p.offers.remove_addr(&addr);
         }
         self.leases.upsert(lease.clone());
         self.expired_reported.remove(&(seg.to_string(), addr));
@@ -746,14 +799,10 @@ impl Server {
         {
             return Some((l.addr, false));
         }
-        let mut offered: Vec<Ipv4Addr> = pool
-            .offers
-            .iter()
-            .filter(|(_, o)| o.key == ctx.key && o.expires > now)
-            .map(|(a, _)| *a)
-            .collect();
-        offered.sort();
-        if let Some(a) = offered.into_iter().find(|a| ok(*a)) {
+        if let Some((a, o)) = pool.offers.of_client(&ctx.key)
+            && o.expires > now
+            && ok(a)
+        {
             return Some((a, false));
         }
         if let Some(a) = requested
@@ -819,7 +868,8 @@ impl Server {
         self.leases.upsert(lease.clone());
         self.expired_reported.remove(&(seg.to_string(), addr));
         if let Some(p) = self.pools.get_mut(seg) {
-            p.offers.retain(|a, o| *a != addr && o.key != ctx.key);
+            p.offers.remove_addr(&addr);
+            p.offers.remove_client(&ctx.key);
         }
         let res_host = reservation.and_then(|r| r.hostname.clone());
         match self.reply(
