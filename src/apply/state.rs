@@ -81,10 +81,67 @@ pub struct Store {
     pub keep: usize,
 }
 
-fn write_atomic(path: &Path, body: &[u8]) -> Result<(), StateError> {
+/// Replace a file so that a power cut leaves the old or the new contents, never an empty or
+/// torn file: temp file, fsync, rename, fsync of the directory.
+pub fn write_durable(path: &Path, body: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, body).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(body)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// fsync a directory (makes renames and new entries in it durable).
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn write_atomic(path: &Path, body: &[u8]) -> Result<(), StateError> {
+    write_durable(path, body).map_err(io(path))
+}
+
+/// Write a file of a generation being built (made durable as a whole by `syncfs` before the
+/// generation is renamed into place).
+fn write_plain(path: &Path, body: &[u8]) -> Result<(), StateError> {
+    std::fs::write(path, body).map_err(io(path))
+}
+
+/// Flush the filesystem holding `dir` (one call for all files of a new generation).
+fn syncfs(dir: &Path) -> Result<(), StateError> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(dir).map_err(io(dir))?;
+    // SAFETY: a valid open file descriptor.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+        return Err(io(dir)(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Move an unreadable generation aside (kept for inspection) so that it does not stop the
+/// gateway from applying its config: a power cut can leave a half-written state behind.
+fn quarantine_corrupt(dir: &Path, e: &StateError) {
+    let aside = dir.with_file_name(format!(
+        "corrupt-{}-{}",
+        dir.file_name()
+            .map_or("gen".into(), |n| n.to_string_lossy()),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    ));
+    match std::fs::rename(dir, &aside) {
+        Ok(()) => tracing::warn!(
+            from = %dir.display(),
+            to = %aside.display(),
+            "unreadable applied-state generation moved aside ({e}); it is not used"
+        ),
+        Err(re) => tracing::error!(
+            dir = %dir.display(),
+            "unreadable applied-state generation ({e}) could not be moved aside: {re}"
+        ),
+    }
 }
 
 impl Store {
@@ -121,10 +178,15 @@ impl Store {
     pub fn created(&self) -> Result<Created, StateError> {
         let p = self.root.join("created.json");
         match std::fs::read_to_string(&p) {
-            Ok(s) => serde_json::from_str(&s).map_err(|e| StateError {
-                path: p,
-                message: e.to_string(),
-            }),
+            Ok(s) => match serde_json::from_str(&s) {
+                Ok(c) => Ok(c),
+                Err(e) => {
+                    // Forgetting what we created only means we will not remove it later.
+                    tracing::warn!(path = %p.display(), "unreadable record of created links ({e}); starting a new one");
+                    let _ = std::fs::rename(&p, p.with_extension("json.corrupt"));
+                    Ok(Created::default())
+                }
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Created::default()),
             Err(e) => Err(io(&p)(e)),
         }
@@ -168,7 +230,14 @@ impl Store {
 
     /// The last-known-good generation.
     pub fn current(&self) -> Result<Option<Generation>, StateError> {
-        Self::read_gen(&self.root.join("current"))
+        let d = self.root.join("current");
+        match Self::read_gen(&d) {
+            Err(e) if d.exists() => {
+                quarantine_corrupt(&d, &e);
+                Ok(None)
+            }
+            r => r,
+        }
     }
 
     /// Previous generations, oldest first.
@@ -186,8 +255,10 @@ impl Store {
         names.sort();
         let mut v = Vec::new();
         for n in names {
-            if let Some(g) = Self::read_gen(&d.join(n))? {
-                v.push(g);
+            match Self::read_gen(&d.join(&n)) {
+                Ok(Some(g)) => v.push(g),
+                Ok(None) => {}
+                Err(e) => quarantine_corrupt(&d.join(&n), &e),
             }
         }
         Ok(v)
@@ -201,7 +272,7 @@ impl Store {
         snapshot: Option<&str>,
     ) -> Result<(), StateError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let put = |name: &str, body: &[u8]| write_atomic(&dir.join(name), body);
+        let put = |name: &str, body: &[u8]| write_plain(&dir.join(name), body);
         put(
             "firewall.json",
             &serde_json::to_vec_pretty(text).expect("serializes"),
@@ -227,7 +298,12 @@ impl Store {
     ) -> Result<u64, StateError> {
         self.ensure()?;
         let cur = self.current()?;
-        let generation = cur.as_ref().map_or(1, |g| g.meta.generation + 1);
+        // after a torn current generation was set aside, number on from the previous ones
+        let newest = cur
+            .as_ref()
+            .map(|g| g.meta.generation)
+            .max(self.previous()?.last().map(|g| g.meta.generation));
+        let generation = newest.map_or(1, |n| n + 1);
         let applied_at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -243,15 +319,19 @@ impl Store {
             plan_json,
             snapshot,
         )?;
+        // the new generation's files reach the disk before it is renamed into place
+        syncfs(&next)?;
         let gens = self.root.join("generations");
         std::fs::create_dir_all(&gens).map_err(io(&gens))?;
         if let Some(c) = cur {
             let to = gens.join(format!("{:06}", c.meta.generation));
             let _ = std::fs::remove_dir_all(&to);
             std::fs::rename(&c.dir, &to).map_err(io(&to))?;
+            sync_dir(&gens).map_err(io(&gens))?;
         }
         let cur_dir = self.root.join("current");
         std::fs::rename(&next, &cur_dir).map_err(io(&cur_dir))?;
+        sync_dir(&self.root).map_err(io(&self.root))?;
         let prev = self.previous()?;
         if prev.len() > self.keep {
             for g in &prev[..prev.len() - self.keep] {
@@ -300,5 +380,61 @@ impl Store {
         let _ = std::fs::remove_dir_all(&cur_dir);
         std::fs::rename(&g.dir, &cur_dir).map_err(io(&cur_dir))?;
         self.current()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(n: u32) -> LoadText {
+        LoadText::Nftables {
+            script: format!("table inet bulkhead {{}} # {n}\n"),
+        }
+    }
+
+    /// A power cut can leave a generation half written (an empty meta.json was seen after a
+    /// VM was killed): the store sets it aside and goes on instead of refusing every apply.
+    #[test]
+    fn a_torn_generation_is_set_aside_not_fatal() {
+        let d = tempfile::tempdir().unwrap();
+        let st = Store::new(d.path(), 3);
+        assert_eq!(st.commit(&text(1), "{}", Some("snap")).unwrap(), 1);
+        assert_eq!(st.commit(&text(2), "{}", Some("snap")).unwrap(), 2);
+        // the previous generation and the current one both torn
+        std::fs::write(st.root.join("generations/000001/meta.json"), "").unwrap();
+        std::fs::write(st.root.join("current/meta.json"), "").unwrap();
+        std::fs::write(st.root.join("created.json"), "{").unwrap();
+        assert!(st.current().unwrap().is_none());
+        assert!(st.previous().unwrap().is_empty());
+        assert_eq!(st.created().unwrap(), Created::default());
+        let aside = std::fs::read_dir(&st.root)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("corrupt-"))
+            .count();
+        assert_eq!(aside, 1, "the torn current generation is kept aside");
+        // and the next apply records a fresh generation
+        assert_eq!(st.commit(&text(3), "{}", Some("snap")).unwrap(), 1);
+        assert_eq!(st.current().unwrap().unwrap().text, text(3));
+    }
+
+    #[test]
+    fn amend_marks_the_snapshot_stale_until_a_new_one_is_set() {
+        let d = tempfile::tempdir().unwrap();
+        let st = Store::new(d.path(), 3);
+        st.commit(&text(1), "{}", Some("snap")).unwrap();
+        st.amend(&text(2), "{\"x\":1}").unwrap();
+        let g = st.current().unwrap().unwrap();
+        assert_eq!(
+            (g.meta.generation, g.text, g.snapshot_stale),
+            (1, text(2), true)
+        );
+        st.set_snapshot("snap2").unwrap();
+        let g = st.current().unwrap().unwrap();
+        assert_eq!(
+            (g.snapshot.as_deref(), g.snapshot_stale),
+            (Some("snap2"), false)
+        );
     }
 }

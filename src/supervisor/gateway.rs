@@ -210,7 +210,8 @@ impl Gateway {
         let n = h.last().map_or(1, |(n, _)| n + 1);
         std::fs::create_dir_all(self.history_dir()).map_err(io("creating the config history"))?;
         let p = self.history_dir().join(format!("{n:06}.toml"));
-        std::fs::write(&p, text).map_err(io(format!("writing {}", p.display())))?;
+        crate::apply::state::write_durable(&p, text.as_bytes())
+            .map_err(io(format!("writing {}", p.display())))?;
         // keep the last 10
         for (_, old) in h.iter().rev().skip(9) {
             let _ = std::fs::remove_file(old);
@@ -227,8 +228,11 @@ impl Gateway {
     fn set_pending(&self, p: Option<&Pending>) -> Result<(), GwError> {
         let f = self.state_dir.join("pending-confirm.json");
         match p {
-            Some(p) => std::fs::write(&f, serde_json::to_string(p).expect("serializes"))
-                .map_err(io("writing the pending confirmation")),
+            Some(p) => crate::apply::state::write_durable(
+                &f,
+                serde_json::to_string(p).expect("serializes").as_bytes(),
+            )
+            .map_err(io("writing the pending confirmation")),
             None => match std::fs::remove_file(&f) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     Err(io("removing the pending confirmation")(e))
@@ -246,9 +250,11 @@ impl Gateway {
     }
 
     fn save_live_sets(&self, l: &LiveSets) -> Result<(), GwError> {
-        std::fs::write(
-            self.state_dir.join("live-sets.json"),
-            serde_json::to_string_pretty(l).expect("serializes"),
+        crate::apply::state::write_durable(
+            &self.state_dir.join("live-sets.json"),
+            serde_json::to_string_pretty(l)
+                .expect("serializes")
+                .as_bytes(),
         )
         .map_err(io("writing the live sets"))
     }

@@ -6,8 +6,8 @@
   guestctl.py --wait 60 SOCK true            # retry until the guest answers
 
 The guest side is /usr/libexec/bulkhead/ctl-agent (started by /init with rctl=1).
-Protocol: one line "TOKEN BASE64(script)"; the reply is the script's output followed
-by "@@RC TOKEN STATUS". Exit 124 on timeout, 125 if the socket cannot be reached.
+Protocol: one line "TOKEN BASE64(script)", resent until the agent answers "@@ACK TOKEN";
+the reply is the script's output followed by "@@RC TOKEN STATUS". Exit 124 on timeout, 125 if the socket cannot be reached.
 """
 import argparse
 import base64
@@ -31,21 +31,35 @@ def run(path, script, timeout):
                 return 125, b""
             time.sleep(0.1)
     with s:
-        s.sendall(token.encode() + b" " + base64.b64encode(script.encode()) + b"\n")
+        line = token.encode() + b" " + base64.b64encode(script.encode()) + b"\n"
+        s.sendall(line)
         marker = f"@@RC {token} ".encode()
+        ack = f"@@ACK {token}".encode()
+        acked = False
+        sent_at = time.monotonic()
         buf = b""
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 return 124, buf
-            s.settimeout(left)
+            # A request written while the guest reopens its port is lost: resend it until
+            # the agent acknowledges it (the agent runs a token once).
+            if not acked and time.monotonic() - sent_at > 2:
+                s.sendall(line)
+                sent_at = time.monotonic()
+            s.settimeout(min(left, 0.5) if not acked else left)
             try:
                 chunk = s.recv(65536)
             except socket.timeout:
-                return 124, buf
+                continue
             if not chunk:
                 return 125, buf
             buf += chunk
+            if not acked and ack in buf:
+                acked = True
+                i = buf.find(ack)
+                j = buf.find(b"\n", i)
+                buf = buf[:i] + (buf[j + 1:] if j >= 0 else b"")
             i = buf.find(marker)
             if i >= 0:
                 j = buf.find(b"\n", i)
@@ -56,7 +70,9 @@ def run(path, script, timeout):
 
 
 def clean(out):
-    return b"".join(l for l in out.splitlines(keepends=True) if not l.startswith(b"@@READY"))
+    return b"".join(
+        l for l in out.splitlines(keepends=True) if not l.startswith((b"@@READY", b"@@ACK"))
+    )
 
 
 def main():
