@@ -467,4 +467,41 @@ fn the_uplink_takes_its_address_by_dhcp() {
     )
     .into_owned();
     assert!(leases.contains("198.18.50.100"), "{leases}");
+
+    // A reload that makes the uplink static stops the DHCP client (it would otherwise keep
+    // putting leases on the interface)
+    let udhcpc_children = |pid: u32| -> usize {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                let p = e.path();
+                let stat = std::fs::read_to_string(p.join("stat")).unwrap_or_default();
+                let ppid = stat
+                    .rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().nth(1))
+                    .and_then(|x| x.parse::<u32>().ok());
+                ppid == Some(pid)
+                    && std::fs::read(p.join("cmdline"))
+                        .map(|c| String::from_utf8_lossy(&c).contains("udhcpc"))
+                        .unwrap_or(false)
+            })
+            .count()
+    };
+    let daemon = _gw.0.id();
+    assert_eq!(udhcpc_children(daemon), 1, "the uplink DHCP client runs");
+    std::fs::write(
+        &box_cfg,
+        "[uplink]\ninterface = \"eth1\"\naddress = \"198.18.50.9/24\"\ngateway = \"198.18.50.1\"\n\n[segments.lan]\ninterface = \"lan0\"\nsubnet = \"198.18.60.0/24\"\ngateway = \"198.18.60.1\"\ninternet = true\n\n[segments.adm]\ninterface = \"adm0\"\nsubnet = \"198.18.61.0/24\"\ngateway = \"198.18.61.1\"\nmanagement = true\n",
+    )
+    .unwrap();
+    unsafe {
+        libc_kill(daemon as i32, 1);
+    }
+    wait_for(
+        "the uplink DHCP client stopped after the reload",
+        Duration::from_secs(10),
+        || udhcpc_children(daemon) == 0,
+    );
 }

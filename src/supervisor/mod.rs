@@ -48,6 +48,16 @@ pub fn read_leases(
 }
 
 type PoolsTx = mpsc::UnboundedSender<Vec<crate::dhcp::PoolConfig>>;
+type UplinkTx = mpsc::UnboundedSender<crate::model::Model>;
+
+/// What the uplink's DHCP client depends on: a reload that changes it restarts the client.
+fn uplink_key(m: &crate::model::Model) -> (String, bool, String) {
+    (
+        m.uplink.interface.clone(),
+        m.uplink.addressing == crate::model::UplinkAddressing::Dhcp,
+        m.hostname.clone(),
+    )
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -67,8 +77,14 @@ pub struct RunOptions {
 }
 
 /// The engine: owns the gateway, handles one job at a time.
-fn engine(mut gw: Gateway, jobs: std::sync::mpsc::Receiver<Job>, pools_tx: PoolsTx) {
+fn engine(
+    mut gw: Gateway,
+    jobs: std::sync::mpsc::Receiver<Job>,
+    pools_tx: PoolsTx,
+    uplink_tx: UplinkTx,
+) {
     let mut pools = gw.pools();
+    let mut uplink = uplink_key(gw.model());
     while let Ok(job) = jobs.recv() {
         match job {
             Job::Shutdown => break,
@@ -120,6 +136,12 @@ fn engine(mut gw: Gateway, jobs: std::sync::mpsc::Receiver<Job>, pools_tx: Pools
         if now != pools {
             pools = now;
             let _ = pools_tx.send(pools.clone());
+        }
+        // and so does the uplink's DHCP client
+        let now = uplink_key(gw.model());
+        if now != uplink {
+            uplink = now;
+            let _ = uplink_tx.send(gw.model().clone());
         }
     }
 }
@@ -236,6 +258,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         Result<(PathBuf, Vec<crate::dhcp::PoolConfig>, crate::model::Model), RunError>,
     >();
     let (pools_tx, mut pools_rx) = mpsc::unbounded_channel::<Vec<crate::dhcp::PoolConfig>>();
+    let (uplink_tx, mut uplink_rx) = mpsc::unbounded_channel::<crate::model::Model>();
     let (config, state_override, lab) = (opts.config.clone(), opts.state_dir.clone(), opts.lab);
     let engine_thread = std::thread::Builder::new()
         .name("engine".into())
@@ -254,7 +277,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             match start() {
                 Ok(gw) => {
                     let _ = first_tx.send(Ok((gw.state_dir.clone(), gw.pools(), gw.model().clone())));
-                    engine(gw, rx, pools_tx);
+                    engine(gw, rx, pools_tx, uplink_tx);
                 }
                 Err(e) => {
                     let _ = first_tx.send(Err(e));
@@ -293,7 +316,8 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         tokio::spawn(serve_socket(control::socket_path(&state_dir), tx.clone()));
         let (ntx, mut nrx) = mpsc::unbounded_channel();
         tokio::spawn(watch_netlink(ntx));
-        let uplink_client = uplink::start(&uplink_model, &state_dir);
+        let mut uplink_model = uplink_model;
+        let mut uplink_client = uplink::start(&uplink_model, &state_dir);
         // DHCP on every segment, leases in the state directory
         let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
         let dhcp = match crate::dhcp::serve(first_pools.clone(), &dhcp_dir(&state_dir), Some(ev_tx)).await {
@@ -315,7 +339,22 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
                 _ = hup.recv() => { tracing::info!("SIGHUP: reloading"); let _ = tx.send(Job::Reload); }
                 _ = term.recv() => break,
                 _ = int.recv() => break,
-                _ = tick.tick() => { let _ = tx.send(Job::Check); }
+                _ = tick.tick() => {
+                    let _ = tx.send(Job::Check);
+                    // a DHCP client that died is started again
+                    if let Some(c) = uplink_client.as_mut()
+                        && let Ok(Some(st)) = c.try_wait()
+                    {
+                        tracing::warn!(status = %st, "the uplink DHCP client exited; starting it again");
+                        uplink_client = uplink::start(&uplink_model, &state_dir);
+                    }
+                }
+                Some(m) = uplink_rx.recv() => {
+                    tracing::info!(interface = %m.uplink.interface, "the uplink changed: restarting its DHCP client");
+                    uplink::stop(uplink_client.take());
+                    uplink_model = m;
+                    uplink_client = uplink::start(&uplink_model, &state_dir);
+                }
                 Some(ev) = ev_rx.recv() => { let _ = tx.send(Job::Lease(ev)); }
                 Some(pools) = pools_rx.recv() => {
                     if let Some(d) = &dhcp {

@@ -46,8 +46,12 @@ addrs1=$(grep -h "obtained from" /run/bulkhead-lab/$NAME/dhcp-*.log | awk '{prin
 dropbearkey -t ed25519 -f "$TMP/id_ed25519" 2>/dev/null | grep '^ssh-ed25519' > "$TMP/id.pub"
 start=$(sfdisk -J "$TMP/disk.img" | python3 -c 'import json,sys; print(json.load(sys.stdin)["partitiontable"]["partitions"][1]["start"])')
 dd if="$TMP/disk.img" of="$TMP/data.ext4" bs=512 skip="$start" status=none
+# `lab down` cuts the power: replay the journal first, or the guest's replay at mount would
+# undo what debugfs writes
+e2fsck -fy "$TMP/data.ext4" >/dev/null 2>&1 || [ $? -le 1 ] || { echo "FAIL: e2fsck of the data partition"; exit 1; }
 debugfs -w -R "write $TMP/id.pub authorized_keys" "$TMP/data.ext4" >/dev/null 2>&1
-dd if="$TMP/data.ext4" of="$TMP/disk.img" bs=512 seek="$start" conv=notrunc,sparse status=none
+debugfs -R "stat authorized_keys" "$TMP/data.ext4" >/dev/null 2>&1 || { echo "FAIL: debugfs could not write the key"; exit 1; }
+dd if="$TMP/data.ext4" of="$TMP/disk.img" bs=512 seek="$start" conv=notrunc status=none
 rm -f "$TMP/data.ext4"
 "$BH" -c overlay/etc/bulkhead/bulkhead.toml lab --name "$NAME" up --vm --disk "$TMP/disk.img" >/dev/null
 con=/run/bulkhead-lab/$NAME/console.log
