@@ -177,6 +177,14 @@ impl ApplyError {
 
 /// Drives the side effects. Build with [`Applier::new`] for the real system, or
 /// [`Applier::with_parts`] to swap any layer out.
+/// What is known of the live firewall before a load.
+enum Before {
+    /// The kernel stamp (see [`Applier::kernel_stamp`]), when the table was not listed.
+    Stamp(Option<String>),
+    /// The normalised listing (None: no table).
+    Listing(Option<String>),
+}
+
 pub struct Applier {
     store: Store,
     net: Box<dyn Netlink>,
@@ -256,6 +264,17 @@ impl Applier {
         self.fw.as_ref()
     }
 
+    /// "BOOT_ID NETNS_INODE GENERATION" of the backend's rules, when it has a generation: equal
+    /// stamps mean nothing in nftables changed in between (a number alone could repeat after a
+    /// reboot or in another namespace).
+    fn kernel_stamp(&self) -> Option<String> {
+        use std::os::unix::fs::MetadataExt;
+        let g = self.fw.generation()?;
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let ns = std::fs::metadata("/proc/self/ns/net").ok()?.ino();
+        Some(format!("{} {ns} {g}", boot.trim()))
+    }
+
     /// Apply the plan: sysctls → fail-closed firewall (only when no Bulkhead ruleset is
     /// loaded) → links, addresses, routes → the full firewall in one transaction → removal of
     /// what Bulkhead created that the plan no longer lists → a new generation.
@@ -328,14 +347,32 @@ impl Applier {
             .store
             .current()
             .map_err(|e| fail(Step::State, &changes, untouched())(e.into()))?;
-        let before = self
-            .fw
-            .snapshot()
-            .map_err(|e| fail(Step::Firewall, &changes, untouched())(e.into()))?;
-        let same = cur
-            .as_ref()
-            .is_some_and(|g| g.text == text && before.is_some() && g.snapshot == before);
-        let mut snapshot = before.clone();
+        // Is the live firewall exactly the last applied one? The kernel's stamp answers
+        // without listing the table; else the listing is compared with the recorded one.
+        let stamp_before = self.kernel_stamp();
+        let same_text = cur.as_ref().is_some_and(|g| g.text == text);
+        let by_stamp = same_text
+            && stamp_before.is_some()
+            && cur.as_ref().and_then(|g| g.kernel_stamp.as_ref()) == stamp_before.as_ref();
+        let before = if by_stamp || (!same_text && stamp_before.is_some()) {
+            // not needed: unchanged by the stamp, or to be replaced (a failed load is then
+            // recognised by the stamp)
+            Before::Stamp(stamp_before.clone())
+        } else {
+            Before::Listing(
+                self.fw
+                    .snapshot()
+                    .map_err(|e| fail(Step::Firewall, &changes, untouched())(e.into()))?,
+            )
+        };
+        let same = by_stamp
+            || matches!(&before, Before::Listing(b) if same_text && b.is_some()
+                && cur.as_ref().is_some_and(|g| &g.snapshot == b));
+        let mut snapshot = match &before {
+            Before::Listing(b) => b.clone(),
+            Before::Stamp(_) => cur.as_ref().and_then(|g| g.snapshot.clone()),
+        };
+        let mut stamp = if same { stamp_before.clone() } else { None };
         if !same {
             match self.fw.load(&text, &work) {
                 Ok(_) => {
@@ -343,17 +380,25 @@ impl Applier {
                     changes.push(Change {
                         step: Step::Firewall,
                         object: self.fw_object(),
-                        detail: match &before {
-                            None => "loaded".into(),
-                            Some(_) => "replaced in one transaction".into(),
+                        detail: if is_loaded {
+                            "replaced in one transaction".into()
+                        } else {
+                            "loaded".into()
                         },
                     });
-                    snapshot = self.fw.snapshot().map_err(|e| {
-                        fail(Step::Firewall, &changes, Recovery::NotAttempted)(e.into())
-                    })?;
+                    // With a stamp, the listing is left to the next check (it lists once,
+                    // while the stamp still says nothing changed since this load).
+                    stamp = self.kernel_stamp();
+                    snapshot = if stamp.is_some() {
+                        None
+                    } else {
+                        self.fw.snapshot().map_err(|e| {
+                            fail(Step::Firewall, &changes, Recovery::NotAttempted)(e.into())
+                        })?
+                    };
                 }
                 Err(e) => {
-                    let recovery = self.recover(plan, before.as_deref(), cur.as_ref());
+                    let recovery = self.recover(plan, &before, cur.as_ref());
                     return Err(fail(Step::Firewall, &changes, recovery)(e.into()));
                 }
             }
@@ -399,8 +444,16 @@ impl Applier {
                     .commit(&text, &plan_json, snapshot.as_deref())
                     .map_err(|e| fail(Step::State, &changes, Recovery::Unchanged)(e.into()))?,
             );
-        } else if snap_changed && let Some(s) = &snapshot {
-            let _ = self.store.set_snapshot(s);
+            let _ = self.store.set_kernel_stamp(stamp.as_deref());
+        } else {
+            if snap_changed && let Some(s) = &snapshot {
+                let _ = self.store.set_snapshot(s);
+            }
+            if stamp.is_some()
+                && cur.as_ref().and_then(|g| g.kernel_stamp.as_ref()) != stamp.as_ref()
+            {
+                let _ = self.store.set_kernel_stamp(stamp.as_deref());
+            }
         }
         let report = ApplyReport {
             changes,
@@ -459,17 +512,21 @@ impl Applier {
 
     /// After a failed load: if the live firewall no longer equals what it was before, put the
     /// last-known-good one back (or the fail-closed one when there is none).
-    fn recover(
-        &self,
-        plan: &Plan,
-        before: Option<&str>,
-        lkg: Option<&state::Generation>,
-    ) -> Recovery {
+    fn recover(&self, plan: &Plan, before: &Before, lkg: Option<&state::Generation>) -> Recovery {
         let work = self.store.work();
-        match self.fw.snapshot() {
-            Ok(now) if now.as_deref() == before => return Recovery::Unchanged,
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot read the firewall after a failed load"),
+        match before {
+            // a failed transaction commits nothing: the stamp stands still
+            Before::Stamp(Some(s)) if self.kernel_stamp().as_ref() == Some(s) => {
+                return Recovery::Unchanged;
+            }
+            Before::Stamp(_) => {}
+            Before::Listing(b) => match self.fw.snapshot() {
+                Ok(now) if &now == b => return Recovery::Unchanged,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the firewall after a failed load")
+                }
+            },
         }
         let r = match lkg {
             Some(g) => self
@@ -800,6 +857,32 @@ impl Applier {
         let obj = self.fw_object();
         let text = LoadText::from_plan(plan);
         let cur = self.store.current()?;
+        let stamp = self.kernel_stamp();
+        if let Some(g) = &cur
+            && stamp.is_some()
+            && g.kernel_stamp == stamp
+        {
+            // nothing in nftables changed since the live firewall was exactly this generation
+            if g.text != text {
+                push(
+                    Step::Firewall,
+                    obj.clone(),
+                    format!(
+                        "planned firewall differs from the last applied (generation {})",
+                        g.meta.generation
+                    ),
+                );
+            }
+            if g.snapshot.is_none() || g.snapshot_stale {
+                // the listing after an apply or a live set change, taken once, here
+                if let Some(live) = self.fw.snapshot()?
+                    && self.kernel_stamp() == stamp
+                {
+                    self.store.set_snapshot(&live)?;
+                }
+            }
+            return Ok(DiffReport { changes: v });
+        }
         match (self.fw.snapshot()?, cur) {
             (None, _) => push(Step::Firewall, obj, "not loaded".into()),
             (Some(_), None) => push(
@@ -818,16 +901,20 @@ impl Applier {
                         ),
                     );
                 }
-                if g.snapshot_stale && g.text == text {
-                    // live set members changed through Bulkhead since the last snapshot
+                if g.snapshot_stale && g.text == text && stamp.is_none() {
+                    // live set members changed through Bulkhead since the last snapshot (a
+                    // backend without a stamp)
                     self.store.set_snapshot(&live)?;
-                } else if g.snapshot.as_deref() != Some(live.as_str()) {
+                } else if g.snapshot_stale || g.snapshot.as_deref() != Some(live.as_str()) {
                     push(
                         Step::Firewall,
                         obj,
                         "live firewall differs from what was last applied (changed outside apply)"
                             .into(),
                     );
+                } else if stamp.is_some() && g.text == text {
+                    // something else in nftables changed, not our table: checks are cheap again
+                    self.store.set_kernel_stamp(stamp.as_deref())?;
                 }
             }
         }
@@ -843,6 +930,8 @@ impl Applier {
         if let Some(s) = self.fw.snapshot()? {
             self.store.set_snapshot(&s)?;
         }
+        self.store
+            .set_kernel_stamp(self.kernel_stamp().as_deref())?;
         Ok(ApplyReport {
             changes: vec![Change {
                 step: Step::Firewall,
@@ -869,6 +958,8 @@ impl Applier {
         if let Some(s) = self.fw.snapshot()? {
             self.store.set_snapshot(&s)?;
         }
+        self.store
+            .set_kernel_stamp(self.kernel_stamp().as_deref())?;
         tracing::info!(from = ?from, to = now.meta.generation, "rolled back the firewall");
         Ok(ApplyReport {
             changes: vec![Change {
@@ -900,9 +991,11 @@ impl Applier {
     /// record (no new generation, no reload), so that the next check does not see drift.
     pub fn amend(&self, plan: &Plan) -> Result<(), ApplyError> {
         let _lock = self.store.lock()?;
-        Ok(self
-            .store
-            .amend(&LoadText::from_plan(plan), &plan.json(None))?)
+        Ok(self.store.amend(
+            &LoadText::from_plan(plan),
+            &plan.json(None),
+            self.kernel_stamp().as_deref(),
+        )?)
     }
 
     pub fn set_list(&self, group: &str) -> Result<Vec<String>, ApplyError> {

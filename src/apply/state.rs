@@ -70,10 +70,16 @@ pub struct Generation {
     /// The live set contents changed since the snapshot was taken (a `set add`, a DHCP
     /// reservation): the next check adopts the live listing instead of calling it drift.
     pub snapshot_stale: bool,
+    /// Where and when the live firewall was last known to be exactly this generation:
+    /// "BOOT_ID NETNS_INODE NFT_GENERATION". While the kernel's stamp is the same, nothing in
+    /// nftables changed since, and a check needs no listing.
+    pub kernel_stamp: Option<String>,
 }
 
 /// Marks a current generation whose snapshot predates a live set change.
 const STALE: &str = "snapshot.stale";
+/// The kernel stamp of the current generation (see [`Generation::kernel_stamp`]).
+const STAMP: &str = "kernel-stamp";
 
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -225,6 +231,10 @@ impl Store {
             plan_json,
             snapshot,
             snapshot_stale: dir.join(STALE).exists(),
+            kernel_stamp: std::fs::read_to_string(dir.join(STAMP))
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty()),
         }))
     }
 
@@ -351,15 +361,34 @@ impl Store {
         }
     }
 
+    /// Record (or forget) the kernel stamp at which the live firewall is exactly the current
+    /// generation. A cache: losing it costs one listing.
+    pub fn set_kernel_stamp(&self, stamp: Option<&str>) -> Result<(), StateError> {
+        let p = self.root.join("current").join(STAMP);
+        match stamp {
+            Some(s) => write_plain(&p, s.as_bytes()),
+            None => match std::fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&p)(e)),
+                _ => Ok(()),
+            },
+        }
+    }
+
     /// Record live set changes in the current generation, without making a new one: its
     /// firewall text and plan become those of the plan with the new members, and its snapshot
     /// is marked stale until the next check takes a new one.
-    pub fn amend(&self, text: &LoadText, plan_json: &str) -> Result<(), StateError> {
+    pub fn amend(
+        &self,
+        text: &LoadText,
+        plan_json: &str,
+        stamp: Option<&str>,
+    ) -> Result<(), StateError> {
         let cur = self.root.join("current");
         if !cur.join("meta.json").exists() {
             return Ok(());
         }
         write_atomic(&cur.join(STALE), b"")?;
+        self.set_kernel_stamp(stamp)?;
         write_atomic(
             &cur.join("firewall.json"),
             &serde_json::to_vec_pretty(text).expect("serializes"),
@@ -379,6 +408,8 @@ impl Store {
         let cur_dir = self.root.join("current");
         let _ = std::fs::remove_dir_all(&cur_dir);
         std::fs::rename(&g.dir, &cur_dir).map_err(io(&cur_dir))?;
+        // its stamp is from when it was current before: no longer true
+        self.set_kernel_stamp(None)?;
         self.current()
     }
 }
@@ -424,12 +455,13 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let st = Store::new(d.path(), 3);
         st.commit(&text(1), "{}", Some("snap")).unwrap();
-        st.amend(&text(2), "{\"x\":1}").unwrap();
+        st.amend(&text(2), "{\"x\":1}", Some("b 1 7")).unwrap();
         let g = st.current().unwrap().unwrap();
         assert_eq!(
             (g.meta.generation, g.text, g.snapshot_stale),
             (1, text(2), true)
         );
+        assert_eq!(g.kernel_stamp.as_deref(), Some("b 1 7"));
         st.set_snapshot("snap2").unwrap();
         let g = st.current().unwrap().unwrap();
         assert_eq!(

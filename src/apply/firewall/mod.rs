@@ -5,6 +5,7 @@
 
 mod iptables;
 mod nft;
+pub mod nftgen;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -149,6 +150,13 @@ pub trait Firewall {
 
     /// Whether Bulkhead's ruleset (table or chains) is present.
     fn is_loaded(&self) -> Result<bool, FirewallError>;
+
+    /// A number that changes whenever the backend's rules may have changed (nf_tables'
+    /// ruleset generation), when the backend has one: while it stands still the live rules are
+    /// what they were at the last listing.
+    fn generation(&self) -> Option<u32> {
+        None
+    }
 
     /// A normalised listing of what Bulkhead owns (no counters, no live quarantine entries),
     /// or `None` when nothing is loaded. Two equal snapshots mean the same ruleset.

@@ -182,11 +182,17 @@ impl Firewall for Nftables {
     }
 
     fn is_loaded(&self) -> Result<bool, FirewallError> {
-        match self.nft(&["list", "table", "inet", TABLE]) {
-            Ok(_) => Ok(true),
-            Err(e) if no_table(&e) => Ok(false),
-            Err(e) => Err(cmd("list")(e)),
-        }
+        // the list of tables, not the table itself (which lists every set element)
+        let out = self
+            .nft(&["list", "tables", "inet"])
+            .map_err(cmd("list tables"))?;
+        Ok(out
+            .lines()
+            .any(|l| l.trim() == format!("table inet {TABLE}")))
+    }
+
+    fn generation(&self) -> Option<u32> {
+        super::nftgen::generation()
     }
 
     fn snapshot(&self) -> Result<Option<String>, FirewallError> {
