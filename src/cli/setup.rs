@@ -878,6 +878,9 @@ pub fn run(g: &Global, args: SetupArgs) -> Result<ExitCode, CliError> {
         ));
     }
 
+    if interactive {
+        fix_terminal_size();
+    }
     let mut answers = match &args.from {
         Some(f) => {
             let text = std::fs::read_to_string(f)
@@ -918,7 +921,9 @@ pub fn run(g: &Global, args: SetupArgs) -> Result<ExitCode, CliError> {
                 }
                 if !report.is_empty() {
                     eprint!("{report}");
-                    eprintln!("setup: the new config is not valid (nothing was written)");
+                    eprintln!(
+                        "setup: the new config is not valid (lines are those of the new config; nothing was written)"
+                    );
                 }
                 if !interactive {
                     return Ok(ExitCode::from(2));
@@ -1023,6 +1028,31 @@ pub fn run(g: &Global, args: SetupArgs) -> Result<ExitCode, CliError> {
                 save.display()
             );
             Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// A serial console reports no size; the prompts need one to lay out their lines.
+fn fix_terminal_size() {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ/TIOCSWINSZ read and write a winsize on the terminal on fd 0.
+    unsafe {
+        if libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0 && (ws.ws_col == 0 || ws.ws_row == 0) {
+            let env = |k: &str, d: u16| {
+                std::env::var(k)
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|v| *v > 0)
+                    .unwrap_or(d)
+            };
+            ws.ws_col = env("COLUMNS", 80);
+            ws.ws_row = env("LINES", 24);
+            libc::ioctl(0, libc::TIOCSWINSZ, &ws);
         }
     }
 }
