@@ -348,6 +348,12 @@ impl Gateway {
             from: file.clone(),
             to: to.to_path_buf(),
         });
+        // this apply replaces one still waiting: that one's candidate will never be saved
+        if let Some(old) = self.pending().and_then(|p| p.promote)
+            && old.from != file
+        {
+            let _ = std::fs::remove_file(&old.from);
+        }
         match confirm_within {
             Some(d) if had_history => self.set_pending(Some(&Pending {
                 entry,
