@@ -715,3 +715,52 @@ fn wizard_over_a_terminal() {
             .contains(&key)
     );
 }
+
+#[test]
+fn without_a_daemon_setup_applies_itself_and_a_watchdog_keeps_the_deadline() {
+    require_root!();
+    let g = Gw::new("nod");
+    // a first apply, so that there is a config to return to
+    let o = g.run(&["apply"]);
+    assert!(o.status.success(), "{}", out(&o));
+    let key = pubkey(g.dir.path());
+    let a = answers(g.dir.path(), "a.toml", &good_answers(&key));
+    let o = g.run(&[
+        "setup",
+        "--yes",
+        "--confirm-within",
+        "2s",
+        "--from",
+        a.to_str().unwrap(),
+        "--save",
+        g.save.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(out(&o).contains("within 2 s"), "{}", out(&o));
+    assert!(g.addrs("eth0.42").contains("10.9.42.1/24"));
+    assert!(g.candidate().exists() && !g.save.exists());
+    wait_for("the watchdog's rollback", Duration::from_secs(15), || {
+        g.addrs("eth0.100").contains("198.18.100.1/24") && !g.candidate().exists()
+    });
+    assert!(!g.save.exists());
+
+    // again, confirmed this time; --confirm-within 0 would save at once
+    let o = g.run(&[
+        "setup",
+        "--yes",
+        "--from",
+        a.to_str().unwrap(),
+        "--save",
+        g.save.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", out(&o));
+    let c = g.run(&["confirm"]);
+    assert!(c.status.success(), "{}", out(&c));
+    assert!(
+        std::fs::read_to_string(&g.save)
+            .unwrap()
+            .contains("vlan = 42")
+    );
+    assert!(!g.candidate().exists());
+    assert!(g.addrs("eth0.42").contains("10.9.42.1/24"));
+}
