@@ -576,6 +576,11 @@ fn confirmed_setup_is_saved_and_kept() {
     assert!(g.addrs("eth0.42").contains("10.9.42.1/24"));
     let c = g.run(&["confirm"]);
     assert!(c.status.success(), "{}", out(&c));
+    assert!(
+        out(&c).contains(&format!("confirmed; saved {}", g.save.display())),
+        "{}",
+        out(&c)
+    );
     // saved where asked, the candidate gone, the running config follows
     let saved = std::fs::read_to_string(&g.save).unwrap();
     assert!(saved.contains("vlan = 42"), "{saved}");

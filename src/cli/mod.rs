@@ -777,7 +777,13 @@ fn ops(g: &Global, command: Command) -> Result<ExitCode, CliError> {
                 serde_json::from_value(data).unwrap_or_default();
             print_changes(&mut out, "diff", &r.changes)?;
         }
-        Command::Confirm => writeln!(out, "confirmed")?,
+        Command::Confirm => {
+            let p: Option<crate::supervisor::gateway::Pending> = serde_json::from_value(data).ok();
+            match p.and_then(|p| p.promote) {
+                Some(pr) => writeln!(out, "confirmed; saved {}", pr.to.display())?,
+                None => writeln!(out, "confirmed")?,
+            }
+        }
         Command::Set {
             command: SetCommand::List { .. },
         } => {
