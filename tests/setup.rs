@@ -574,6 +574,30 @@ fn confirmed_setup_is_saved_and_kept() {
     ]);
     assert!(o.status.success(), "{}\n{}", out(&o), g.log());
     assert!(g.addrs("eth0.42").contains("10.9.42.1/24"));
+    // a second setup while the first waits (it starts again from the saved config): it
+    // replaces the first one's candidate
+    let b = answers(
+        g.dir.path(),
+        "b.toml",
+        "mgmt_vlan = 42\nmgmt_address = \"10.9.42.2/24\"\n",
+    );
+    let o = g.run(&[
+        "setup",
+        "--yes",
+        "--confirm-within",
+        "4s",
+        "--from",
+        b.to_str().unwrap(),
+        "--save",
+        g.save.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}\n{}", out(&o), g.log());
+    assert!(g.addrs("eth0.42").contains("10.9.42.2/24"));
+    assert!(
+        std::fs::read_to_string(g.candidate())
+            .unwrap()
+            .contains("gateway = \"10.9.42.2\"")
+    );
     let c = g.run(&["confirm"]);
     assert!(c.status.success(), "{}", out(&c));
     assert!(
@@ -583,10 +607,19 @@ fn confirmed_setup_is_saved_and_kept() {
     );
     // saved where asked, the candidate gone, the running config follows
     let saved = std::fs::read_to_string(&g.save).unwrap();
-    assert!(saved.contains("vlan = 42"), "{saved}");
+    assert!(
+        saved.contains("vlan = 42") && saved.contains("gateway = \"10.9.42.2\""),
+        "{saved}"
+    );
     assert!(!g.candidate().exists());
+    let mut left: Vec<String> = std::fs::read_dir(g.save.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["authorized_keys", "bulkhead.toml"]);
     std::thread::sleep(Duration::from_secs(6));
-    assert!(g.addrs("eth0.42").contains("10.9.42.1/24"), "{}", g.log());
+    assert!(g.addrs("eth0.42").contains("10.9.42.2/24"), "{}", g.log());
     assert!(!g.addrs("eth0.100").contains("198.18.100.1"));
     let st = out(&g.run(&["status"]));
     assert!(!st.contains("PENDING"), "{st}");
@@ -600,7 +633,7 @@ fn confirmed_setup_is_saved_and_kept() {
         libc::kill(g.daemon.as_ref().unwrap().id() as i32, libc::SIGHUP);
     }
     std::thread::sleep(Duration::from_secs(2));
-    assert!(g.addrs("eth0.42").contains("10.9.42.1/24"), "{}", g.log());
+    assert!(g.addrs("eth0.42").contains("10.9.42.2/24"), "{}", g.log());
     assert!(g.log().contains("reloaded"), "{}", g.log());
 }
 

@@ -696,31 +696,7 @@ pub fn keys_path(save: &Path) -> PathBuf {
     save.with_file_name("authorized_keys")
 }
 
-/// The candidate config beside the saved one, applied and moved into place on confirm.
-pub fn candidate_path(save: &Path) -> PathBuf {
-    let mut n = save.file_name().unwrap_or_default().to_os_string();
-    n.push(".candidate");
-    save.with_file_name(n)
-}
-
-fn write_atomic(p: &Path, text: &str, mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    if let Some(d) = p.parent()
-        && !d.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(d)?;
-    }
-    let mut tmp = p.as_os_str().to_os_string();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, p)
-}
+pub use crate::supervisor::gateway::{candidate_path, write_atomic};
 
 /// Add the key to authorized_keys (kept: the keys already there).
 fn save_key(path: &Path, key: &str) -> std::io::Result<bool> {
@@ -996,10 +972,18 @@ pub fn run(g: &Global, args: SetupArgs) -> Result<ExitCode, CliError> {
     {
         writeln!(out, "setup: admin key added to {}", keys.display())?;
     }
-    let cand = candidate_path(&save);
-    write_atomic(&cand, &text, 0o644)?;
+    // the file to apply; the gateway keeps what it applied as the candidate beside the saved
+    // config until it is confirmed
+    let input = save.with_file_name(format!(
+        ".{}.setup-{}",
+        save.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    write_atomic(&input, &text, 0o644)?;
     let within = (confirm > 0).then_some(confirm);
-    match apply(g, &model, &cand, &save, within) {
+    let r = apply(g, &model, &input, &save, within);
+    let _ = std::fs::remove_file(&input);
+    match r {
         Ok((rep, pending)) => {
             writeln!(
                 out,
@@ -1022,7 +1006,6 @@ pub fn run(g: &Global, args: SetupArgs) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            let _ = std::fs::remove_file(&cand);
             eprintln!(
                 "setup: apply failed, nothing saved ({} is unchanged): {e}",
                 save.display()
@@ -1062,7 +1045,7 @@ fn fix_terminal_size() {
 fn apply(
     g: &Global,
     m: &crate::model::Model,
-    cand: &Path,
+    input: &Path,
     save: &Path,
     within: Option<u64>,
 ) -> Result<(crate::supervisor::gateway::ApplyView, bool), CliError> {
@@ -1070,7 +1053,7 @@ fn apply(
     let state_dir = g.state_dir.clone().unwrap_or_else(|| m.state_dir.clone());
     let req = Request::Apply {
         confirm_within: within,
-        config: Some(cand.to_path_buf()),
+        config: Some(input.to_path_buf()),
         save: Some(save.to_path_buf()),
     };
     let view = match control::call(&state_dir, &req, Duration::from_secs(120)) {
@@ -1078,8 +1061,8 @@ fn apply(
         Some(Ok(r)) => return Err(CliError::Daemon(r.error.unwrap_or_default())),
         Some(Err(e)) => return Err(CliError::Io(e)),
         None => {
-            let mut gw = Gateway::open(cand, Some(state_dir.clone()), g.lab_mode())?;
-            let r = gw.apply_config(within.map(Duration::from_secs), Some(cand), Some(save))?;
+            let mut gw = Gateway::open(input, Some(state_dir.clone()), g.lab_mode())?;
+            let r = gw.apply_config(within.map(Duration::from_secs), Some(input), Some(save))?;
             if gw.pending().is_some() {
                 let watch = Global {
                     config: if g.config.exists() {
@@ -1099,7 +1082,7 @@ fn apply(
     let pending = std::fs::read_to_string(state_dir.join("pending-confirm.json"))
         .ok()
         .and_then(|t| serde_json::from_str::<crate::supervisor::gateway::Pending>(&t).ok())
-        .is_some_and(|p| p.promote.is_some_and(|pr| pr.from == cand));
+        .is_some_and(|p| p.promote.is_some_and(|pr| pr.to == save));
     Ok((view, pending))
 }
 

@@ -143,6 +143,34 @@ pub struct Gateway {
     dhcp_members: BTreeMap<String, std::collections::BTreeSet<std::net::Ipv4Addr>>,
 }
 
+/// Where a config applied to be saved at `save` waits for its confirmation.
+pub fn candidate_path(save: &Path) -> PathBuf {
+    let mut n = save.file_name().unwrap_or_default().to_os_string();
+    n.push(".candidate");
+    save.with_file_name(n)
+}
+
+/// Write a file through a temporary beside it and a rename, so that it is never half written.
+pub fn write_atomic(p: &Path, text: &str, mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(d) = p.parent()
+        && !d.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(d)?;
+    }
+    let mut tmp = p.as_os_str().to_os_string();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, p)
+}
+
 /// Read and validate a config (text and model).
 pub fn load(config: &Path, lab: Option<LabMode>) -> Result<(Model, String, Report), GwError> {
     let text =
@@ -327,9 +355,10 @@ impl Gateway {
         self.apply_config(confirm_within, None, None)
     }
 
-    /// Apply `config` (default: the gateway's config file). With `save`, `config` is a
-    /// candidate that is moved to `save` — which then becomes the gateway's config file — once
-    /// the apply is confirmed (at once without `confirm_within`); a rollback removes it.
+    /// Apply `config` (default: the gateway's config file). With `save`, the applied text is
+    /// kept as a candidate beside `save` ([`candidate_path`]) and moved to `save` — which then
+    /// becomes the gateway's config file — once the apply is confirmed (at once without
+    /// `confirm_within`); a rollback deletes it.
     pub fn apply_config(
         &mut self,
         confirm_within: Option<Duration>,
@@ -344,16 +373,22 @@ impl Gateway {
         let had_history = !self.history().is_empty();
         let rep = self.apply_model(m, text.clone(), "apply")?;
         let entry = self.record_history(&text)?;
-        let promote = save.map(|to| Promote {
-            from: file.clone(),
-            to: to.to_path_buf(),
-        });
         // this apply replaces one still waiting: that one's candidate will never be saved
-        if let Some(old) = self.pending().and_then(|p| p.promote)
-            && old.from != file
-        {
+        if let Some(old) = self.pending().and_then(|p| p.promote) {
             let _ = std::fs::remove_file(&old.from);
         }
+        let promote = match save {
+            Some(to) => {
+                let from = candidate_path(to);
+                write_atomic(&from, &text, 0o644)
+                    .map_err(io(format!("writing {}", from.display())))?;
+                Some(Promote {
+                    from,
+                    to: to.to_path_buf(),
+                })
+            }
+            None => None,
+        };
         match confirm_within {
             Some(d) if had_history => self.set_pending(Some(&Pending {
                 entry,

@@ -93,9 +93,9 @@ check "setup --from, applied with a 10 s window" g vm '
 check "... running: VLAN 43 up, the saved config still the confirmed one" g vm \
   '/sbin/ip -4 addr show dev eth0.43 | grep -q 198.18.43.1/24 && grep -q "^vlan = 42" /var/lib/bulkhead/bulkhead.toml && [ -e /var/lib/bulkhead/bulkhead.toml.candidate ]'
 check "... not confirmed: rolled back to VLAN 42, the saved config untouched" g vm \
-  'for i in $(seq 150); do /sbin/ip -4 addr show dev eth0.42 2>/dev/null | grep -q 198.18.42.1/24 && break; sleep 0.2; done
-   /sbin/ip -4 addr show dev eth0.42 | grep -q 198.18.42.1/24 && ! /sbin/ip link show eth0.43 2>/dev/null &&
-   grep -q "^vlan = 42" /var/lib/bulkhead/bulkhead.toml && [ ! -e /var/lib/bulkhead/bulkhead.toml.candidate ]'
+  'back() { /sbin/ip -4 addr show dev eth0.42 2>/dev/null | grep -q 198.18.42.1/24 && ! /sbin/ip link show eth0.43 2>/dev/null && [ ! -e /var/lib/bulkhead/bulkhead.toml.candidate ]; }
+   for i in $(seq 200); do back && break; sleep 0.2; done
+   back && grep -q "^vlan = 42" /var/lib/bulkhead/bulkhead.toml'
 check "setup --from, applied and confirmed" g vm '
   printf "mgmt_vlan = 44\nmgmt_address = \"198.18.44.1/24\"\n" > /tmp/a44.toml
   . /etc/profile; bulkhead setup --from /tmp/a44.toml --yes && bulkhead confirm &&
