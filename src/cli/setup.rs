@@ -1106,8 +1106,12 @@ mod wizard {
         }
     }
 
+    /// A yes/no question; Esc answers no.
     pub fn yes_no(q: &str, default: bool) -> Result<bool, InquireError> {
-        Confirm::new(q).with_default(default).prompt()
+        match Confirm::new(q).with_default(default).prompt() {
+            Err(InquireError::OperationCanceled) => Ok(false),
+            r => r,
+        }
     }
 
     fn validator<T>(
