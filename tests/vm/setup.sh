@@ -11,10 +11,15 @@
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 MODE=${1:-elf}
 require vmlinux initramfs.cpio.gz disk.img
-command -v ssh-keygen >/dev/null || { echo "ssh-keygen is needed (apt-get install openssh-client)" >&2; exit 2; }
 cp --sparse=always "$OUT/disk.img" "$TMP/disk.img"
-ssh-keygen -q -t ed25519 -N '' -C admin@vm-setup -f "$TMP/admin" >/dev/null
-KEY=$(cat "$TMP/admin.pub")
+if command -v ssh-keygen >/dev/null; then
+  ssh-keygen -q -t ed25519 -N '' -C admin@vm-setup -f "$TMP/admin" >/dev/null
+  KEY=$(cat "$TMP/admin.pub")
+elif command -v dropbearkey >/dev/null; then
+  KEY="$(dropbearkey -t ed25519 -f "$TMP/admin" 2>/dev/null | grep '^ssh-ed25519' | cut -d' ' -f1,2) admin@vm-setup"
+else
+  echo "ssh-keygen or dropbearkey is needed for the admin key (apt-get install openssh-client)" >&2; exit 2
+fi
 
 # the console on a socket to type on, its output in $TMP/vm.console as usual
 : > "$TMP/vm.console"
