@@ -802,3 +802,65 @@ fn without_a_daemon_setup_applies_itself_and_a_watchdog_keeps_the_deadline() {
     assert!(!g.candidate().exists());
     assert!(g.addrs("eth0.42").contains("10.9.42.1/24"));
 }
+
+#[test]
+fn wizard_asks_again_when_the_config_is_invalid_and_esc_changes_nothing() {
+    use expectrl::{Expect, Session};
+    require_root!();
+    let g = Gw::new("wiz2");
+    let key = pubkey(g.dir.path());
+    let spawn = || {
+        let mut cmd = g.cmd(&["setup", "--no-apply", "--save", g.save.to_str().unwrap()]);
+        cmd.env("TERM", "vt100");
+        let mut p = Session::spawn(cmd).expect("spawn under a pty");
+        p.set_expect_timeout(Some(Duration::from_secs(20)));
+        p
+    };
+    let mut p = spawn();
+    let step = |p: &mut expectrl::session::OsSession, want: &str, answer: &str| {
+        p.expect(want)
+            .unwrap_or_else(|e| panic!("waiting for {want:?}: {e}"));
+        p.send(answer).unwrap();
+        p.send("\r").unwrap();
+    };
+    // first round: management on VLAN 10, which the DMZ has
+    step(&mut p, "Trunk NIC", "");
+    step(&mut p, "Uplink NIC", "");
+    step(&mut p, "Uplink addressing", "");
+    step(&mut p, "Management VLAN id", "10");
+    step(&mut p, "Gateway address/prefix on the management VLAN", "");
+    step(&mut p, "Admin SSH public key", &key);
+    step(&mut p, "Syslog target", "");
+    step(&mut p, "Syslog transport", "");
+    p.expect("segments.mgmt.vlan: VLAN id 10 is already used by segment `dmz`")
+        .unwrap();
+    p.expect("go through the answers again").unwrap();
+    // second round: the previous answers are the defaults; only the VLAN changes
+    step(&mut p, "Trunk NIC", "");
+    step(&mut p, "Uplink NIC", "");
+    step(&mut p, "Uplink addressing", "");
+    step(&mut p, "Management VLAN id (1-4094): (10)", "42");
+    step(&mut p, "Gateway address/prefix on the management VLAN", "");
+    step(&mut p, "Admin SSH public key", "");
+    step(&mut p, "Syslog target", "");
+    step(&mut p, "Syslog transport", "");
+    step(&mut p, "Show the full plan?", "n");
+    p.expect("setup: saved").unwrap();
+    p.expect(expectrl::Eof).unwrap();
+    let saved = std::fs::read_to_string(&g.save).unwrap();
+    assert!(saved.contains("vlan = 42"), "{saved}");
+    assert!(
+        std::fs::read_to_string(g.dir.path().join("data/authorized_keys"))
+            .unwrap()
+            .contains(&key)
+    );
+
+    // Esc cancels: nothing is written
+    let before = std::fs::read_to_string(&g.save).unwrap();
+    let mut p = spawn();
+    p.expect("Trunk NIC").unwrap();
+    p.send("\x1b").unwrap();
+    p.expect("cancelled; nothing was changed").unwrap();
+    p.expect(expectrl::Eof).unwrap();
+    assert_eq!(std::fs::read_to_string(&g.save).unwrap(), before);
+}
