@@ -22,6 +22,10 @@ use super::{CliError, Global};
 use crate::plan::{self, Part};
 use crate::supervisor::control::{self, Request};
 
+/// Where the appliance keeps the config setup saved (its data partition; the init runs this
+/// file when it exists, else [`crate::config::DEFAULT_PATH`]).
+pub const SAVED_PATH: &str = "/var/lib/bulkhead/bulkhead.toml";
+
 /// Default commit-confirm window of a setup apply.
 pub const DEFAULT_CONFIRM: &str = "120s";
 
@@ -30,8 +34,9 @@ pub struct SetupArgs {
     /// Take the answers from this TOML file instead of asking (see docs/setup.md).
     #[arg(long, value_name = "FILE")]
     pub from: Option<PathBuf>,
-    /// Save the new config here (default: the config file); the admin key goes to
-    /// `authorized_keys` in the same directory.
+    /// Save the new config here (default: the config file; for the shipped
+    /// /etc/bulkhead/bulkhead.toml, /var/lib/bulkhead/bulkhead.toml as on the appliance); the
+    /// admin key goes to `authorized_keys` in the same directory.
     #[arg(long, value_name = "PATH", env = "BULKHEAD_SAVE")]
     pub save: Option<PathBuf>,
     /// Write the config and the key, do not apply.
@@ -827,17 +832,30 @@ fn fail(errs: &[AnswerError]) -> ExitCode {
 pub fn run(g: &Global, args: SetupArgs) -> Result<ExitCode, CliError> {
     let confirm = crate::model::addr::parse_duration(&args.confirm_within)
         .map_err(|e| CliError::Usage(format!("--confirm-within: {e}")))?;
-    let save = absolute(args.save.as_deref().unwrap_or(&g.config));
-    let base = std::fs::read_to_string(&g.config).map_err(|e| {
+    // On the appliance (the shipped config, no --save) the config is saved on the data
+    // partition, where the init looks first, and a config saved there is the current one.
+    let appliance = args.save.is_none() && g.config == Path::new(crate::config::DEFAULT_PATH);
+    let saved = Path::new(SAVED_PATH);
+    let current_path = if appliance && saved.exists() {
+        saved
+    } else {
+        g.config.as_path()
+    };
+    let save = match &args.save {
+        Some(p) => absolute(p),
+        None if appliance => saved.to_path_buf(),
+        None => absolute(&g.config),
+    };
+    let base = std::fs::read_to_string(current_path).map_err(|e| {
         CliError::Usage(format!(
             "reading the current config {}: {e}",
-            g.config.display()
+            current_path.display()
         ))
     })?;
     let doc: DocumentMut = base.parse().map_err(|e| {
         CliError::Usage(format!(
             "{}: not a TOML file: {e}; fix it or start from the shipped config",
-            g.config.display()
+            current_path.display()
         ))
     })?;
     let cur = current(&doc);

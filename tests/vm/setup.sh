@@ -101,9 +101,10 @@ check "... not confirmed: rolled back to VLAN 42, the saved config untouched" g 
   'back() { /sbin/ip -4 addr show dev eth0.42 2>/dev/null | grep -q 198.18.42.1/24 && ! /sbin/ip link show eth0.43 2>/dev/null && [ ! -e /var/lib/bulkhead/bulkhead.toml.candidate ]; }
    for i in $(seq 200); do back && break; sleep 0.2; done
    back && grep -q "^vlan = 42" /var/lib/bulkhead/bulkhead.toml'
+# without /etc/profile (as `ssh gateway COMMAND` runs it): setup still saves on the data partition
 check "setup --from, applied and confirmed" g vm '
   printf "mgmt_vlan = 44\nmgmt_address = \"198.18.44.1/24\"\n" > /tmp/a44.toml
-  . /etc/profile; bulkhead setup --from /tmp/a44.toml --yes && bulkhead confirm &&
+  /usr/bin/bulkhead setup --from /tmp/a44.toml --yes && /usr/bin/bulkhead confirm &&
   /sbin/ip -4 addr show dev eth0.44 | grep -q 198.18.44.1/24 && grep -q "^vlan = 44" /var/lib/bulkhead/bulkhead.toml'
 check "a bad answers file is refused, naming the field and line" g vm '
   printf "trunk = \"eth0\"\nmgmt_vlan = 9999\n" > /tmp/bad.toml
