@@ -19,7 +19,7 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
 pub enum Request {
     Status,
     /// Apply the config file the daemon runs (re-read), or `config` when given; with `save`,
-    /// `config` is moved there once confirmed and becomes the daemon's config file.
+    /// what was applied is saved there once confirmed and becomes the daemon's config file.
     Apply {
         confirm_within: Option<u64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
