@@ -864,3 +864,27 @@ fn wizard_asks_again_when_the_config_is_invalid_and_esc_changes_nothing() {
     p.expect(expectrl::Eof).unwrap();
     assert_eq!(std::fs::read_to_string(&g.save).unwrap(), before);
 }
+
+#[test]
+fn the_example_answers_file_makes_a_valid_config() {
+    let d = common::TempDir::new("setup-example");
+    let cfg = d.path().join("bulkhead.toml");
+    std::fs::copy(shipped(), &cfg).unwrap();
+    let o = Command::new(BIN)
+        .arg("-c")
+        .arg(&cfg)
+        .args(["setup", "--no-apply", "--from"])
+        .arg(common::root().join("examples/setup-answers.toml"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out(&o));
+    let o = Command::new(BIN)
+        .arg("-c")
+        .arg(&cfg)
+        .arg("check")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out(&o));
+    let t = std::fs::read_to_string(&cfg).unwrap();
+    assert!(t.contains("subnet = \"10.0.100.0/24\"") && t.contains("host = \"10.0.100.10\""));
+}
