@@ -599,9 +599,18 @@ pub fn edit(text: &str, a: &Answers) -> Result<String, AnswerError> {
         let seg = table(segs, &name)?;
         seg["management"] = value(true);
         if let Some(v) = a.mgmt_vlan {
-            seg["vlan"] = value(i64::from(v));
-            // a plain port becomes a VLAN of the trunk
+            // a plain port becomes a VLAN of the trunk; comments above the port go to the VLAN
+            let decor = seg
+                .key("interface")
+                .filter(|_| !seg.contains_key("vlan"))
+                .map(|k| k.leaf_decor().clone());
             seg.remove("interface");
+            seg["vlan"] = value(i64::from(v));
+            if let Some(d) = decor
+                && let Some(mut k) = seg.key_mut("vlan")
+            {
+                *k.leaf_decor_mut() = d;
+            }
         }
         if let Some(n) = a.mgmt_address {
             let net = n.trunc();
@@ -1357,6 +1366,52 @@ mod tests {
         assert_eq!(base64_decode("TWE="), Some(b"Ma".to_vec()));
         assert_eq!(base64_decode("TQ=="), Some(b"M".to_vec()));
         assert_eq!(base64_decode("TWFu"), Some(b"Man".to_vec()));
+    }
+
+    #[test]
+    fn edit_creates_what_is_missing_and_keeps_the_rest() {
+        let text = "# my site\n[trunk]\ninterface = \"eth0\"\n\n[segments.office]\n# the admins\ninterface = \"eth3\"\nsubnet = \"192.0.2.0/24\"\ngateway = \"192.0.2.1\"\nmanagement = true\ndhcp = { ranges = [\"192.0.2.100-192.0.2.120\"] }\n";
+        let a = Answers {
+            mgmt_vlan: Some(7),
+            mgmt_address: Some("192.0.2.1/25".parse().unwrap()),
+            syslog: Some(Some(Syslog {
+                host: "192.0.2.9".parse().unwrap(),
+                port: None,
+            })),
+            syslog_transport: Some("tls".into()),
+            uplink: Some("eth1".into()),
+            uplink_address: Some(UplinkAddr::Dhcp),
+            ..Answers::default()
+        };
+        let t = edit(text, &a).unwrap();
+        assert!(t.starts_with("# my site\n[trunk]"), "{t}");
+        assert!(t.contains("# the admins\n"), "{t}");
+        // the plain port became a VLAN of the trunk; the ranges fit the smaller subnet
+        assert!(!t.contains("eth3") && t.contains("vlan = 7"), "{t}");
+        assert!(t.contains("subnet = \"192.0.2.0/25\""), "{t}");
+        assert!(t.contains("ranges = [\"192.0.2.100-192.0.2.120\"]"), "{t}");
+        assert!(
+            t.contains("[uplink]\ninterface = \"eth1\"\naddress = \"dhcp\""),
+            "{t}"
+        );
+        assert!(
+            t.contains("[[logging.targets]]\nname = \"syslog\"\nhost = \"192.0.2.9\"\nport = 6514\ntransport = \"tls\""),
+            "{t}"
+        );
+        let c = current(&t.parse().unwrap());
+        assert_eq!(c.mgmt_segment.as_deref(), Some("office"));
+        assert_eq!(c.mgmt_vlan, Some(7));
+        assert_eq!(c.mgmt_address.as_deref(), Some("192.0.2.1/25"));
+        assert_eq!(c.syslog.as_deref(), Some("192.0.2.9:6514"));
+        // a subnet the ranges no longer fit gets a range of its own
+        let b = Answers {
+            mgmt_address: Some("10.1.2.1/24".parse().unwrap()),
+            ..Answers::default()
+        };
+        let t = edit(&t, &b).unwrap();
+        assert!(t.contains("ranges = [\"10.1.2.127-10.1.2.254\"]"), "{t}");
+        // nothing answered: nothing changed
+        assert_eq!(edit(&t, &Answers::default()).unwrap(), t);
     }
 
     #[test]
