@@ -1,5 +1,7 @@
 //! The `bulkhead` command line.
 
+pub mod setup;
+
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -206,6 +208,9 @@ pub enum Command {
     /// (internal) restore the previous config if an apply is not confirmed in time
     #[command(hide = true)]
     ConfirmWatchdog,
+    /// First-boot setup: NICs, uplink, management VLAN and address, admin SSH key, syslog;
+    /// shows the plan and applies it with commit-confirm (`--from FILE`: answers from a file).
+    Setup(setup::SetupArgs),
     /// Print the gateway's address on the management segment (for the SSH server).
     ManagementAddress,
     /// The lab: the whole site in network namespaces, and proof that the policy holds.
@@ -371,6 +376,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             });
         }
         Command::Lab { name, command } => return lab(cfg, &name, command),
+        Command::Setup(args) => return setup::run(&cli.global, args),
         Command::ManagementAddress => {
             let (m, _) = match load(cfg) {
                 Ok(x) => x,
@@ -651,6 +657,8 @@ fn ops(g: &Global, command: Command) -> Result<ExitCode, CliError> {
     let req = match &command {
         Command::Apply { .. } => Request::Apply {
             confirm_within: confirm,
+            config: None,
+            save: None,
         },
         Command::Confirm => Request::Confirm,
         Command::Rollback => Request::Rollback,
@@ -703,7 +711,7 @@ fn ops(g: &Global, command: Command) -> Result<ExitCode, CliError> {
             // 2. no daemon: do it here
             let mut gw = Gateway::open(&g.config, Some(state_dir.clone()), g.lab_mode())?;
             match &req {
-                Request::Apply { confirm_within } => {
+                Request::Apply { confirm_within, .. } => {
                     let r = gw.apply_file(confirm_within.map(std::time::Duration::from_secs))?;
                     if confirm_within.is_some() && gw.pending().is_some() {
                         spawn_watchdog(g, &state_dir)?;
@@ -769,7 +777,13 @@ fn ops(g: &Global, command: Command) -> Result<ExitCode, CliError> {
                 serde_json::from_value(data).unwrap_or_default();
             print_changes(&mut out, "diff", &r.changes)?;
         }
-        Command::Confirm => writeln!(out, "confirmed")?,
+        Command::Confirm => {
+            let p: Option<crate::supervisor::gateway::Pending> = serde_json::from_value(data).ok();
+            match p.and_then(|p| p.promote) {
+                Some(pr) => writeln!(out, "confirmed; saved {}", pr.to.display())?,
+                None => writeln!(out, "confirmed")?,
+            }
+        }
         Command::Set {
             command: SetCommand::List { .. },
         } => {

@@ -18,9 +18,14 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
 #[serde(tag = "cmd", rename_all = "kebab-case")]
 pub enum Request {
     Status,
-    /// Apply the config file the daemon runs (re-read).
+    /// Apply the config file the daemon runs (re-read), or `config` when given; with `save`,
+    /// what was applied is saved there once confirmed and becomes the daemon's config file.
     Apply {
         confirm_within: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        config: Option<PathBuf>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        save: Option<PathBuf>,
     },
     Confirm,
     Rollback,

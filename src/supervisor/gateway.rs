@@ -59,6 +59,17 @@ pub struct Pending {
     pub entry: u64,
     /// Unix time after which the previous config is restored.
     pub deadline: u64,
+    /// A config file to move into place once the apply is confirmed (`bulkhead setup`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promote: Option<Promote>,
+}
+
+/// A candidate config applied from `from` that becomes the saved config `to` when confirmed,
+/// so that a config that was never confirmed is not the one the next boot runs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Promote {
+    pub from: PathBuf,
+    pub to: PathBuf,
 }
 
 /// Addresses added to or removed from groups at run time, kept across applies.
@@ -130,6 +141,34 @@ pub struct Gateway {
     pub last: Option<LastApply>,
     /// Addresses of bound DHCP reservations that name a group: in the group's set while bound.
     dhcp_members: BTreeMap<String, std::collections::BTreeSet<std::net::Ipv4Addr>>,
+}
+
+/// Where a config applied to be saved at `save` waits for its confirmation.
+pub fn candidate_path(save: &Path) -> PathBuf {
+    let mut n = save.file_name().unwrap_or_default().to_os_string();
+    n.push(".candidate");
+    save.with_file_name(n)
+}
+
+/// Write a file through a temporary beside it and a rename, so that it is never half written.
+pub fn write_atomic(p: &Path, text: &str, mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(d) = p.parent()
+        && !d.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(d)?;
+    }
+    let mut tmp = p.as_os_str().to_os_string();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, p)
 }
 
 /// Read and validate a config (text and model).
@@ -319,27 +358,76 @@ impl Gateway {
     /// Read the config file and apply it. With `confirm_within`, the previous config comes
     /// back unless `confirm` arrives in time.
     pub fn apply_file(&mut self, confirm_within: Option<Duration>) -> Result<ApplyReport, GwError> {
-        let (m, text, _) = load(&self.config, self.lab)?;
+        self.apply_config(confirm_within, None, None)
+    }
+
+    /// Apply `config` (default: the gateway's config file). With `save`, the applied text is
+    /// kept as a candidate beside `save` ([`candidate_path`]) and moved to `save` — which then
+    /// becomes the gateway's config file — once the apply is confirmed (at once without
+    /// `confirm_within`); a rollback deletes it.
+    pub fn apply_config(
+        &mut self,
+        confirm_within: Option<Duration>,
+        config: Option<&Path>,
+        save: Option<&Path>,
+    ) -> Result<ApplyReport, GwError> {
+        let file = config.unwrap_or(&self.config).to_path_buf();
+        let (m, text, _) = load(&file, self.lab)?;
         if m.backend != self.model.backend {
             self.applier = Applier::new(&self.state_dir, m.backend)?;
         }
         let had_history = !self.history().is_empty();
         let rep = self.apply_model(m, text.clone(), "apply")?;
         let entry = self.record_history(&text)?;
+        // this apply replaces one still waiting: that one's candidate will never be saved
+        if let Some(old) = self.pending().and_then(|p| p.promote) {
+            let _ = std::fs::remove_file(&old.from);
+        }
+        let promote = match save {
+            Some(to) => {
+                let from = candidate_path(to);
+                write_atomic(&from, &text, 0o644)
+                    .map_err(io(format!("writing {}", from.display())))?;
+                Some(Promote {
+                    from,
+                    to: to.to_path_buf(),
+                })
+            }
+            None => None,
+        };
         match confirm_within {
             Some(d) if had_history => self.set_pending(Some(&Pending {
                 entry,
                 deadline: now_unix() + d.as_secs().max(1),
+                promote,
             }))?,
-            Some(_) => {
-                tracing::warn!(
-                    "no earlier config to return to: --confirm-within has nothing to restore"
-                );
-                self.set_pending(None)?
+            _ => {
+                if confirm_within.is_some() {
+                    tracing::warn!(
+                        "no earlier config to return to: --confirm-within has nothing to restore"
+                    );
+                }
+                self.set_pending(None)?;
+                if let Some(p) = &promote {
+                    self.promote(p)?;
+                }
             }
-            None => self.set_pending(None)?,
         }
         Ok(rep)
+    }
+
+    /// Move a confirmed candidate into place; it is the gateway's config from now on.
+    fn promote(&mut self, p: &Promote) -> Result<(), GwError> {
+        if p.from != p.to {
+            std::fs::rename(&p.from, &p.to).map_err(io(format!(
+                "moving {} to {}",
+                p.from.display(),
+                p.to.display()
+            )))?;
+        }
+        tracing::info!(config = %p.to.display(), "config saved");
+        self.config = p.to.clone();
+        Ok(())
     }
 
     /// Re-apply what is running (repair drift) without reading the file.
@@ -360,6 +448,9 @@ impl Gateway {
 
     pub fn confirm(&mut self) -> Result<Pending, GwError> {
         let p = self.pending().ok_or(GwError::NothingToConfirm)?;
+        if let Some(pr) = &p.promote {
+            self.promote(pr)?;
+        }
         self.set_pending(None)?;
         tracing::info!(entry = p.entry, "apply confirmed");
         Ok(p)
@@ -384,6 +475,11 @@ impl Gateway {
         }
         let rep = self.apply_model(m, text, "rollback")?;
         let _ = std::fs::remove_file(&h[h.len() - 1].1);
+        if let Some(pr) = self.pending().and_then(|p| p.promote) {
+            // the candidate was never confirmed: it must not become the saved config
+            let _ = std::fs::remove_file(&pr.from);
+            tracing::info!(candidate = %pr.from.display(), saved = %pr.to.display(), "unconfirmed config discarded; the saved config is unchanged");
+        }
         self.set_pending(None)?;
         Ok(rep)
     }

@@ -162,8 +162,16 @@ fn handle(gw: &mut Gateway, req: Request) -> Response {
             );
             Response::ok(st)
         }
-        Request::Apply { confirm_within } => {
-            match gw.apply_file(confirm_within.map(Duration::from_secs)) {
+        Request::Apply {
+            confirm_within,
+            config,
+            save,
+        } => {
+            match gw.apply_config(
+                confirm_within.map(Duration::from_secs),
+                config.as_deref(),
+                save.as_deref(),
+            ) {
                 Ok(r) => Response::ok(r),
                 Err(e) => Response::err(e),
             }

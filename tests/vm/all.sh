@@ -17,6 +17,7 @@ run "$HERE/boot.sh"
 run "$HERE/persist.sh" bios
 run "$HERE/supervise.sh"
 run "$HERE/lab.sh"
+run "$HERE/setup.sh"
 if [ ${#failed[@]} -gt 0 ]; then
   echo "FAILED: ${failed[*]}"
   exit 1
