@@ -10,18 +10,30 @@ fn init_logging() {
         Ok("error") => tracing::Level::ERROR,
         _ => tracing::Level::INFO,
     };
-    let b = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(
-            std::io::IsTerminal::is_terminal(&std::io::stderr())
-                && std::env::var_os("NO_COLOR").is_none(),
-        );
+    use tracing_subscriber::prelude::*;
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
+    let filter = tracing_subscriber::filter::LevelFilter::from_level(level);
+    // the console, and the event stream the daemon ships (inactive in other commands)
+    let reg = tracing_subscriber::registry()
+        .with(filter)
+        .with(bulkhead::logship::layer::ShipLayer);
     if std::env::var("BULKHEAD_LOG_FORMAT").as_deref() == Ok("json") {
-        b.json().init();
+        reg.with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_writer(std::io::stderr)
+                .with_target(false),
+        )
+        .init();
     } else {
-        b.init();
+        reg.with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .with_ansi(ansi),
+        )
+        .init();
     }
 }
 

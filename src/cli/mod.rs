@@ -206,6 +206,14 @@ pub enum Command {
     /// (internal) restore the previous config if an apply is not confirmed in time
     #[command(hide = true)]
     ConfirmWatchdog,
+    /// The daemon's event stream: drops, alerts, applies, links, leases, its own log.
+    Logs {
+        /// Keep printing new events as they happen.
+        #[arg(long, short)]
+        follow: bool,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
     /// Print the gateway's address on the management segment (for the SSH server).
     ManagementAddress,
     /// The lab: the whole site in network namespaces, and proof that the policy holds.
@@ -371,6 +379,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             });
         }
         Command::Lab { name, command } => return lab(cfg, &name, command),
+        Command::Logs { follow, format } => return logs(&cli.global, follow, format),
         Command::ManagementAddress => {
             let (m, _) = match load(cfg) {
                 Ok(x) => x,
@@ -718,6 +727,7 @@ fn ops(g: &Global, command: Command) -> Result<ExitCode, CliError> {
                 Request::SetDel { group, addrs } => serde_json::to_value(gw.set_del(group, addrs)?),
                 Request::SetList { group } => serde_json::to_value(gw.set_list(group)?),
                 Request::Leases { .. } => unreachable!("handled above"),
+                Request::Logs { .. } => unreachable!("`bulkhead logs` reads the socket itself"),
             }
             .expect("serializes")
         }
@@ -876,9 +886,96 @@ fn print_status(
         )?;
     }
     for (k, v) in &s.extra {
-        writeln!(out, "{k}: {v}")?;
+        if k == "logship" {
+            print_logship(out, v)?;
+        } else {
+            writeln!(out, "{k}: {v}")?;
+        }
     }
     Ok(())
+}
+
+/// `bulkhead logs`: read the event stream from the daemon's control socket.
+fn logs(g: &Global, follow: bool, format: Format) -> Result<ExitCode, CliError> {
+    use crate::supervisor::control::{self, Request, Response};
+    use std::io::BufRead;
+    let state_dir = match state_dir_of(g) {
+        Ok(d) => d,
+        Err(code) => return Ok(code),
+    };
+    let mut s = std::os::unix::net::UnixStream::connect(control::socket_path(&state_dir)).map_err(
+        |_| CliError::Daemon("no daemon runs (`bulkhead run`): no events to show".into()),
+    )?;
+    let mut req = serde_json::to_string(&Request::Logs { follow }).expect("serializes");
+    req.push('\n');
+    s.write_all(req.as_bytes())?;
+    let mut out = std::io::stdout().lock();
+    for line in std::io::BufReader::new(s).lines() {
+        let resp: Response = serde_json::from_str(&line?)
+            .map_err(|e| CliError::Daemon(format!("bad answer: {e}")))?;
+        if !resp.ok {
+            return Err(CliError::Daemon(resp.error.unwrap_or_default()));
+        }
+        let evs: Vec<crate::logship::Event> =
+            serde_json::from_value(resp.data).map_err(|e| CliError::Daemon(e.to_string()))?;
+        for ev in &evs {
+            match format {
+                Format::Json => {
+                    writeln!(out, "{}", serde_json::to_string(ev).expect("serializes"))?
+                }
+                Format::Text => writeln!(out, "{}", crate::logship::text_line(ev))?,
+            }
+        }
+        out.flush()?;
+        if !follow {
+            break;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_logship(out: &mut impl Write, v: &serde_json::Value) -> std::io::Result<()> {
+    let targets: Vec<crate::logship::ship::TargetStatus> =
+        serde_json::from_value(v["targets"].clone()).unwrap_or_default();
+    writeln!(out, "log targets (events: {}):", v["events"])?;
+    for t in &targets {
+        writeln!(
+            out,
+            "  {:<10} {:<4} {:<21} {:<12} sent {} spooled {} dropped-when-full {} resent {} in-spool {} ({} bytes){}",
+            t.name,
+            t.transport,
+            t.addr,
+            if t.connected {
+                "connected"
+            } else {
+                "DISCONNECTED"
+            },
+            t.sent,
+            t.spooled,
+            t.dropped,
+            t.resent,
+            t.spool_frames,
+            t.spool_bytes,
+            t.last_error
+                .as_ref()
+                .map_or(String::new(), |e| format!("; last error: {e}"))
+        )?;
+    }
+    let n = &v["nflog"];
+    writeln!(
+        out,
+        "nflog group {}: {}, {} records, {} lost, {} alerts, {} quarantined",
+        n["group"],
+        if n["bound"].as_bool() == Some(true) {
+            "bound"
+        } else {
+            "NOT BOUND"
+        },
+        n["records"],
+        n["lost"],
+        n["alerts"],
+        n["quarantined"]
+    )
 }
 
 fn spawn_watchdog(g: &Global, state_dir: &std::path::Path) -> Result<(), CliError> {
