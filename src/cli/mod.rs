@@ -206,6 +206,22 @@ pub enum Command {
     /// (internal) restore the previous config if an apply is not confirmed in time
     #[command(hide = true)]
     ConfirmWatchdog,
+    /// (internal) ship synthetic events of every kind to the config's log targets, through
+    /// the daemon's shipping path (spool included), and wait until they are delivered.
+    #[command(hide = true)]
+    ShipTest {
+        #[arg(long, default_value_t = 9)]
+        count: u64,
+        /// Events per second (default: as fast as possible).
+        #[arg(long)]
+        rate: Option<u64>,
+        /// A value for the `test` field of every event.
+        #[arg(long, default_value = "ship-test")]
+        tag: String,
+        /// Seconds to wait for delivery.
+        #[arg(long, default_value_t = 120)]
+        wait: u64,
+    },
     /// The daemon's event stream: drops, alerts, applies, links, leases, its own log.
     Logs {
         /// Keep printing new events as they happen.
@@ -380,6 +396,37 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
         Command::Lab { name, command } => return lab(cfg, &name, command),
         Command::Logs { follow, format } => return logs(&cli.global, follow, format),
+        Command::ShipTest {
+            count,
+            rate,
+            tag,
+            wait,
+        } => {
+            let (m, _) = match load(cfg) {
+                Ok(x) => x,
+                Err(code) => return Ok(code),
+            };
+            let state_dir = cli.global.state_dir.clone().unwrap_or(m.state_dir.clone());
+            let (done, targets, elapsed) = crate::logship::ship_test(
+                &m,
+                &state_dir,
+                count,
+                rate,
+                &tag,
+                std::time::Duration::from_secs(wait),
+            )?;
+            writeln!(
+                stdout,
+                "{}",
+                serde_json::json!({
+                    "delivered": done,
+                    "count": count,
+                    "elapsed_s": elapsed.as_secs_f64(),
+                    "targets": targets,
+                })
+            )?;
+            return Ok(if done { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        }
         Command::ManagementAddress => {
             let (m, _) = match load(cfg) {
                 Ok(x) => x,

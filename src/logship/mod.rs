@@ -142,6 +142,14 @@ pub fn start(
     setup: Setup,
     quarantine: impl Fn(Ipv4Addr) + Send + Sync + 'static,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    let handles = start_shippers(&setup);
+    watch::start_nflog(setup.model.clone(), Arc::new(quarantine));
+    tokio::spawn(watch::links(setup.model.clone()));
+    handles
+}
+
+/// Start one shipper per target and release the events collected so far.
+pub fn start_shippers(setup: &Setup) -> Vec<tokio::task::JoinHandle<()>> {
     let h = hub();
     let m = &setup.model;
     let mut handles = Vec::new();
@@ -173,8 +181,6 @@ pub fn start(
         g.targets = txs;
         g.started = true;
     }
-    watch::start_nflog(m.clone(), Arc::new(quarantine));
-    tokio::spawn(watch::links(m.clone()));
     handles
 }
 
@@ -346,4 +352,103 @@ pub fn text_line(ev: &Event) -> String {
         }
     }
     s
+}
+
+/// Every target has delivered everything: nothing spooled, nothing in memory.
+pub fn drained() -> bool {
+    hub()
+        .stats
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .all(|s| {
+            s.spool_frames.load(Ordering::Relaxed) == 0
+                && s.in_flight.load(Ordering::Relaxed) == 0
+                && (s.transport == crate::model::Transport::Udp
+                    || s.connected.load(Ordering::Relaxed))
+        })
+}
+
+/// A synthetic event of each kind in turn (`i` picks the kind), with the fields a real one
+/// has: for tests and benchmarks of the shipping path (`bulkhead ship-test`).
+pub fn synthetic(i: u64, tag: &str) -> Event {
+    let n = i + 1;
+    let host = (n % 200) as u8 + 10;
+    let e = match i % 9 {
+        0 => Event::new(Kind::Drop, Severity::Warning, format!("drop tcp 198.18.20.{host}:40000 -> 198.18.30.5:22 by forward builtin default-drop (internal -> server)"))
+            .with("action", "drop").with("chain", "forward").with("rule_kind", "builtin").with("rule", "default-drop")
+            .with("in", "internal").with("out", "server").with("src", format!("198.18.20.{host}")).with("dst", "198.18.30.5")
+            .with("proto", "tcp").with("sport", 40000).with("dport", 22).with("mac", "02:00:00:00:00:14"),
+        1 => Event::new(Kind::Accept, Severity::Info, "accept tcp 198.18.10.10:5000 -> 198.18.30.20:8080 by forward rule dmz-web-to-app (dmz -> server)")
+            .with("action", "accept").with("chain", "forward").with("rule_kind", "rule").with("rule", "dmz-web-to-app")
+            .with("in", "dmz").with("out", "server").with("src", "198.18.10.10").with("dst", "198.18.30.20")
+            .with("proto", "tcp").with("sport", 5000).with("dport", 8080),
+        2 => Event::new(Kind::Alert, Severity::Alert, format!("ALERT port_scan from 198.18.200.{host} (guest): 10 distinct destination ports within 30 s"))
+            .with("alert", "port_scan").with("src", format!("198.18.200.{host}")).with("in", "guest").with("count", 10).with("window", 30).with("quarantine", 600),
+        3 => Event::new(Kind::Apply, Severity::Notice, "apply: ok").with("result", "ok").with("changes", 3).with("generation", n).with("what", "apply"),
+        4 => Event::new(Kind::Rollback, Severity::Notice, "rollback: ok").with("result", "ok").with("changes", 1).with("what", "rollback"),
+        5 => Event::new(Kind::Confirm, Severity::Notice, "confirm: ok").with("result", "ok").with("entry", n).with("what", "confirm"),
+        6 => Event::new(Kind::Link, Severity::Warning, "link eth0.30 (server) down").with("link", "eth0.30").with("state", "down").with("segment", "server"),
+        7 => Event::new(Kind::Lease, Severity::Info, format!("lease bound: 198.18.20.{host} on internal"))
+            .with("action", "bound").with("segment", "internal").with("addr", format!("198.18.20.{host}")).with("mac", "02:00:00:00:00:14").with("hostname", "pc \"7\" [x]"),
+        _ => Event::new(Kind::Log, Severity::Info, "drift repaired").with("changes", 1).with("module", "bulkhead::supervisor"),
+    };
+    e.with("test", tag).with("n", n)
+}
+
+/// `bulkhead ship-test`: ship `count` synthetic events (at `rate` per second, or as fast
+/// as they can be made) to the config's targets, wait up to `wait` for every target to
+/// have delivered them, and return each target's counters.
+pub fn ship_test(
+    model: &crate::model::Model,
+    state_dir: &Path,
+    count: u64,
+    rate: Option<u64>,
+    tag: &str,
+    wait: std::time::Duration,
+) -> std::io::Result<(bool, Vec<ship::TargetStatus>, std::time::Duration)> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    activate();
+    rt.block_on(async {
+        let handles = start_shippers(&Setup {
+            model: model.clone(),
+            state_dir: state_dir.to_path_buf(),
+        });
+        let t0 = std::time::Instant::now();
+        for i in 0..count {
+            if let Some(r) = rate {
+                let due = t0 + std::time::Duration::from_secs_f64(i as f64 / r.max(1) as f64);
+                tokio::time::sleep_until(due.into()).await;
+            }
+            emit(synthetic(i, tag));
+        }
+        let deadline = std::time::Instant::now() + wait;
+        // the shippers must have taken every event from their queues first
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let mut done = false;
+        while std::time::Instant::now() < deadline {
+            let sent: u64 = hub()
+                .stats
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|s| s.sent.load(Ordering::Relaxed).min(1))
+                .sum();
+            let _ = sent;
+            if drained() {
+                done = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let elapsed = t0.elapsed();
+        let st = status();
+        stop(handles, std::time::Duration::from_secs(3)).await;
+        let targets: Vec<ship::TargetStatus> =
+            serde_json::from_value(st["targets"].clone()).unwrap_or_default();
+        Ok((done, targets, elapsed))
+    })
 }

@@ -55,6 +55,8 @@ pub struct TargetStats {
     pub spool_bytes: AtomicU64,
     /// Failed connects, broken connections and send errors.
     pub errors: AtomicU64,
+    /// Frames in memory: queued, being replayed, or sent and not yet confirmed.
+    pub in_flight: AtomicU64,
     pub last_error: Mutex<Option<String>>,
 }
 
@@ -71,6 +73,8 @@ pub struct TargetStatus {
     pub spool_frames: u64,
     pub spool_bytes: u64,
     pub errors: u64,
+    #[serde(default)]
+    pub in_flight: u64,
     pub last_error: Option<String>,
 }
 
@@ -88,6 +92,7 @@ impl TargetStats {
             spool_frames: AtomicU64::new(0),
             spool_bytes: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
             last_error: Mutex::new(None),
         }
     }
@@ -106,6 +111,7 @@ impl TargetStats {
             spool_frames: l(&self.spool_frames),
             spool_bytes: l(&self.spool_bytes),
             errors: l(&self.errors),
+            in_flight: l(&self.in_flight),
             last_error: self
                 .last_error
                 .lock()
@@ -358,6 +364,7 @@ impl StreamShipper {
         self.spill_queue();
         let _ = self.spool.flush();
         self.st.note_spool(&self.spool);
+        self.st.in_flight.store(0, Ordering::Relaxed);
     }
 
     async fn connected(&mut self, c: transport::StreamConn) -> Lost {
@@ -401,6 +408,10 @@ impl StreamShipper {
             while unconfirmed.len() > MAX_UNCONFIRMED {
                 unconfirmed.pop_front();
             }
+            self.st.in_flight.store(
+                (unconfirmed.len() + current.len() + self.queue.len()) as u64,
+                Ordering::Relaxed,
+            );
             // take new events without waiting
             loop {
                 match self.rx.try_recv() {
