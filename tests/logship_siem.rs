@@ -26,7 +26,14 @@ struct Setup {
 fn setup(tag: &str) -> Setup {
     let gw = Netns::new(&format!("{tag}-gw"));
     let siem = Netns::new(&format!("{tag}-siem"));
-    link(&gw, "mgmt0", "198.18.100.1/24", &siem, "eth0", &format!("{SIEM}/24"));
+    link(
+        &gw,
+        "mgmt0",
+        "198.18.100.1/24",
+        &siem,
+        "eth0",
+        &format!("{SIEM}/24"),
+    );
     let dir = TempDir::new(tag);
     let rs_dir = dir.path().join("siem");
     std::fs::create_dir_all(&rs_dir).unwrap();
@@ -61,7 +68,6 @@ gateway = "198.18.100.1"
 management = true
 
 [logging]
-spool_limit = 1048576
 {targets}
 "#,
         state = state.display()
@@ -75,8 +81,16 @@ fn targets(s: &Setup, which: &[&str]) -> String {
     let mut t = String::new();
     for w in which {
         match *w {
-            "udp" => t += &format!("[[logging.targets]]\nname = \"udp\"\nhost = \"{SIEM}\"\ntransport = \"udp\"\n"),
-            "tcp" => t += &format!("[[logging.targets]]\nname = \"tcp\"\nhost = \"{SIEM}\"\ntransport = \"tcp\"\n"),
+            "udp" => {
+                t += &format!(
+                    "[[logging.targets]]\nname = \"udp\"\nhost = \"{SIEM}\"\ntransport = \"udp\"\n"
+                )
+            }
+            "tcp" => {
+                t += &format!(
+                    "[[logging.targets]]\nname = \"tcp\"\nhost = \"{SIEM}\"\ntransport = \"tcp\"\n"
+                )
+            }
             "tls" => {
                 t += &format!(
                     "[[logging.targets]]\nname = \"tls\"\nhost = \"{SIEM}\"\ntransport = \"tls\"\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
@@ -92,7 +106,12 @@ fn targets(s: &Setup, which: &[&str]) -> String {
 }
 
 fn ship_test(s: &Setup, cfg: &Path, args: &[&str]) -> Command {
-    let mut c = s.gw.cmd(&[env!("CARGO_BIN_EXE_bulkhead"), "-c", cfg.to_str().unwrap(), "ship-test"]);
+    let mut c = s.gw.cmd(&[
+        env!("CARGO_BIN_EXE_bulkhead"),
+        "-c",
+        cfg.to_str().unwrap(),
+        "ship-test",
+    ]);
     c.args(args);
     c
 }
@@ -111,9 +130,13 @@ fn every_kind_of_event_arrives_as_rfc5424_over_udp_tcp_and_tls() {
     require_siem!();
     let s = setup("kinds");
     let cfg = config(s.dir.path(), &targets(&s, &["udp", "tcp", "tls"]));
-    let o = ship_test(&s, &cfg, &["--count", "9", "--tag", "kinds", "--wait", "30"])
-        .output()
-        .unwrap();
+    let o = ship_test(
+        &s,
+        &cfg,
+        &["--count", "9", "--tag", "kinds", "--wait", "30"],
+    )
+    .output()
+    .unwrap();
     assert!(
         o.status.success(),
         "ship-test: {}{}",
@@ -140,7 +163,9 @@ fn every_kind_of_event_arrives_as_rfc5424_over_udp_tcp_and_tls() {
             assert_eq!(p.param("kind"), Some(p.msgid.as_str()));
             assert!(p.param("seq").is_some_and(|s| s.parse::<u64>().is_ok()));
             let need: &[&str] = match p.msgid.as_str() {
-                "drop" | "accept" => &["rule", "chain", "in", "out", "src", "dst", "proto", "sport", "dport"],
+                "drop" | "accept" => &[
+                    "rule", "chain", "in", "out", "src", "dst", "proto", "sport", "dport",
+                ],
                 "alert" => &["alert", "src", "in", "count", "window", "quarantine"],
                 "apply" | "rollback" | "confirm" => &["result", "what"],
                 "link" => &["link", "state", "segment"],
@@ -148,7 +173,11 @@ fn every_kind_of_event_arrives_as_rfc5424_over_udp_tcp_and_tls() {
                 _ => &["module"],
             };
             for n in need {
-                assert!(p.param(n).is_some(), "{transport}: {} lacks {n}: {p:?}", p.msgid);
+                assert!(
+                    p.param(n).is_some(),
+                    "{transport}: {} lacks {n}: {p:?}",
+                    p.msgid
+                );
             }
         }
         // escaping survives the trip: `pc "7" [x]`
@@ -173,7 +202,9 @@ fn ten_thousand_events_survive_a_30s_receiver_outage_in_order() {
     let mut child = ship_test(
         &s,
         &cfg,
-        &["--count", "10000", "--rate", "250", "--tag", "outage", "--wait", "120"],
+        &[
+            "--count", "10000", "--rate", "250", "--tag", "outage", "--wait", "120",
+        ],
     )
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
@@ -195,7 +226,11 @@ fn ten_thousand_events_survive_a_30s_receiver_outage_in_order() {
     s.rsyslog.start(SIEM);
     eprintln!("rsyslog started again");
     let out = wait_child(&mut child, Duration::from_secs(150));
-    assert!(out.0, "ship-test did not deliver everything: {}\n{}", out.1, out.2);
+    assert!(
+        out.0,
+        "ship-test did not deliver everything: {}\n{}",
+        out.1, out.2
+    );
     let report: serde_json::Value = serde_json::from_str(out.1.trim()).unwrap();
     eprintln!("ship-test report: {report}");
     for t in ["tcp", "tls"] {
@@ -221,7 +256,12 @@ fn ten_thousand_events_survive_a_30s_receiver_outage_in_order() {
             missing.len(),
             before[t]
         );
-        assert!(missing.is_empty(), "{t}: missing {} events: {:?}", missing.len(), &missing[..missing.len().min(20)]);
+        assert!(
+            missing.is_empty(),
+            "{t}: missing {} events: {:?}",
+            missing.len(),
+            &missing[..missing.len().min(20)]
+        );
         assert!(
             first.windows(2).all(|w| w[0] < w[1]),
             "{t}: events out of order"

@@ -425,7 +425,11 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
                     "targets": targets,
                 })
             )?;
-            return Ok(if done { ExitCode::SUCCESS } else { ExitCode::from(1) });
+            return Ok(if done {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
         }
         Command::ManagementAddress => {
             let (m, _) = match load(cfg) {

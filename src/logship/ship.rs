@@ -265,6 +265,13 @@ impl StreamShipper {
         let mut backoff = Duration::from_millis(100);
         loop {
             // not connected: events go to the spool while we try
+            if self.t.transport == Transport::Tls && self.tls.is_none() {
+                // the CA or client files may have been fixed since
+                match transport::tls_config(&self.t) {
+                    Ok(c) => self.tls = Some(c),
+                    Err(e) => self.st.error(format!("tls: {e}")),
+                }
+            }
             let conn = {
                 let tls = self.tls.clone();
                 let t = self.t.clone();
