@@ -27,6 +27,7 @@ struct Site {
     client: Netns,
     server: Netns,
     _siem: Netns,
+    _inet: Netns,
     dir: TempDir,
     cfg: PathBuf,
     rsyslog: Rsyslog,
@@ -43,8 +44,8 @@ impl Site {
         link(&gw, "lan0", "", &client, "eth0", &format!("{CLIENT}/24"));
         link(&gw, "lan1", "", &server, "eth0", &format!("{SERVER}/24"));
         link(&gw, "mgmt0", "", &siem, "eth0", &format!("{SIEM}/24"));
-        gw.ok(&["ip", "link", "add", "wan0", "type", "dummy"]);
-        gw.ok(&["ip", "link", "set", "wan0", "up"]);
+        let inet = Netns::new("inet");
+        link(&gw, "wan0", "", &inet, "eth0", "203.0.113.1/24");
         client.ok(&["ip", "route", "add", "default", "via", "198.18.20.1"]);
         server.ok(&["ip", "route", "add", "default", "via", "198.18.30.1"]);
         siem.ok(&["ip", "route", "add", "default", "via", "198.18.100.1"]);
@@ -74,6 +75,7 @@ impl Site {
             client,
             server,
             _siem: siem,
+            _inet: inet,
             dir,
             cfg,
             rsyslog,
@@ -296,7 +298,13 @@ fn drops_alerts_and_quarantine_reach_the_siem() {
         "lifted too early: {freed:?}"
     );
 
-    // apply with a confirmation window, confirm, then roll back
+    // apply a changed config with a confirmation window, confirm, then roll back
+    let text = std::fs::read_to_string(&s.cfg).unwrap();
+    std::fs::write(
+        &s.cfg,
+        text.replace("drop_log_burst = 50", "drop_log_burst = 40"),
+    )
+    .unwrap();
     let o = s.ctl(&["apply", "--confirm-within", "60s"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     s.wait_event("the apply", |p| {
@@ -306,7 +314,8 @@ fn drops_alerts_and_quarantine_reach_the_siem() {
     s.wait_event("the confirm", |p| {
         p.msgid == "confirm" && p.param("result") == Some("ok")
     });
-    assert!(s.ctl(&["rollback"]).status.success());
+    let o = s.ctl(&["rollback"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     s.wait_event("the rollback", |p| {
         p.msgid == "rollback" && p.param("result") == Some("ok")
     });
