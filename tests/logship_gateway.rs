@@ -360,5 +360,60 @@ fn drops_alerts_and_quarantine_reach_the_siem() {
     eprintln!("{} events at the SIEM", lines.len());
 }
 
-#[allow(dead_code)]
-fn unused(_: Command) {}
+/// The lab with a SIEM host: `lab up --siem` starts rsyslogd at the shipped config's target
+/// in the management segment, and `lab verify` shows the drops and alerts that reached it.
+#[test]
+fn lab_with_a_siem_shows_drops_and_alerts() {
+    require_siem!();
+    let name = format!("bhls{}", std::process::id() % 100_000);
+    struct Down(String);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            let _ = Command::new(bin())
+                .args(["lab", "--name", &self.0, "down"])
+                .output();
+        }
+    }
+    let cfg = format!(
+        "{}/overlay/etc/bulkhead/bulkhead.toml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let up = Command::new(bin())
+        .args(["-c", &cfg, "lab", "--name", &name, "up", "--siem"])
+        .output()
+        .unwrap();
+    let _down = Down(name.clone());
+    let out = String::from_utf8_lossy(&up.stdout);
+    assert!(
+        up.status.success(),
+        "lab up --siem: {out}{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    assert!(
+        out.contains("SIEM rsyslogd on tcp:198.18.100.10:514"),
+        "{out}"
+    );
+    let v = Command::new(bin())
+        .args(["lab", "--name", &name, "verify"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&v.stdout);
+    assert!(v.status.success(), "lab verify: {out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("SIEM: "))
+        .unwrap_or_else(|| panic!("no SIEM line: {out}"));
+    eprintln!("{line}");
+    let count = |k: &str| -> usize {
+        line.split([',', '('])
+            .map(str::trim)
+            .find_map(|p| p.strip_prefix(&format!("{k} ")))
+            .and_then(|n| n.trim_end_matches(')').parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(count("drop") > 0, "{line}");
+    assert!(count("alert") > 0, "{line}");
+    assert!(count("apply") >= 1, "{line}");
+    assert!(out.contains("  drop:  drop tcp "), "{out}");
+    assert!(out.contains("  alert: ALERT "), "{out}");
+}

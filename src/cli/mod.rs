@@ -87,6 +87,10 @@ pub enum LabCommand {
         /// leases survive from one lab run to the next).
         #[arg(long)]
         disk: Option<PathBuf>,
+        /// Also start a SIEM host: rsyslogd at the config's UDP/TCP log targets; `lab verify`
+        /// shows the drops and alerts that reach it.
+        #[arg(long)]
+        siem: bool,
     },
     /// Open real connections for every allowed flow and a sample of denied ones; print the
     /// matrix; exit 1 on any mismatch.
@@ -502,8 +506,10 @@ fn lab(cfg: &std::path::Path, name: &str, command: LabCommand) -> Result<ExitCod
             vm,
             image_out,
             disk,
+            siem,
         } => {
             let mut l = l;
+            l.siem = siem;
             if vm {
                 let runner = PathBuf::from("image/run");
                 let switch = PathBuf::from("tests/vm/vlanswitch.py");
@@ -558,6 +564,15 @@ fn lab(cfg: &std::path::Path, name: &str, command: LabCommand) -> Result<ExitCod
                 };
                 writeln!(out, "  {:<15} {:<28} namespace {}", h.addr, place, h.ns)?;
             }
+            if let Some(s) = &st.siem {
+                writeln!(
+                    out,
+                    "  SIEM rsyslogd on {} in namespace {}, writing {}",
+                    s.listens.join(" "),
+                    s.ns,
+                    s.log.display()
+                )?;
+            }
             writeln!(out, "next: bulkhead lab verify; bulkhead lab down")?;
         }
         LabCommand::Verify { format } => {
@@ -576,13 +591,35 @@ fn lab(cfg: &std::path::Path, name: &str, command: LabCommand) -> Result<ExitCod
                 Err(code) => return Ok(code),
             };
             let mut checks = lab::probes(&m, &st.hosts, Vec::new());
+            let drops_before = st.siem.as_ref().map(|s| {
+                lab::siem::report(s)
+                    .by_kind
+                    .get("drop")
+                    .copied()
+                    .unwrap_or(0)
+            });
             lab::verify(&l, &st, &mut checks)?;
-            let bad = checks.iter().filter(|c| !c.ok()).count();
+            let mut bad = checks.iter().filter(|c| !c.ok()).count();
+            let siem = st
+                .siem
+                .as_ref()
+                .map(|s| lab::siem::report_after_probes(s, drops_before.unwrap_or(0)));
+            let denied = checks.iter().any(|c| !c.expected);
+            let siem_ok = siem.as_ref().is_none_or(|r| {
+                !denied || r.by_kind.get("drop").copied().unwrap_or(0) > drops_before.unwrap_or(0)
+            });
+            if !siem_ok {
+                bad += 1;
+            }
             if format == Format::Json {
+                let v = match &siem {
+                    Some(r) => serde_json::json!({ "checks": checks, "siem": r }),
+                    None => serde_json::to_value(&checks).expect("serializes"),
+                };
                 writeln!(
                     out,
                     "{}",
-                    serde_json::to_string_pretty(&checks).expect("serializes")
+                    serde_json::to_string_pretty(&v).expect("serializes")
                 )?;
             } else {
                 let color = std::io::stdout().is_terminal();
@@ -628,6 +665,27 @@ fn lab(cfg: &std::path::Path, name: &str, command: LabCommand) -> Result<ExitCod
                     checks.len() - allowed,
                     if bad == 1 { "" } else { "es" }
                 )?;
+                if let Some(r) = &siem {
+                    let kinds: Vec<String> =
+                        r.by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+                    writeln!(
+                        out,
+                        "SIEM: {} events ({}){}",
+                        r.events,
+                        kinds.join(", "),
+                        if siem_ok {
+                            ""
+                        } else {
+                            "; MISMATCH: no drop of the denied probes arrived"
+                        }
+                    )?;
+                    for d in &r.drops {
+                        writeln!(out, "  drop:  {d}")?;
+                    }
+                    for a in &r.alerts {
+                        writeln!(out, "  alert: {a}")?;
+                    }
+                }
             }
             if bad > 0 {
                 return Ok(ExitCode::from(1));

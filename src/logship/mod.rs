@@ -128,6 +128,9 @@ pub fn subscribe() -> (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>) {
 pub struct Setup {
     pub model: crate::model::Model,
     pub state_dir: std::path::PathBuf,
+    /// Alerts may quarantine their source (`alerts.quarantine`). Off in the lab, whose
+    /// `verify` probes look like a scan and must not lock its clients out.
+    pub quarantine: bool,
 }
 
 /// Where the spools live.
@@ -143,7 +146,7 @@ pub fn start(
     quarantine: impl Fn(Ipv4Addr) + Send + Sync + 'static,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let handles = start_shippers(&setup);
-    watch::start_nflog(setup.model.clone(), Arc::new(quarantine));
+    watch::start_nflog(setup.model.clone(), setup.quarantine, Arc::new(quarantine));
     tokio::spawn(watch::links(setup.model.clone()));
     handles
 }
@@ -416,6 +419,7 @@ pub fn ship_test(
         let handles = start_shippers(&Setup {
             model: model.clone(),
             state_dir: state_dir.to_path_buf(),
+            quarantine: false,
         });
         let t0 = std::time::Instant::now();
         for i in 0..count {
@@ -430,14 +434,6 @@ pub fn ship_test(
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         let mut done = false;
         while std::time::Instant::now() < deadline {
-            let sent: u64 = hub()
-                .stats
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .map(|s| s.sent.load(Ordering::Relaxed).min(1))
-                .sum();
-            let _ = sent;
             if drained() {
                 done = true;
                 break;

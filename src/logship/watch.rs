@@ -167,16 +167,16 @@ pub fn alert_event(a: &super::alerts::Alert, quarantine: Option<u64>) -> Event {
 }
 
 /// Read the NFLOG group on a thread of its own until the process ends.
-pub fn start_nflog(m: Model, quarantine: Quarantine) {
+pub fn start_nflog(m: Model, may_quarantine: bool, quarantine: Quarantine) {
     let r = std::thread::Builder::new()
         .name("nflog".into())
-        .spawn(move || nflog_loop(m, quarantine));
+        .spawn(move || nflog_loop(m, may_quarantine, quarantine));
     if let Err(e) = r {
         tracing::error!("cannot start the NFLOG reader: {e}");
     }
 }
 
-fn nflog_loop(m: Model, quarantine: Quarantine) {
+fn nflog_loop(m: Model, may_quarantine: bool, quarantine: Quarantine) {
     let group = m.logging.nflog_group;
     let st = &hub().nflog;
     st.group.store(u64::from(group), Ordering::Relaxed);
@@ -223,7 +223,9 @@ fn nflog_loop(m: Model, quarantine: Quarantine) {
                 st.alerts.fetch_add(1, Ordering::Relaxed);
                 let q = match (m.alerts.quarantine, a.src) {
                     (Some(t), IpAddr::V4(v4))
-                        if a.in_segment.as_deref() != Some(mgmt.as_str()) && !own.contains(&v4) =>
+                        if may_quarantine
+                            && a.in_segment.as_deref() != Some(mgmt.as_str())
+                            && !own.contains(&v4) =>
                     {
                         Some((t, v4))
                     }

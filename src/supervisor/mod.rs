@@ -333,7 +333,11 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         tokio::spawn(serve_socket(control::socket_path(&state_dir), tx.clone()));
         let qtx = tx.clone();
         let shippers = crate::logship::start(
-            crate::logship::Setup { model: uplink_model.clone(), state_dir: state_dir.clone() },
+            crate::logship::Setup {
+                model: uplink_model.clone(),
+                state_dir: state_dir.clone(),
+                quarantine: opts.lab.is_none(),
+            },
             move |a| {
                 let _ = qtx.send(Job::Quarantine(a));
             },

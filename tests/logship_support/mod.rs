@@ -244,7 +244,7 @@ impl Rsyslog {
        defaultNetstreamDriverCAFile="{ca}"
        defaultNetstreamDriverCertFile="{cert}"
        defaultNetstreamDriverKeyFile="{key}"
-       maxMessageSize="64k")
+       maxMessageSize="64k" net.enableDNS="off")
 module(load="imudp")
 module(load="imtcp" maxSessions="200")
 input(type="imudp" address="{addr}" port="514" ruleset="udp")
