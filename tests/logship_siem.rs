@@ -307,3 +307,51 @@ fn wait_child(c: &mut std::process::Child, limit: Duration) -> (bool, String, St
     }
     (ok, o, e)
 }
+
+#[test]
+fn a_full_spool_drops_the_oldest_and_counts_them() {
+    require_siem!();
+    let mut s = setup("full");
+    // the receiver is down from the start; the spool may hold 64 KiB (about 200 events)
+    s.rsyslog.stop();
+    let cfg = config(s.dir.path(), &targets(&s, &["tcp"]));
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("[logging]\n", "[logging]\nspool_limit = 65536\n");
+    std::fs::write(&cfg, text).unwrap();
+    let mut child = ship_test(
+        &s,
+        &cfg,
+        &["--count", "3000", "--tag", "full", "--wait", "60"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let spool: u64 = std::fs::read_dir(s.dir.path().join("state/spool/tcp"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(spool <= 65536, "spool of {spool} bytes over its limit");
+    s.rsyslog.start(SIEM);
+    let out = wait_child(&mut child, Duration::from_secs(60));
+    assert!(out.0, "ship-test: {}\n{}", out.1, out.2);
+    let report: serde_json::Value = serde_json::from_str(out.1.trim()).unwrap();
+    let t = &report["targets"][0];
+    let dropped = t["dropped"].as_u64().unwrap();
+    assert!(dropped > 2000, "{t}");
+    wait_for("the kept events", Duration::from_secs(10), || {
+        received(&s.rsyslog, "tcp", "full").len() as u64 + dropped >= 3000
+    });
+    let ns: Vec<u64> = received(&s.rsyslog, "tcp", "full")
+        .iter()
+        .map(|p| p.param("n").unwrap().parse().unwrap())
+        .collect();
+    eprintln!(
+        "spool full: {dropped} oldest dropped, {} newest delivered",
+        ns.len()
+    );
+    // exactly the newest, in order, none twice
+    assert_eq!(ns, (dropped + 1..=3000).collect::<Vec<_>>());
+}
