@@ -161,7 +161,13 @@ pub fn start_shippers(setup: &Setup) -> Vec<tokio::task::JoinHandle<()>> {
     for t in &m.logging.targets {
         let (tx, rx) = mpsc::unbounded_channel();
         let st = Arc::new(ship::TargetStats::new(t));
-        let dir = spool_dir(&setup.state_dir).join(&t.name);
+        // target names are validated to letters, digits, `-`, `_` and `.`: keep `.`/`..` out
+        let leaf = if t.name.chars().all(|c| c == '.') {
+            format!("target-{}", txs.len())
+        } else {
+            t.name.clone()
+        };
+        let dir = spool_dir(&setup.state_dir).join(leaf);
         handles.push(tokio::spawn(ship::run_target(
             t.clone(),
             st.clone(),
