@@ -34,6 +34,9 @@ const MAX_QUEUE_BYTES: usize = 4 << 20;
 /// Frames per write.
 const BATCH: usize = 512;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Under load (an event right after a write), wait this long for more before writing: one
+/// write and one receiver wake-up per many events instead of per event.
+const LINGER: Duration = Duration::from_millis(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
@@ -386,6 +389,7 @@ impl StreamShipper {
         let mut buf = Vec::with_capacity(256 << 10);
         let mut rbuf = [0u8; 512];
         let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut last_write = Instant::now();
         let give_back = |unconfirmed: VecDeque<(u64, Vec<u8>)>, current: VecDeque<Vec<u8>>| {
             let n = unconfirmed.len() as u64;
             let mut v: VecDeque<Vec<u8>> = unconfirmed.into_iter().map(|(_, f)| f).collect();
@@ -457,7 +461,12 @@ impl StreamShipper {
             if batch.is_empty() {
                 tokio::select! {
                     ev = self.rx.recv() => match ev {
-                        Some(ev) => self.enqueue(&ev),
+                        Some(ev) => {
+                            self.enqueue(&ev);
+                            if last_write.elapsed() < 2 * LINGER {
+                                tokio::time::sleep(LINGER).await;
+                            }
+                        }
                         None => {
                             let (_, v) = give_back(unconfirmed, current);
                             self.persist(v);
@@ -486,6 +495,7 @@ impl StreamShipper {
             let r = tokio::time::timeout(WRITE_TIMEOUT, w)
                 .await
                 .unwrap_or_else(|_| Err(std::io::Error::other("write timed out")));
+            last_write = Instant::now();
             let end = probe.written.load(Ordering::Relaxed);
             let n = batch.len() as u64;
             for fr in batch {
