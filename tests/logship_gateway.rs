@@ -256,6 +256,58 @@ fn drops_alerts_and_quarantine_reach_the_siem() {
         "{text}"
     );
 
+    // `bulkhead logs --follow` streams new events as they happen
+    let mut follow =
+        s.gw.cmd(&[
+            bin(),
+            "-c",
+            s.cfg.to_str().unwrap(),
+            "logs",
+            "--follow",
+            "--format",
+            "json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!s.probe(SERVER, 23));
+    let t0 = Instant::now();
+    let streamed = loop {
+        let l = rx
+            .recv_timeout(Duration::from_secs(10).saturating_sub(t0.elapsed()))
+            .expect("logs --follow printed no drop of port 23");
+        let ev: serde_json::Value = serde_json::from_str(&l).unwrap();
+        let port = ev["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f[0] == "dport" && f[1] == "23");
+        if ev["kind"] == "drop" && port {
+            break ev;
+        }
+    };
+    assert_eq!(streamed["severity"], "warning");
+    // SAFETY: signalling a child we started and have not reaped.
+    unsafe {
+        libc::kill(follow.id() as i32, libc::SIGTERM);
+    }
+    let _ = follow.wait();
+
     // a port scan: 12 closed ports on the server within a moment
     let probes: Vec<String> = (1000..1012).map(|p| format!("tcp:{SERVER}:{p}")).collect();
     let mut a = vec![bin(), "lab", "probe", "--timeout-ms", "300"];
