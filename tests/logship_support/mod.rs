@@ -161,8 +161,8 @@ pub fn pki(dir: &Path, server_ip: &str) -> Pki {
         run(&[
             "certtool",
             "--generate-privkey",
-            // RSA: GnuTLS writes ECDSA keys whose scalar has a leading zero one byte
-            // short, which ring refuses
+            // RSA: ring refused a certtool ECDSA (SEC1) client key in one run ("failed to
+            // parse private key"); RSA keys load every time
             "--key-type=rsa",
             "--bits=2048",
             "--outfile",
