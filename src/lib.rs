@@ -10,6 +10,7 @@ pub mod config;
 pub mod dhcp;
 pub mod diag;
 pub mod lab;
+pub mod logship;
 pub mod model;
 pub mod plan;
 pub mod supervisor;

@@ -89,6 +89,10 @@ pub enum LabCommand {
         /// leases survive from one lab run to the next).
         #[arg(long)]
         disk: Option<PathBuf>,
+        /// Also start a SIEM host: rsyslogd at the config's UDP/TCP log targets; `lab verify`
+        /// shows the drops and alerts that reach it.
+        #[arg(long)]
+        siem: bool,
     },
     /// Open real connections for every allowed flow and a sample of denied ones; print the
     /// matrix; exit 1 on any mismatch.
@@ -211,6 +215,30 @@ pub enum Command {
     /// First-boot setup: NICs, uplink, management VLAN and address, admin SSH key, syslog;
     /// shows the plan and applies it with commit-confirm (`--from FILE`: answers from a file).
     Setup(setup::SetupArgs),
+    /// (internal) ship synthetic events of every kind to the config's log targets, through
+    /// the daemon's shipping path (spool included), and wait until they are delivered.
+    #[command(hide = true)]
+    ShipTest {
+        #[arg(long, default_value_t = 9)]
+        count: u64,
+        /// Events per second (default: as fast as possible).
+        #[arg(long)]
+        rate: Option<u64>,
+        /// A value for the `test` field of every event.
+        #[arg(long, default_value = "ship-test")]
+        tag: String,
+        /// Seconds to wait for delivery.
+        #[arg(long, default_value_t = 120)]
+        wait: u64,
+    },
+    /// The daemon's event stream: drops, alerts, applies, links, leases, its own log.
+    Logs {
+        /// Keep printing new events as they happen.
+        #[arg(long, short)]
+        follow: bool,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
     /// Print the gateway's address on the management segment (for the SSH server).
     ManagementAddress,
     /// The lab: the whole site in network namespaces, and proof that the policy holds.
@@ -377,6 +405,42 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
         Command::Lab { name, command } => return lab(cfg, &name, command),
         Command::Setup(args) => return setup::run(&cli.global, args),
+        Command::Logs { follow, format } => return logs(&cli.global, follow, format),
+        Command::ShipTest {
+            count,
+            rate,
+            tag,
+            wait,
+        } => {
+            let (m, _) = match load(cfg) {
+                Ok(x) => x,
+                Err(code) => return Ok(code),
+            };
+            let state_dir = cli.global.state_dir.clone().unwrap_or(m.state_dir.clone());
+            let (done, targets, elapsed) = crate::logship::ship_test(
+                &m,
+                &state_dir,
+                count,
+                rate,
+                &tag,
+                std::time::Duration::from_secs(wait),
+            )?;
+            writeln!(
+                stdout,
+                "{}",
+                serde_json::json!({
+                    "delivered": done,
+                    "count": count,
+                    "elapsed_s": elapsed.as_secs_f64(),
+                    "targets": targets,
+                })
+            )?;
+            return Ok(if done {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
+        }
         Command::ManagementAddress => {
             let (m, _) = match load(cfg) {
                 Ok(x) => x,
@@ -448,8 +512,10 @@ fn lab(cfg: &std::path::Path, name: &str, command: LabCommand) -> Result<ExitCod
             vm,
             image_out,
             disk,
+            siem,
         } => {
             let mut l = l;
+            l.siem = siem;
             if vm {
                 let runner = PathBuf::from("image/run");
                 let switch = PathBuf::from("tests/vm/vlanswitch.py");
@@ -504,6 +570,15 @@ fn lab(cfg: &std::path::Path, name: &str, command: LabCommand) -> Result<ExitCod
                 };
                 writeln!(out, "  {:<15} {:<28} namespace {}", h.addr, place, h.ns)?;
             }
+            if let Some(s) = &st.siem {
+                writeln!(
+                    out,
+                    "  SIEM rsyslogd on {} in namespace {}, writing {}",
+                    s.listens.join(" "),
+                    s.ns,
+                    s.log.display()
+                )?;
+            }
             writeln!(out, "next: bulkhead lab verify; bulkhead lab down")?;
         }
         LabCommand::Verify { format } => {
@@ -522,13 +597,35 @@ fn lab(cfg: &std::path::Path, name: &str, command: LabCommand) -> Result<ExitCod
                 Err(code) => return Ok(code),
             };
             let mut checks = lab::probes(&m, &st.hosts, Vec::new());
+            let drops_before = st.siem.as_ref().map(|s| {
+                lab::siem::report(s)
+                    .by_kind
+                    .get("drop")
+                    .copied()
+                    .unwrap_or(0)
+            });
             lab::verify(&l, &st, &mut checks)?;
-            let bad = checks.iter().filter(|c| !c.ok()).count();
+            let mut bad = checks.iter().filter(|c| !c.ok()).count();
+            let siem = st
+                .siem
+                .as_ref()
+                .map(|s| lab::siem::report_after_probes(s, drops_before.unwrap_or(0)));
+            let denied = checks.iter().any(|c| !c.expected);
+            let siem_ok = siem.as_ref().is_none_or(|r| {
+                !denied || r.by_kind.get("drop").copied().unwrap_or(0) > drops_before.unwrap_or(0)
+            });
+            if !siem_ok {
+                bad += 1;
+            }
             if format == Format::Json {
+                let v = match &siem {
+                    Some(r) => serde_json::json!({ "checks": checks, "siem": r }),
+                    None => serde_json::to_value(&checks).expect("serializes"),
+                };
                 writeln!(
                     out,
                     "{}",
-                    serde_json::to_string_pretty(&checks).expect("serializes")
+                    serde_json::to_string_pretty(&v).expect("serializes")
                 )?;
             } else {
                 let color = std::io::stdout().is_terminal();
@@ -574,6 +671,27 @@ fn lab(cfg: &std::path::Path, name: &str, command: LabCommand) -> Result<ExitCod
                     checks.len() - allowed,
                     if bad == 1 { "" } else { "es" }
                 )?;
+                if let Some(r) = &siem {
+                    let kinds: Vec<String> =
+                        r.by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+                    writeln!(
+                        out,
+                        "SIEM: {} events ({}){}",
+                        r.events,
+                        kinds.join(", "),
+                        if siem_ok {
+                            ""
+                        } else {
+                            "; MISMATCH: no drop of the denied probes arrived"
+                        }
+                    )?;
+                    for d in &r.drops {
+                        writeln!(out, "  drop:  {d}")?;
+                    }
+                    for a in &r.alerts {
+                        writeln!(out, "  alert: {a}")?;
+                    }
+                }
             }
             if bad > 0 {
                 return Ok(ExitCode::from(1));
@@ -726,6 +844,7 @@ fn ops(g: &Global, command: Command) -> Result<ExitCode, CliError> {
                 Request::SetDel { group, addrs } => serde_json::to_value(gw.set_del(group, addrs)?),
                 Request::SetList { group } => serde_json::to_value(gw.set_list(group)?),
                 Request::Leases { .. } => unreachable!("handled above"),
+                Request::Logs { .. } => unreachable!("`bulkhead logs` reads the socket itself"),
             }
             .expect("serializes")
         }
@@ -890,9 +1009,96 @@ fn print_status(
         )?;
     }
     for (k, v) in &s.extra {
-        writeln!(out, "{k}: {v}")?;
+        if k == "logship" {
+            print_logship(out, v)?;
+        } else {
+            writeln!(out, "{k}: {v}")?;
+        }
     }
     Ok(())
+}
+
+/// `bulkhead logs`: read the event stream from the daemon's control socket.
+fn logs(g: &Global, follow: bool, format: Format) -> Result<ExitCode, CliError> {
+    use crate::supervisor::control::{self, Request, Response};
+    use std::io::BufRead;
+    let state_dir = match state_dir_of(g) {
+        Ok(d) => d,
+        Err(code) => return Ok(code),
+    };
+    let mut s = std::os::unix::net::UnixStream::connect(control::socket_path(&state_dir)).map_err(
+        |_| CliError::Daemon("no daemon runs (`bulkhead run`): no events to show".into()),
+    )?;
+    let mut req = serde_json::to_string(&Request::Logs { follow }).expect("serializes");
+    req.push('\n');
+    s.write_all(req.as_bytes())?;
+    let mut out = std::io::stdout().lock();
+    for line in std::io::BufReader::new(s).lines() {
+        let resp: Response = serde_json::from_str(&line?)
+            .map_err(|e| CliError::Daemon(format!("bad answer: {e}")))?;
+        if !resp.ok {
+            return Err(CliError::Daemon(resp.error.unwrap_or_default()));
+        }
+        let evs: Vec<crate::logship::Event> =
+            serde_json::from_value(resp.data).map_err(|e| CliError::Daemon(e.to_string()))?;
+        for ev in &evs {
+            match format {
+                Format::Json => {
+                    writeln!(out, "{}", serde_json::to_string(ev).expect("serializes"))?
+                }
+                Format::Text => writeln!(out, "{}", crate::logship::text_line(ev))?,
+            }
+        }
+        out.flush()?;
+        if !follow {
+            break;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_logship(out: &mut impl Write, v: &serde_json::Value) -> std::io::Result<()> {
+    let targets: Vec<crate::logship::ship::TargetStatus> =
+        serde_json::from_value(v["targets"].clone()).unwrap_or_default();
+    writeln!(out, "log targets (events: {}):", v["events"])?;
+    for t in &targets {
+        writeln!(
+            out,
+            "  {:<10} {:<4} {:<21} {:<12} sent {} spooled {} dropped-when-full {} resent {} in-spool {} ({} bytes){}",
+            t.name,
+            t.transport,
+            t.addr,
+            if t.connected {
+                "connected"
+            } else {
+                "DISCONNECTED"
+            },
+            t.sent,
+            t.spooled,
+            t.dropped,
+            t.resent,
+            t.spool_frames,
+            t.spool_bytes,
+            t.last_error
+                .as_ref()
+                .map_or(String::new(), |e| format!("; last error: {e}"))
+        )?;
+    }
+    let n = &v["nflog"];
+    writeln!(
+        out,
+        "nflog group {}: {}, {} records, {} lost, {} alerts, {} quarantined",
+        n["group"],
+        if n["bound"].as_bool() == Some(true) {
+            "bound"
+        } else {
+            "NOT BOUND"
+        },
+        n["records"],
+        n["lost"],
+        n["alerts"],
+        n["quarantined"]
+    )
 }
 
 fn spawn_watchdog(g: &Global, state_dir: &std::path::Path) -> Result<(), CliError> {

@@ -4,6 +4,7 @@
 //! `explain` (and the host firewalls from `hostrules`) say.
 
 pub mod net;
+pub mod siem;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -90,6 +91,9 @@ pub struct LabState {
     /// The gateway is the image in qemu; its serial console is logged here.
     #[serde(default)]
     pub console: Option<PathBuf>,
+    /// The SIEM host (`up --siem`).
+    #[serde(default)]
+    pub siem: Option<siem::SiemState>,
 }
 
 pub struct Lab {
@@ -99,6 +103,8 @@ pub struct Lab {
     pub bin: PathBuf,
     /// Run the gateway as the appliance image in qemu instead of in a namespace.
     pub vm: Option<Vm>,
+    /// Start a SIEM host (rsyslogd) at the config's log targets.
+    pub siem: bool,
 }
 
 /// The appliance image as the lab's gateway: the image's own config (the shipped one) runs on
@@ -155,6 +161,7 @@ impl Lab {
             dir: PathBuf::from("/run/bulkhead-lab").join(name),
             bin: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("bulkhead")),
             vm: None,
+            siem: false,
         }
     }
 
@@ -293,6 +300,7 @@ impl Lab {
             pids: Vec::new(),
             hosts: hosts.clone(),
             console: None,
+            siem: None,
         };
         // Save early and as we go: whatever happens, `down` finds what was created.
         self.save(&st)?;
@@ -445,6 +453,9 @@ impl Lab {
                     )?;
                 }
             }
+        }
+        if self.siem {
+            siem::start(self, m, st)?;
         }
         // the gateway
         let bin = self.bin.to_string_lossy().into_owned();

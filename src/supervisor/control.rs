@@ -44,6 +44,11 @@ pub enum Request {
     Leases {
         segment: Option<String>,
     },
+    /// The recent events; with `follow`, then every new one (one response line each).
+    Logs {
+        #[serde(default)]
+        follow: bool,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

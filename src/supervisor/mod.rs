@@ -25,6 +25,8 @@ enum Job {
     Reload,
     Check,
     Lease(crate::dhcp::LeaseEvent),
+    /// An alert asks to quarantine a source (the live set; its timeout expires it).
+    Quarantine(std::net::Ipv4Addr),
     Shutdown,
 }
 
@@ -88,7 +90,14 @@ fn engine(
     while let Ok(job) = jobs.recv() {
         match job {
             Job::Shutdown => break,
+            Job::Quarantine(addr) => {
+                let net = ipnet::Ipv4Net::new(addr, 32).expect("/32");
+                if let Err(e) = gw.set_add(crate::plan::ruleset::QUARANTINE, &[net]) {
+                    tracing::error!(%addr, "quarantine failed: {e}");
+                }
+            }
             Job::Lease(ev) => {
+                crate::logship::lease(&ev);
                 use crate::dhcp::LeaseEventKind;
                 if let Some(g) = ev.lease.group.clone() {
                     let bound = ev.kind == LeaseEventKind::Bound;
@@ -103,14 +112,32 @@ fn engine(
                 }
                 Ok(_) => match gw.apply_file(None) {
                     Ok(r) => {
+                        crate::logship::outcome(
+                            crate::logship::Kind::Apply,
+                            "reload",
+                            Ok(&serde_json::to_value(&r).unwrap_or_default()),
+                        );
                         tracing::info!(changes = r.changes.len(), generation = ?r.generation, "reloaded")
                     }
-                    Err(e) => tracing::error!("reload failed: {e}"),
+                    Err(e) => {
+                        crate::logship::outcome(
+                            crate::logship::Kind::Apply,
+                            "reload",
+                            Err(&e.to_string()),
+                        );
+                        tracing::error!("reload failed: {e}")
+                    }
                 },
             },
             Job::Check => {
-                if let Err(e) = gw.check_deadline() {
-                    tracing::error!("restoring the previous config failed: {e}");
+                match gw.check_deadline() {
+                    Err(e) => tracing::error!("restoring the previous config failed: {e}"),
+                    Ok(Some(r)) => crate::logship::outcome(
+                        crate::logship::Kind::Rollback,
+                        "unconfirmed apply",
+                        Ok(&serde_json::to_value(&r).unwrap_or_default()),
+                    ),
+                    Ok(None) => {}
                 }
                 match gw.drift() {
                     Ok(ch) if ch.is_empty() => {}
@@ -127,7 +154,8 @@ fn engine(
                 }
             }
             Job::Client(req, reply) => {
-                let resp = handle(&mut gw, req);
+                let resp = handle(&mut gw, req.clone());
+                crate::logship::client_result(&req, &resp);
                 let _ = reply.send(resp);
             }
         }
@@ -160,6 +188,7 @@ fn handle(gw: &mut Gateway, req: Request) -> Response {
                 "dhcp".into(),
                 serde_json::json!({"serving": pools, "leases": leases.iter().filter(|l| l.state == crate::dhcp::LeaseState::Bound).count()}),
             );
+            st.extra.insert("logship".into(), crate::logship::status());
             Response::ok(st)
         }
         Request::Apply {
@@ -189,6 +218,7 @@ fn handle(gw: &mut Gateway, req: Request) -> Response {
         Request::Leases { segment } => {
             read_leases(&gw.state_dir, segment.as_deref()).map_or_else(Response::err, Response::ok)
         }
+        Request::Logs { .. } => Response::err("logs are answered by the control socket"),
     }
 }
 
@@ -210,6 +240,12 @@ async fn serve_socket(path: PathBuf, tx: std::sync::mpsc::Sender<Job>) {
             let (r, mut w) = stream.into_split();
             let mut lines = BufReader::new(r).lines();
             while let Ok(Some(line)) = lines.next_line().await {
+                if let Ok(Request::Logs { follow }) = serde_json::from_str::<Request>(&line) {
+                    if crate::logship::serve_logs(&mut w, follow).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
                 let resp = match serde_json::from_str::<Request>(&line) {
                     Err(e) => Response::err(format!("bad request: {e}")),
                     Ok(req) => {
@@ -262,6 +298,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     // The gateway lives on the engine thread (its netlink handle is not Send); the first
     // apply happens there and its outcome comes back before anything else starts.
     let (tx, rx) = std::sync::mpsc::channel::<Job>();
+    crate::logship::activate();
     let (first_tx, first_rx) = std::sync::mpsc::channel::<
         Result<(PathBuf, Vec<crate::dhcp::PoolConfig>, crate::model::Model), RunError>,
     >();
@@ -278,7 +315,10 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
                 if let Err(e) = gw.check_deadline() {
                     tracing::error!("restoring the previous config failed: {e}");
                 }
-                let r = gw.apply_file(None)?;
+                let r = gw.apply_file(None).inspect_err(|e| {
+                    crate::logship::outcome(crate::logship::Kind::Apply, "start", Err(&e.to_string()))
+                })?;
+                crate::logship::outcome(crate::logship::Kind::Apply, "start", Ok(&serde_json::to_value(&r).unwrap_or_default()));
                 tracing::info!(changes = r.changes.len(), generation = ?r.generation, elapsed_ms = r.elapsed.as_secs_f64() * 1000.0, "applied");
                 Ok(gw)
             };
@@ -322,6 +362,17 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         let mut term = signal(SignalKind::terminate()).expect("signal handler");
         let mut int = signal(SignalKind::interrupt()).expect("signal handler");
         tokio::spawn(serve_socket(control::socket_path(&state_dir), tx.clone()));
+        let qtx = tx.clone();
+        let shippers = crate::logship::start(
+            crate::logship::Setup {
+                model: uplink_model.clone(),
+                state_dir: state_dir.clone(),
+                quarantine: opts.lab.is_none(),
+            },
+            move |a| {
+                let _ = qtx.send(Job::Quarantine(a));
+            },
+        );
         let (ntx, mut nrx) = mpsc::unbounded_channel();
         tokio::spawn(watch_netlink(ntx));
         let mut uplink_model = uplink_model;
@@ -397,6 +448,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         }
         uplink::stop(uplink_client);
         tracing::info!("stopping; the ruleset stays in place");
+        crate::logship::stop(shippers, Duration::from_secs(3)).await;
     });
     let _ = tx.send(Job::Shutdown);
     let _ = engine_thread.join();
