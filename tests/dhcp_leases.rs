@@ -224,3 +224,35 @@ fn one_writer_per_state_dir() {
     store.close();
     let (_again, _) = LeaseStore::open(dir.path(), opts()).unwrap();
 }
+
+/// When the live leases alone are bigger than the compaction threshold, a compaction cannot
+/// bring the journal under it: the store must not rewrite itself after every commit (seen at
+/// ~25,000 leases with the default 4 MiB threshold), only once as much again was appended.
+#[test]
+fn a_store_bigger_than_the_threshold_does_not_compact_on_every_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = StoreOptions {
+        compact_threshold: 4 * 1024,
+        clock: fixed_clock,
+    };
+    let (store, _) = LeaseStore::open(dir.path(), o).unwrap();
+    // ~40 KiB of live leases: ten times the threshold
+    let all: Vec<Lease> = (0..400u32)
+        .map(|n| lease("lan", n, LeaseState::Bound, FAR))
+        .collect();
+    store.commit(all).wait_blocking().unwrap();
+    let after_fill = store.stats().compactions;
+    // then 400 single renewals, one commit each
+    for n in 0..400u32 {
+        store
+            .commit(vec![lease("lan", n, LeaseState::Bound, FAR + 1)])
+            .wait_blocking()
+            .unwrap();
+    }
+    let st = store.stats();
+    assert!(
+        st.compactions - after_fill <= 2,
+        "compactions after the fill: {} ({st:?})",
+        st.compactions - after_fill
+    );
+}

@@ -388,12 +388,15 @@ impl LeaseStore {
             live.into_iter().filter(|(_, l)| l.expires > now).collect();
 
         let stats = Arc::new(AtomicStats::default());
+        let mut base = HEADER.len() as u64;
+        let mut size = valid_len.max(base);
         let file = if valid_len < HEADER.len() as u64 || file_len > opts.compact_threshold {
             // New, unreadable header, or big: start from a fresh snapshot.
             if file_len > 0 && valid_len < HEADER.len() as u64 {
                 tracing::warn!(path = %path.display(), "lease journal has no valid header; starting a new one");
             }
-            write_snapshot(dir, &live)?;
+            base = write_snapshot(dir, &live)?;
+            size = base;
             if file_len > 0 {
                 stats.compactions.fetch_add(1, Ordering::Relaxed);
             }
@@ -420,7 +423,8 @@ impl LeaseStore {
         let mut committer = Committer {
             dir: dir.to_path_buf(),
             file,
-            size: valid_len.max(HEADER.len() as u64),
+            size,
+            base,
             live: std::mem::take(&mut live),
             opts,
             stats: stats.clone(),
@@ -594,6 +598,10 @@ struct Committer {
     dir: PathBuf,
     file: File,
     size: u64,
+    /// The journal's size right after the last snapshot: the next compaction waits until as
+    /// much again has been appended, so a store whose live leases alone pass the threshold
+    /// does not rewrite itself after every commit.
+    base: u64,
     live: HashMap<(String, Ipv4Addr), Lease>,
     opts: StoreOptions,
     stats: Arc<AtomicStats>,
@@ -643,7 +651,7 @@ impl Committer {
                 });
             }
             if err.is_none()
-                && self.size > self.opts.compact_threshold
+                && self.size > self.opts.compact_threshold.max(2 * self.base)
                 && let Err(e) = self.compact()
             {
                 tracing::error!(error = %e, "lease journal compaction failed");
@@ -690,6 +698,7 @@ impl Committer {
         let size = write_snapshot(&self.dir, &self.live)?;
         self.file = open_append(&self.dir.join(JOURNAL_FILE))?;
         self.size = size;
+        self.base = size;
         self.stats.compactions.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             live = self.live.len(),

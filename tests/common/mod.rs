@@ -73,6 +73,13 @@ impl Netns {
         ns
     }
 
+    /// A command to run inside the namespace.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).args(args);
+        c
+    }
+
     /// Run a command inside the namespace.
     pub fn run(&self, args: &[&str]) -> Output {
         Command::new("ip")
