@@ -17,7 +17,8 @@
 # DUR-second perfdhcp run with fresh clients (-R 1000000); the sweep stops at the first step
 # above 2.5 % drops. Reported: the best rate (4-way exchanges/s = leases/s) of a step with
 # <= 2.5 % drops. Then, at FIXED leases/s for DUR s: the server's CPU time (utime+stime from
-# /proc/PID/stat) per 1,000 leases. STORES: disk tmpfs (where the lease file lives).
+# /proc/PID/stat) per 1,000 leases, and its VmRSS right after (FIXED x DUR leases: 10,000 by
+# default). STORES: disk tmpfs (where the lease file lives).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need_root
@@ -113,7 +114,7 @@ perf() {
           if (d < 0) d = 0; printf "%.0f %.2f\n", rate, d }' "$W/perf.out"
 }
 
-declare -A BEST CPU FIXRATE
+declare -A BEST CPU FIXRATE RSS
 for store in $STORES; do
   for s in $SERVERS; do
     best=0
@@ -130,6 +131,7 @@ for store in $STORES; do
     c0=$(cpu_ticks "$SRVPID")
     read -r got drop < <(perf "$FIXED")
     c1=$(cpu_ticks "$SRVPID")
+    RSS[$s/$store]=$(awk '/^VmRSS/{printf "%.1f", $2/1024}' "/proc/$SRVPID/status")
     stop_server
     leases=$(awk -v r="$got" -v t="$DUR" 'BEGIN{print r*t}')
     CPU[$s/$store]=$(awk -v c=$((c1 - c0)) -v hz="$HZ" -v n="$leases" 'BEGIN{ if (n>0) printf "%.0f", c*1000/hz/(n/1000); else print "n/a" }')
@@ -139,9 +141,9 @@ for store in $STORES; do
 done
 
 echo "DHCP benchmark: perfdhcp relay mode, fresh clients, ${DUR}s per step, max drops $MAXDROP %"
-printf '%-10s %-6s %-22s %-26s %s\n' server store "leases/s (<=$MAXDROP % drops)" "CPU ms / 1,000 leases" "(at $FIXED/s offered: got)"
+printf '%-10s %-6s %-22s %-22s %-12s %s\n' server store "leases/s (<=$MAXDROP%)" "CPU ms/1,000 leases" "RSS MiB" "(fixed run: $FIXED/s offered for ${DUR}s; got)"
 for store in $STORES; do for s in $SERVERS; do
-  printf '%-10s %-6s %-22s %-26s %s\n' "$s" "$store" "${BEST[$s/$store]}" "${CPU[$s/$store]}" "${FIXRATE[$s/$store]}"
+  printf '%-10s %-6s %-22s %-22s %-12s %s\n' "$s" "$store" "${BEST[$s/$store]}" "${CPU[$s/$store]}" "${RSS[$s/$store]}" "${FIXRATE[$s/$store]}"
 done; done
 for store in $STORES; do
   if [ -n "${BEST[bulkhead/$store]:-}" ] && [ -n "${BEST[kea/$store]:-}" ]; then

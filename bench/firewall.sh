@@ -26,6 +26,12 @@ if [ "${1:-}" = --inner ]; then
   t() { local a=$EPOCHREALTIME; "$@" >/dev/null; local b=$EPOCHREALTIME; awk -v a="$a" -v b="$b" 'BEGIN{printf "%.2f\n", (b-a)*1000}'; }
   case $mode in
     nft-f) t nft -f "$1" ;;
+    breakdown) # the steps of a replace, one by one, with the policy loaded
+      echo "list $(t nft list table inet bulkhead)"
+      echo "check $(t nft -c -f "$1")"
+      echo "load $(t nft -f "$1")"
+      echo "parse $(t "$BULKHEAD" -c "$2" check)"
+      echo "plan $(t "$BULKHEAD" -c "$2" plan --only firewall)" ;;
     apply) t "$BULKHEAD" -c "$1" --state-dir "$2" apply ;;
     setadd-cli|setadd-daemon|setadd-nft)
       cfg=$1 st=$2 n=$3
@@ -77,6 +83,8 @@ for rep in $(seq "$REPS"); do
   add repl_apply "$(inner apply "$W/a.toml" "$W/st")"
   add repl_nft "$(inner nft-f "$W/b.nft")"
   add repl_nft "$(inner nft-f "$W/a.nft")"
+  # where the time of a replace goes: each child command apply runs, alone
+  while read -r k v; do add "bd_$k" "$v"; done < <(inner breakdown "$W/a.nft" "$W/a.toml")
   # 3. no-op: make the live table the applied one again, then apply the same file twice
   inner apply "$W/a.toml" "$W/st" >/dev/null
   add noop_apply "$(inner apply "$W/a.toml" "$W/st")"
@@ -104,6 +112,12 @@ printf '%-44s %s\n' \
   "replace: bulkhead apply" "$(rng repl_apply)" \
   "  ratio apply / nft -f (medians)" "$(ratio "$(med repl_apply)" "$(med repl_nft)")x  (goal <= 1.2x)" \
   "no-op apply (unchanged policy)" "$(rng noop_apply)" \
+  "steps of a replace, each alone:" "" \
+  "  nft list table inet bulkhead (apply: 3x)" "$(rng bd_list)" \
+  "  nft -c -f (apply: 1x)" "$(rng bd_check)" \
+  "  nft -f (apply: 1x)" "$(rng bd_load)" \
+  "  bulkhead check (parse + plan the config)" "$(rng bd_parse)" \
+  "  bulkhead plan --only firewall" "$(rng bd_plan)" \
   "set add: nft add element (median of $SETN)" "$(rng set_nft)" \
   "set add: bulkhead set add, no daemon" "$(rng set_cli)  (goal <= 5 ms)" \
   "set add: bulkhead set add via bulkhead run" "$(rng set_daemon)  (goal <= 5 ms)" \
