@@ -17,7 +17,7 @@
 # DUR-second perfdhcp run with fresh clients (-R 1000000); the sweep stops at the first step
 # above 2.5 % drops. Reported: the best rate (4-way exchanges/s = leases/s) of a step with
 # <= 2.5 % drops. Then, at FIXED leases/s for DUR s: the server's CPU time (utime+stime from
-# /proc/PID/stat) per 1,000 leases, and its VmRSS right after (FIXED x DUR leases: 10,000 by
+# /proc/PID/stat, with its waited-for children) per 1,000 leases, and its VmRSS right after (FIXED x DUR leases: 10,000 by
 # default). STORES: disk tmpfs (where the lease file lives).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -31,6 +31,7 @@ SERVERS=${SERVERS:-bulkhead kea dnsmasq}
 STORES=${STORES:-disk tmpfs}
 DUR=${DUR:-10}
 RATES=${RATES:-250 500 1000 1500 2000 2500 3000 4000 5000 6000 8000 10000 12000}
+DNSMASQ_RATES=${DNSMASQ_RATES:-50 100 150 200 250 300 400 500}
 FIXED=${FIXED:-1000}
 MAXDROP=${MAXDROP:-2.5}
 HZ=$(getconf CLK_TCK)
@@ -98,7 +99,8 @@ JSON
   kill -0 "$SRVPID" 2>/dev/null || { tail "$dir.log" >&2; die "$s did not start"; }
 }
 stop_server() { kill -TERM "$SRVPID" 2>/dev/null || true; wait "$SRVPID" 2>/dev/null || true; SRVPID=; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# utime+stime of the server and of the children it waited for (Bulkhead runs nft)
+cpu_ticks() { awk '{print $14 + $15 + $16 + $17}' "/proc/$1/stat"; }
 
 # perf RATE -> "leases_per_s drop_pct" from one DUR-second perfdhcp run
 perf() {
@@ -118,7 +120,8 @@ declare -A BEST CPU FIXRATE RSS
 for store in $STORES; do
   for s in $SERVERS; do
     best=0
-    for r in $RATES; do
+    rates=$RATES; [ "$s" = dnsmasq ] && rates=$DNSMASQ_RATES
+    for r in $rates; do
       start_server "$s" "$store"
       read -r got drop < <(perf "$r")
       stop_server

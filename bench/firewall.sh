@@ -14,7 +14,8 @@
 #   3. no-op apply: `bulkhead apply` of the unchanged policy (nothing to load), for reference;
 #   4. one set change: `bulkhead set add GROUP ADDR` (no daemon: the CLI does it), the same
 #                   through a running `bulkhead run` (control socket), and the raw
-#                   `nft add element` - each followed by an untimed delete.
+#                   `nft add element` - each followed by an untimed delete; and the CPU an
+#                   idle `bulkhead run` spends with this policy loaded (IDLE seconds).
 # Timings are taken inside the namespace (no `ip netns exec` in them). Prints the ratios.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -53,7 +54,7 @@ need_root
 need nft nftables
 bulkhead_bin
 export BULKHEAD
-SETN=${SETN:-30}
+SETN=${SETN:-30} IDLE=${IDLE:-10}
 ELEMENTS=${ELEMENTS:-10000} RULES=${RULES:-200}
 
 python3 "$BENCH_DIR/gen-policy.py" --elements "$ELEMENTS" --rules "$RULES" > "$W/a.toml"
@@ -95,6 +96,10 @@ for rep in $(seq "$REPS"); do
   runpid=$BGPID
   for _ in $(seq 300); do [ -e "$W/st/ready" ] && break; sleep 0.1; done
   [ -e "$W/st/ready" ] || { cat "$W/run.log" >&2; die "bulkhead run did not get ready"; }
+  # the idle supervisor's CPU (its own + its nft children's), over IDLE seconds
+  sleep 2; c0=$(awk '{print $14+$15+$16+$17}' "/proc/$runpid/stat")
+  sleep "$IDLE"; c1=$(awk '{print $14+$15+$16+$17}' "/proc/$runpid/stat")
+  add idle_cpu "$(awk -v c=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v s="$IDLE" 'BEGIN{printf "%.0f", 100*c/hz/s}')"
   add set_daemon "$(inner setadd-daemon "$W/a.toml" "$W/st" "$SETN" | median)"
   kill -TERM "$runpid"; wait "$runpid" 2>/dev/null || true
   rm -f "$W/st/ready"
@@ -121,4 +126,5 @@ printf '%-44s %s\n' \
   "set add: nft add element (median of $SETN)" "$(rng set_nft)" \
   "set add: bulkhead set add, no daemon" "$(rng set_cli)  (goal <= 5 ms)" \
   "set add: bulkhead set add via bulkhead run" "$(rng set_daemon)  (goal <= 5 ms)" \
-  "  ratio set add (daemon) / nft add element" "$(ratio "$(med set_daemon)" "$(med set_nft)")x"
+  "  ratio set add (daemon) / nft add element" "$(ratio "$(med set_daemon)" "$(med set_nft)")x" \
+  "idle bulkhead run with this policy, CPU %" "$(rng idle_cpu)  (of one core, incl. its nft children)"

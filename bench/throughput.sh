@@ -12,6 +12,8 @@
 #   none     - the same topology and sysctls, no ruleset at all;
 #   minimal  - a minimal stateful ruleset (ct state established accept; the one allow rule;
 #              drop) - the conntrack cost that any stateful firewall pays;
+#   minimal-nat - minimal plus two empty NAT chains (prerouting, postrouting), which
+#              Bulkhead's table always carries: registering NAT hooks costs per packet;
 #   bulkhead - the policy as `bulkhead apply` loaded it.
 # TCP: iperf3 -t SECS, Gbit/s received. UDP: 64-byte datagrams unthrottled, kpps delivered.
 set -euo pipefail
@@ -22,6 +24,7 @@ need iperf3 iperf3
 need ethtool ethtool
 bulkhead_bin
 SECS=${SECS:-5}
+FWS=${FWS:-none minimal minimal-nat bulkhead}
 
 python3 "$BENCH_DIR/gen-policy.py" > "$W/policy.toml"
 "$BULKHEAD" -c "$W/policy.toml" check >&2
@@ -52,6 +55,13 @@ table inet bhbmin {
   }
 }
 NFT
+# the same plus two empty NAT chains, as Bulkhead's table always has (dstnat, srcnat)
+sed 's/^}$//' "$W/minimal.nft" > "$W/minimal-nat.nft"
+cat >> "$W/minimal-nat.nft" <<'NFT'
+  chain dstnat { type nat hook prerouting priority dstnat; policy accept; }
+  chain srcnat { type nat hook postrouting priority srcnat; policy accept; }
+}
+NFT
 
 inns srv iperf3 -s -D -I "$W/iperf3.pid" --logfile "$W/iperf3.log"
 sleep 0.5; BH_PIDS+=("$(cat "$W/iperf3.pid")")
@@ -68,7 +78,7 @@ setfw() { # none | minimal | bulkhead
   inns gw nft delete table inet bhbmin 2>/dev/null || true
   case $1 in
     none) inns gw nft delete table inet bulkhead 2>/dev/null || true ;;
-    minimal) inns gw nft delete table inet bulkhead 2>/dev/null || true; inns gw nft -f "$W/minimal.nft" ;;
+    minimal|minimal-nat) inns gw nft delete table inet bulkhead 2>/dev/null || true; inns gw nft -f "$W/$1.nft" ;;
     bulkhead) inns gw "$BULKHEAD" -c "$W/policy.toml" --state-dir "$W/st" apply >/dev/null
               inns gw nft list table inet bulkhead >/dev/null ;;
   esac
@@ -77,7 +87,7 @@ setfw() { # none | minimal | bulkhead
 
 declare -A R
 for rep in $(seq "$REPS"); do
-  for fw in none minimal bulkhead; do
+  for fw in $FWS; do
     setfw "$fw"
     R[tcp_$fw]+="$(tcp) "; R[udp_$fw]+="$(udp) "
     log "run $rep $fw: tcp ${R[tcp_$fw]}/ udp ${R[udp_$fw]}"
@@ -89,9 +99,10 @@ rng() { printf '%s\n' ${R[$1]} | range; }
 pct() { awk -v a="$(med "$1")" -v b="$(med "$2")" 'BEGIN{printf "%.0f %%", 100*a/b}'; }
 echo "forwarding throughput through the gateway: $REPS runs of ${SECS}s each, offloads off"
 printf '%-34s %-34s %s\n' "ruleset in the gateway" "TCP Gbit/s" "UDP 64 B kpps delivered"
-for fw in none minimal bulkhead; do
+for fw in $FWS; do
   printf '%-34s %-34s %s\n' "$fw" "$(rng tcp_$fw)" "$(rng udp_$fw)"
 done
 printf '%-34s %-34s %s\n' "bulkhead / none (medians)" "$(pct tcp_bulkhead tcp_none) (goal >= 95 %)" "$(pct udp_bulkhead udp_none)"
 printf '%-34s %-34s %s\n' "bulkhead / minimal (medians)" "$(pct tcp_bulkhead tcp_minimal)" "$(pct udp_bulkhead udp_minimal)"
 printf '%-34s %-34s %s\n' "minimal / none (medians)" "$(pct tcp_minimal tcp_none)" "$(pct udp_minimal udp_none)"
+printf '%-34s %-34s %s\n' "minimal-nat / minimal (medians)" "$(pct tcp_minimal-nat tcp_minimal)" "$(pct udp_minimal-nat udp_minimal)"
