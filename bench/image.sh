@@ -70,9 +70,9 @@ TAP="bhb${BHID}t"
 for rep in $(seq "$REPS"); do
   if [ "$rep" -lt "$REPS" ]; then boot elf; else boot_in_ns vmh elf --uplink "tap:$TAP"; fi
   # the init's first line: where the kernel hands over
-  R[kernel]+="$(wait_line 'bulkhead-init:' 120) "
-  R[ready]+="$(wait_line '^bulkhead: ready' 120) "
-  log "boot $rep: init after ${R[kernel]##* } -> ready after ${R[ready]}"
+  k=$(wait_line 'bulkhead-init:' 120); r=$(wait_line '^bulkhead: ready' 120)
+  R[kernel]+="$k "; R[ready]+="$r "
+  log "boot $rep: init's first line after $k s, bulkhead: ready after $r s"
   python3 "$ROOT/tests/vm/guestctl.py" --wait 60 "$CTL" true
   R[rss_boot]+="$(rss) "
   [ "$rep" -lt "$REPS" ] && halt
@@ -81,7 +81,8 @@ done
 # ---- 3. memory with LEASES leases (the last boot, still running)
 ip -n "$(nsname vmh)" link set "$TAP" up
 ip -n "$(nsname vmh)" addr add 10.0.0.2/16 dev "$TAP"
-GT=120 g 'cat > /etc/bulkhead/bulkhead.toml' <<'TOML'
+GT=120 g - <<'SCRIPT'
+cat > /etc/bulkhead/bulkhead.toml <<'TOML'
 # bench/image.sh: one DHCP segment on the second NIC, large enough for the lease test
 [system]
 hostname = "bench"
@@ -98,6 +99,8 @@ management = true
 ranges = ["10.0.1.0-10.0.255.254"]
 lease_time = "12h"
 TOML
+bulkhead -c /etc/bulkhead/bulkhead.toml check
+SCRIPT
 g 'kill -HUP $(cat /run/bulkhead/bulkhead.pid)' >/dev/null
 for _ in $(seq 300); do ip netns exec "$(nsname vmh)" ping -c1 -W1 10.0.0.1 >/dev/null 2>&1 && break; sleep 0.5; done
 log "guest serves on eth1; obtaining $LEASES leases with perfdhcp"
