@@ -113,10 +113,14 @@ SCRIPT
 g 'kill -HUP $(cat /run/bulkhead/bulkhead.pid)' >/dev/null
 wait_line 'DHCP serving segment segment=lan interface=eth1' 120 >/dev/null
 log "guest serves on eth1; obtaining $LEASES leases with perfdhcp"
-got=0 t0=$SECONDS
+got=0 t0=$SECONDS round=0
 while [ "$got" -lt "$LEASES" ] && [ $((SECONDS - t0)) -lt 900 ]; do
-  left=$((LEASES - got))
-  ip netns exec "$(nsname vmh)" perfdhcp -4 -l "$TAP" -r "$VMRATE" -R 100000000 -n "$left" -p 600 10.0.0.1 > "$W/perf-vm.out" 2>&1 || true
+  # perfdhcp draws the same MAC sequence in every run: a new base MAC per round, or a
+  # second round only renews the first round's clients
+  round=$((round + 1)); left=$((LEASES - got + 20))
+  ip netns exec "$(nsname vmh)" perfdhcp -4 -l "$TAP" -r "$VMRATE" -R 100000000 -n "$left" -p 600 \
+    -b "mac=02:42:$(printf %02x "$round"):00:00:00" 10.0.0.1 > "$W/perf-vm.out" 2>&1 || true
+  sleep 2
   got=$(g 'bulkhead status --format json' | python3 -c '
 import json, sys
 def find(v):
