@@ -14,7 +14,10 @@
 #              drop) - the conntrack cost that any stateful firewall pays;
 #   minimal-nat - minimal plus two empty NAT chains (prerouting, postrouting), which
 #              Bulkhead's table always carries: registering NAT hooks costs per packet;
-#   bulkhead - the policy as `bulkhead apply` loaded it.
+#   bulkhead - the policy as `bulkhead apply` loaded it;
+#   bulkhead-ft - (only with FWS="... bulkhead-ft") the same plus a software flowtable for
+#              lan0/srv0 and `flow add` as the forward chain's first rule: established flows
+#              then skip the forward path (a proposal, not what Bulkhead renders today).
 # TCP: iperf3 -t SECS, Gbit/s received. UDP: 64-byte datagrams unthrottled, kpps delivered.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -79,8 +82,13 @@ setfw() { # none | minimal | bulkhead
   case $1 in
     none) inns gw nft delete table inet bulkhead 2>/dev/null || true ;;
     minimal|minimal-nat) inns gw nft delete table inet bulkhead 2>/dev/null || true; inns gw nft -f "$W/$1.nft" ;;
-    bulkhead) inns gw "$BULKHEAD" -c "$W/policy.toml" --state-dir "$W/st" apply >/dev/null
-              inns gw nft list table inet bulkhead >/dev/null ;;
+    bulkhead|bulkhead-ft)
+              inns gw "$BULKHEAD" -c "$W/policy.toml" --state-dir "$W/st" apply >/dev/null
+              inns gw nft list table inet bulkhead >/dev/null
+              if [ "$1" = bulkhead-ft ]; then # a proposal, not what Bulkhead renders today
+                inns gw nft add flowtable inet bulkhead bhbft '{ hook ingress priority 0; devices = { lan0, srv0 }; }'
+                inns gw nft insert rule inet bulkhead forward meta l4proto '{ tcp, udp }' flow add @bhbft
+              fi ;;
   esac
   [ "$(inns gw nft list ruleset | grep -c '^table' || true)" = "$([ "$1" = none ] && echo 0 || echo 1)" ] || die "ruleset state is not $1"
 }
@@ -102,7 +110,13 @@ printf '%-34s %-34s %s\n' "ruleset in the gateway" "TCP Gbit/s" "UDP 64 B kpps d
 for fw in $FWS; do
   printf '%-34s %-34s %s\n' "$fw" "$(rng tcp_$fw)" "$(rng udp_$fw)"
 done
-printf '%-34s %-34s %s\n' "bulkhead / none (medians)" "$(pct tcp_bulkhead tcp_none) (goal >= 95 %)" "$(pct udp_bulkhead udp_none)"
-printf '%-34s %-34s %s\n' "bulkhead / minimal (medians)" "$(pct tcp_bulkhead tcp_minimal)" "$(pct udp_bulkhead udp_minimal)"
-printf '%-34s %-34s %s\n' "minimal / none (medians)" "$(pct tcp_minimal tcp_none)" "$(pct udp_minimal udp_none)"
-printf '%-34s %-34s %s\n' "minimal-nat / minimal (medians)" "$(pct tcp_minimal-nat tcp_minimal)" "$(pct udp_minimal-nat udp_minimal)"
+cmp() { # A B [NOTE]: A / B, TCP and UDP medians, when both ran
+  [ -n "${R[tcp_$1]:-}" ] && [ -n "${R[tcp_$2]:-}" ] || return 0
+  printf '%-34s %-34s %s\n' "$1 / $2 (medians)" "$(pct "tcp_$1" "tcp_$2")${3:+ $3}" "$(pct "udp_$1" "udp_$2")"
+}
+cmp bulkhead none "(goal >= 95 %)"
+cmp bulkhead minimal
+cmp minimal none
+cmp minimal-nat minimal
+cmp bulkhead-ft none
+cmp bulkhead-ft bulkhead
