@@ -14,10 +14,7 @@
 #              drop) - the conntrack cost that any stateful firewall pays;
 #   minimal-nat - minimal plus two empty NAT chains (prerouting, postrouting), which
 #              Bulkhead's table always carries: registering NAT hooks costs per packet;
-#   bulkhead - the policy as `bulkhead apply` loaded it;
-#   bulkhead-ft - (only with FWS="... bulkhead-ft") the same plus a software flowtable for
-#              lan0/srv0 and `flow add` as the forward chain's first rule: established flows
-#              then skip the forward path (a proposal, not what Bulkhead renders today).
+#   bulkhead - the policy as `bulkhead apply` loaded it.
 # TCP: iperf3 -t SECS, Gbit/s received. UDP: 64-byte datagrams unthrottled, kpps delivered.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -82,13 +79,8 @@ setfw() { # none | minimal | bulkhead
   case $1 in
     none) inns gw nft delete table inet bulkhead 2>/dev/null || true ;;
     minimal|minimal-nat) inns gw nft delete table inet bulkhead 2>/dev/null || true; inns gw nft -f "$W/$1.nft" ;;
-    bulkhead|bulkhead-ft)
-              inns gw "$BULKHEAD" -c "$W/policy.toml" --state-dir "$W/st" apply >/dev/null
-              inns gw nft list table inet bulkhead >/dev/null
-              if [ "$1" = bulkhead-ft ]; then # a proposal, not what Bulkhead renders today
-                inns gw nft add flowtable inet bulkhead bhbft '{ hook ingress priority 0; devices = { lan0, srv0 }; }'
-                inns gw nft insert rule inet bulkhead forward meta l4proto '{ tcp, udp }' flow add @bhbft
-              fi ;;
+    bulkhead) inns gw "$BULKHEAD" -c "$W/policy.toml" --state-dir "$W/st" apply >/dev/null
+              inns gw nft list table inet bulkhead >/dev/null ;;
   esac
   [ "$(inns gw nft list ruleset | grep -c '^table' || true)" = "$([ "$1" = none ] && echo 0 || echo 1)" ] || die "ruleset state is not $1"
 }
@@ -118,5 +110,3 @@ cmp bulkhead none "(goal >= 95 %)"
 cmp bulkhead minimal
 cmp minimal none
 cmp minimal-nat minimal
-cmp bulkhead-ft none
-cmp bulkhead-ft bulkhead
