@@ -149,7 +149,7 @@ for store in $STORES; do for s in $SERVERS; do
   printf '%-10s %-6s %-22s %-22s %-12s %s\n' "$s" "$store" "${BEST[$s/$store]}" "${CPU[$s/$store]}" "${RSS[$s/$store]}" "${FIXRATE[$s/$store]}"
 done; done
 for store in $STORES; do
-  if [ -n "${BEST[bulkhead/$store]:-}" ] && [ -n "${BEST[kea/$store]:-}" ]; then
+  if [ -n "${BEST[bulkhead/$store]:-}" ] && [ "${BEST[kea/$store]:-0}" -gt 0 ]; then
     awk -v b="${BEST[bulkhead/$store]}" -v k="${BEST[kea/$store]}" -v cb="${CPU[bulkhead/$store]}" -v ck="${CPU[kea/$store]}" -v st="$store" \
       'BEGIN{printf "bulkhead/kea (%s): lease rate %.2fx, CPU per lease %.2fx (goal <= 0.5x)\n", st, b/k, cb/ck}'
   fi
