@@ -2,6 +2,7 @@
 # bench/dhcp-profile.sh: where Bulkhead's DHCP server spends its CPU (perf, no peer).
 #
 #   sudo bench/dhcp-profile.sh [disk|tmpfs]     (RATE=1000 leases/s for 10 s)
+#   OVER=6000 sudo bench/dhcp-profile.sh tmpfs  (the same after 5 s at OVER leases/s)
 #
 # The rig of bench/dhcp.sh with `bulkhead run` only; `perf record` samples the server for
 # 8 s of the run; prints the top of `perf report` by DSO and by symbol.
@@ -31,6 +32,9 @@ printf '%s\n' '[uplink]' 'interface = "up0"' 'address = "198.18.0.2/30"' '[segme
 bg_in dsrv taskset -c 1 "$BULKHEAD" -c "$W/bh.toml" --state-dir "$dir" run > "$W/bh.log" 2>&1
 SRV=$BGPID
 for _ in $(seq 300); do [ -e "$dir/ready" ] && break; sleep 0.1; done
+if [ -n "${OVER:-}" ]; then # first OVER leases/s for 5 s, as bench/dhcp-overload.sh does
+  ip netns exec "$(nsname dcli)" taskset -c 0 perfdhcp -4 -l veth-cli -r "$OVER" -R 1000000 -p 5 10.0.0.1 > "$W/over.out" 2>&1 || true
+fi
 bg_in dcli taskset -c 0 perfdhcp -4 -l veth-cli -r "$RATE" -R 1000000 -p 10 10.0.0.1 > "$W/perf.out" 2>&1
 sleep 1
 perf record -q -F 999 -g -p "$SRV" -o "$W/perf.data" -- sleep 8 2>/dev/null
