@@ -141,6 +141,14 @@ pub struct Gateway {
     pub last: Option<LastApply>,
     /// Addresses of bound DHCP reservations that name a group: in the group's set while bound.
     dhcp_members: BTreeMap<String, std::collections::BTreeSet<std::net::Ipv4Addr>>,
+    /// Live set changes not yet recorded in the applied state (see [`Gateway::flush_amend`]).
+    amend_pending: bool,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.flush_amend();
+    }
 }
 
 /// Where a config applied to be saved at `save` waits for its confirmation.
@@ -208,6 +216,7 @@ impl Gateway {
             text,
             last,
             dhcp_members: BTreeMap::new(),
+            amend_pending: false,
         })
     }
 
@@ -578,9 +587,19 @@ impl Gateway {
         Ok(())
     }
 
+    /// Live set members changed: they are recorded in the applied state before anything looks
+    /// at it again (the daemon flushes before every job but set changes, so a burst of them
+    /// costs one record and each answers at once).
+    fn amend(&mut self) {
+        self.amend_pending = true;
+    }
+
     /// Record live set members in the applied state, so that a check does not call them drift
     /// (and reload). Failing that, the next check reloads the same members: log and go on.
-    fn amend(&self) {
+    pub fn flush_amend(&mut self) {
+        if !std::mem::take(&mut self.amend_pending) {
+            return;
+        }
         if let Err(e) = self.applier.amend(&self.plan_for(&self.model)) {
             tracing::warn!("recording the live set change failed (the next check reloads): {e}");
         }

@@ -88,6 +88,16 @@ fn engine(
     let mut pools = gw.pools();
     let mut uplink = uplink_key(gw.model());
     while let Ok(job) = jobs.recv() {
+        // live set changes are recorded before anything else looks at the applied state
+        let set_change = matches!(
+            job,
+            Job::Lease(_)
+                | Job::Quarantine(_)
+                | Job::Client(Request::SetAdd { .. } | Request::SetDel { .. }, _)
+        );
+        if !set_change {
+            gw.flush_amend();
+        }
         match job {
             Job::Shutdown => break,
             Job::Quarantine(addr) => {
