@@ -23,7 +23,7 @@ cp --sparse=always image/out/disk.img "$TMP/disk.img"
 t0=$(date +%s.%N)
 "$BH" -c overlay/etc/bulkhead/bulkhead.toml lab --name "$NAME" up --vm --disk "$TMP/disk.img"
 t1=$(date +%s.%N)
-printf 'appliance up and every VLAN client leased in %.1f s\n' "$(echo "$t1 - $t0" | bc)"
+awk -v a="$t0" -v b="$t1" 'BEGIN { printf "appliance up and every VLAN client leased in %.1f s\n", b - a }'
 grep -q "created vlan link" "/run/bulkhead-lab/$NAME/console.log"
 out=$("$BH" lab --name "$NAME" verify) || { echo "$out"; echo "FAIL: policy matrix across the VLANs"; exit 1; }
 echo "$out" | tail -1
