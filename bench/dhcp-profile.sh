@@ -15,15 +15,7 @@ bulkhead_bin
 RATE=${RATE:-1000} STORE=${1:-disk}
 SHM=$(mktemp -d "/dev/shm/bhb-$BHID.XXXX")
 trap 'rm -rf "$SHM"; bh_cleanup' EXIT
-ns_add dsrv; ns_add dcli
-ip link add "bhb${BHID}s" type veth peer name "bhb${BHID}c"
-ip link set "bhb${BHID}s" netns "$(nsname dsrv)" name veth-srv
-ip link set "bhb${BHID}c" netns "$(nsname dcli)" name veth-cli
-ip -n "$(nsname dsrv)" addr add 10.0.0.1/8 dev veth-srv
-ip -n "$(nsname dcli)" addr add 10.0.0.2/8 dev veth-cli
-ip -n "$(nsname dsrv)" link set veth-srv up; ip -n "$(nsname dcli)" link set veth-cli up
-ip -n "$(nsname dsrv)" link add up0 type veth peer name up0p
-ip -n "$(nsname dsrv)" link set up0 up; ip -n "$(nsname dsrv)" link set up0p up
+dhcp_rig
 dir=$W/bulkhead; [ "$STORE" = tmpfs ] && dir=$SHM/bulkhead
 mkdir -p "$dir"
 printf '%s\n' '[uplink]' 'interface = "up0"' 'address = "198.18.0.2/30"' '[segments.lan]' \

@@ -857,21 +857,20 @@ impl Applier {
         let obj = self.fw_object();
         let text = LoadText::from_plan(plan);
         let cur = self.store.current()?;
+        let differs = cur.as_ref().filter(|g| g.text != text).map(|g| {
+            format!(
+                "planned firewall differs from the last applied (generation {})",
+                g.meta.generation
+            )
+        });
         let stamp = self.kernel_stamp();
         if let Some(g) = &cur
             && stamp.is_some()
             && g.kernel_stamp == stamp
         {
             // nothing in nftables changed since the live firewall was exactly this generation
-            if g.text != text {
-                push(
-                    Step::Firewall,
-                    obj.clone(),
-                    format!(
-                        "planned firewall differs from the last applied (generation {})",
-                        g.meta.generation
-                    ),
-                );
+            if let Some(d) = &differs {
+                push(Step::Firewall, obj.clone(), d.clone());
             }
             if g.snapshot.is_none() || g.snapshot_stale {
                 // the listing after an apply or a live set change, taken once, here
@@ -891,15 +890,8 @@ impl Applier {
                 "loaded, but never applied by this state directory".into(),
             ),
             (Some(live), Some(g)) => {
-                if g.text != text {
-                    push(
-                        Step::Firewall,
-                        obj.clone(),
-                        format!(
-                            "planned firewall differs from the last applied (generation {})",
-                            g.meta.generation
-                        ),
-                    );
+                if let Some(d) = &differs {
+                    push(Step::Firewall, obj.clone(), d.clone());
                 }
                 if g.snapshot_stale && g.text == text && stamp.is_none() {
                     // live set members changed through Bulkhead since the last snapshot (a
