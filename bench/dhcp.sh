@@ -67,15 +67,7 @@ TOML
       for _ in $(seq 300); do [ -e "$dir/ready" ] && break; sleep 0.1; done
       [ -e "$dir/ready" ] || { tail "$dir.log" >&2; die "bulkhead run did not get ready"; } ;;
     kea)
-      cat > "$dir.json" <<JSON
-{"Dhcp4":{"interfaces-config":{"interfaces":["veth-srv"],"dhcp-socket-type":"udp"},
- "lease-database":{"type":"memfile","persist":true,"name":"$dir/kea-leases4.csv","lfc-interval":3600},
- "multi-threading":{"enable-multi-threading":true,"thread-pool-size":2,"packet-queue-size":16},
- "valid-lifetime":4000,"renew-timer":1000,"rebind-timer":2000,
- "subnet4":[{"id":1,"subnet":"10.0.0.0/8","pools":[{"pool":"10.1.0.0 - 10.254.255.254"}]}],
- "loggers":[{"name":"kea-dhcp4","output_options":[{"output":"$dir/kea-dhcp4.log"}],"severity":"WARN"}]}}
-JSON
-      bg_in dsrv env KEA_PIDFILE_DIR="$dir" KEA_LOCKFILE_DIR="$dir" taskset -c 1 kea-dhcp4 -c "$dir.json" > "$dir.log" 2>&1
+      kea_start "$dir"
       SRVPID=$BGPID
       for _ in $(seq 100); do inns dsrv ss -lun | grep -q '10.0.0.1:67' && break; sleep 0.1; done ;;
     dnsmasq)

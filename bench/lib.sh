@@ -101,3 +101,18 @@ dhcp_rig() {
   ip -n "$(nsname dsrv)" link add up0 type veth peer name up0p
   ip -n "$(nsname dsrv)" link set up0 up; ip -n "$(nsname dsrv)" link set up0p up
 }
+
+# kea_start DIR: Kea 2.2 (memfile lease file in DIR, multi-threading on, 2 threads) serving
+# the DHCP rig's 10.0.0.0/8 on veth-srv, started in dsrv pinned to CPU 1; BGPID is its pid.
+kea_start() {
+  local dir=$1
+  cat > "$dir.json" <<JSON
+{"Dhcp4":{"interfaces-config":{"interfaces":["veth-srv"],"dhcp-socket-type":"udp"},
+ "lease-database":{"type":"memfile","persist":true,"name":"$dir/kea-leases4.csv","lfc-interval":3600},
+ "multi-threading":{"enable-multi-threading":true,"thread-pool-size":2,"packet-queue-size":16},
+ "valid-lifetime":4000,"renew-timer":1000,"rebind-timer":2000,
+ "subnet4":[{"id":1,"subnet":"10.0.0.0/8","pools":[{"pool":"10.1.0.0 - 10.254.255.254"}]}],
+ "loggers":[{"name":"kea-dhcp4","output_options":[{"output":"$dir/kea-dhcp4.log"}],"severity":"WARN"}]}}
+JSON
+  bg_in dsrv env KEA_PIDFILE_DIR="$dir" KEA_LOCKFILE_DIR="$dir" taskset -c 1 kea-dhcp4 -c "$dir.json" > "$dir.log" 2>&1
+}

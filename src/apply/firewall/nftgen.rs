@@ -12,9 +12,9 @@ const NFT_MSG_NEWGEN: u16 = 15;
 const NFTA_GEN_ID: u16 = 1;
 const NLMSG_ERROR: u16 = 2;
 
-/// The current generation, or None when it cannot be read (no nf_tables, no permission).
-pub fn generation() -> Option<u32> {
-    // SAFETY: plain socket(2); the result is checked and owned below.
+/// A raw `NETLINK_NETFILTER` socket (nf_tables requests here, NFLOG records in logship).
+pub fn netfilter_socket() -> std::io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the result is checked and owned right away.
     let fd = unsafe {
         libc::socket(
             libc::AF_NETLINK,
@@ -23,10 +23,15 @@ pub fn generation() -> Option<u32> {
         )
     };
     if fd < 0 {
-        return None;
+        return Err(std::io::Error::last_os_error());
     }
-    // SAFETY: fd is a fresh descriptor we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: fd is a fresh, valid descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The current generation, or None when it cannot be read (no nf_tables, no permission).
+pub fn generation() -> Option<u32> {
+    let fd = netfilter_socket().ok()?;
     let tv = libc::timeval {
         tv_sec: 1,
         tv_usec: 0,
