@@ -14,3 +14,4 @@ pub mod logship;
 pub mod model;
 pub mod plan;
 pub mod supervisor;
+pub mod sys;
