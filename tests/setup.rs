@@ -502,6 +502,13 @@ fn unconfirmed_setup_rolls_back_and_saves_nothing() {
     let mut g = Gw::new("rb");
     g.start();
     assert!(g.addrs("eth0.100").contains("198.18.100.1/24"));
+    // a key that was there before the setup stays whatever happens to the setup
+    let kept = pubkey(g.dir.path());
+    std::fs::write(
+        g.dir.path().join("data/authorized_keys"),
+        format!("{kept}\n"),
+    )
+    .unwrap();
     let key = pubkey(g.dir.path());
     let a = answers(g.dir.path(), "a.toml", &good_answers(&key));
     let o = g.run(&[
@@ -548,6 +555,10 @@ fn unconfirmed_setup_rolls_back_and_saves_nothing() {
     );
     let c = g.run(&["confirm"]);
     assert!(!c.status.success(), "nothing is left to confirm");
+    // the admin key the setup added goes with it; the one that was there stays
+    let keys = std::fs::read_to_string(g.dir.path().join("data/authorized_keys")).unwrap();
+    assert!(!keys.contains(&key), "the rolled-back setup's key is still there:\n{keys}");
+    assert!(keys.contains(&kept), "{keys}");
     assert!(
         g.log().contains("unconfirmed config discarded"),
         "{}",
@@ -781,6 +792,12 @@ fn without_a_daemon_setup_applies_itself_and_a_watchdog_keeps_the_deadline() {
         g.addrs("eth0.100").contains("198.18.100.1/24") && !g.candidate().exists()
     });
     assert!(!g.save.exists());
+    let keys = g.dir.path().join("data/authorized_keys");
+    wait_for("the key to go with the rollback", Duration::from_secs(5), || {
+        !std::fs::read_to_string(&keys)
+            .unwrap_or_default()
+            .contains(&key)
+    });
 
     // again, confirmed this time; --confirm-within 0 would save at once
     let o = g.run(&[
@@ -801,6 +818,8 @@ fn without_a_daemon_setup_applies_itself_and_a_watchdog_keeps_the_deadline() {
     );
     assert!(!g.candidate().exists());
     assert!(g.addrs("eth0.42").contains("10.9.42.1/24"));
+    // confirmed: its key stays
+    assert!(std::fs::read_to_string(&keys).unwrap().contains(&key));
 }
 
 #[test]
