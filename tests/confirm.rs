@@ -234,7 +234,9 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duratio
 /// segments plain ports, which stay).
 fn forget_kernel_state(g: &Gw) {
     let _ = Command::new("ip")
-        .args(["netns", "exec", &g.ns, "nft", "delete", "table", "inet", "bulkhead"])
+        .args([
+            "netns", "exec", &g.ns, "nft", "delete", "table", "inet", "bulkhead",
+        ])
         .status();
     for l in PORTS {
         ip(&["-n", &g.ns, "addr", "flush", "dev", l]);
@@ -344,7 +346,11 @@ fn after_an_automatic_rollback_a_restart_does_not_apply_the_rejected_config() {
     g.signal(libc::SIGTERM);
     g.daemon.take().unwrap().wait().unwrap();
     g.start();
-    assert!(g.mgmt_is(OLD), "the rejected config came back:\n{}", g.log());
+    assert!(
+        g.mgmt_is(OLD),
+        "the rejected config came back:\n{}",
+        g.log()
+    );
     assert_eq!(std::fs::read_to_string(&g.cfg).unwrap(), orig);
     assert!(!g.pending());
 }
@@ -365,7 +371,11 @@ fn a_corrupt_pending_confirmation_means_roll_back() {
     g.start();
     assert!(g.mgmt_is(OLD), "{}\n{}", g.addrs("eth0.100"), g.log());
     assert!(!g.pending());
-    assert!(g.log().contains("unreadable pending confirmation"), "{}", g.log());
+    assert!(
+        g.log().contains("unreadable pending confirmation"),
+        "{}",
+        g.log()
+    );
     // kept for a look, out of the way
     let aside: Vec<String> = std::fs::read_dir(&g.state)
         .unwrap()
@@ -383,7 +393,11 @@ fn a_corrupt_live_sets_file_is_set_aside_with_a_warning_event() {
     g.start();
     g.ok(&["set", "add", "web_nodes", "198.18.30.50"]);
     let p = g.state.join("live-sets.json");
-    assert!(std::fs::read_to_string(&p).unwrap().contains("198.18.30.50"));
+    assert!(
+        std::fs::read_to_string(&p)
+            .unwrap()
+            .contains("198.18.30.50")
+    );
     g.kill9();
     std::fs::write(&p, "{\"groups\": {\"web_nodes\": {\"added\": [\"198.18.3").unwrap();
     g.start();

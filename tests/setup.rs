@@ -557,7 +557,10 @@ fn unconfirmed_setup_rolls_back_and_saves_nothing() {
     assert!(!c.status.success(), "nothing is left to confirm");
     // the admin key the setup added goes with it; the one that was there stays
     let keys = std::fs::read_to_string(g.dir.path().join("data/authorized_keys")).unwrap();
-    assert!(!keys.contains(&key), "the rolled-back setup's key is still there:\n{keys}");
+    assert!(
+        !keys.contains(&key),
+        "the rolled-back setup's key is still there:\n{keys}"
+    );
     assert!(keys.contains(&kept), "{keys}");
     assert!(
         g.log().contains("unconfirmed config discarded"),
@@ -793,11 +796,15 @@ fn without_a_daemon_setup_applies_itself_and_a_watchdog_keeps_the_deadline() {
     });
     assert!(!g.save.exists());
     let keys = g.dir.path().join("data/authorized_keys");
-    wait_for("the key to go with the rollback", Duration::from_secs(5), || {
-        !std::fs::read_to_string(&keys)
-            .unwrap_or_default()
-            .contains(&key)
-    });
+    wait_for(
+        "the key to go with the rollback",
+        Duration::from_secs(5),
+        || {
+            !std::fs::read_to_string(&keys)
+                .unwrap_or_default()
+                .contains(&key)
+        },
+    );
 
     // again, confirmed this time; --confirm-within 0 would save at once
     let o = g.run(&[

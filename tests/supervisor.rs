@@ -241,11 +241,8 @@ fn an_unconfirmed_apply_is_undone_even_when_it_moved_the_management_address() {
     let before = s.table();
     let orig = std::fs::read_to_string(&s.config).unwrap();
     // move the management gateway address
-    std::fs::write(
-        &s.config,
-        orig.replace("gateway = \"198.18.100.1\"", "gateway = \"198.18.100.254\""),
-    )
-    .unwrap();
+    let moved = orig.replace("gateway = \"198.18.100.1\"", "gateway = \"198.18.100.254\"");
+    std::fs::write(&s.config, &moved).unwrap();
     let out = ok(
         s.ctl(&["apply", "--confirm-within", "3s"]),
         "apply --confirm-within",
@@ -268,14 +265,24 @@ fn an_unconfirmed_apply_is_undone_even_when_it_moved_the_management_address() {
     wait_for("table restored", Duration::from_secs(2), || {
         s.table() == before
     });
+    // the config file is the restored one again (a restart must not bring the rejected one
+    // back); the rejected one is kept beside it. (The status answers once the rollback is
+    // done.)
+    let st = ok(s.ctl(&["status"]), "status");
+    assert!(!st.contains("PENDING CONFIRMATION"), "{st}");
+    assert_eq!(std::fs::read_to_string(&s.config).unwrap(), orig);
+    let rejected = s.dir.path().join("bulkhead.toml.rejected");
+    assert_eq!(std::fs::read_to_string(&rejected).unwrap(), moved);
     // confirmed within the window: it stays
+    std::fs::write(&s.config, &moved).unwrap();
     ok(s.ctl(&["apply", "--confirm-within", "3s"]), "apply again");
     ok(s.ctl(&["confirm"]), "confirm");
     std::thread::sleep(Duration::from_secs(4));
     assert!(s.addrs("eth0.100").contains("198.18.100.254/24"));
-    // and rollback on demand goes back
+    // and rollback on demand goes back, the file too
     ok(s.ctl(&["rollback"]), "rollback");
     assert!(s.addrs("eth0.100").contains("198.18.100.1/24"));
+    assert_eq!(std::fs::read_to_string(&s.config).unwrap(), orig);
 }
 
 #[test]

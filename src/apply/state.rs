@@ -87,26 +87,9 @@ pub struct Store {
     pub keep: usize,
 }
 
-/// Replace a file so that a power cut leaves the old or the new contents, never an empty or
-/// torn file: temp file, fsync, rename, fsync of the directory.
-pub fn write_durable(path: &Path, body: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(body)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
-}
-
-/// fsync a directory (makes renames and new entries in it durable).
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
-
+/// Replace a file durably (see [`crate::sys::fs::write_atomic`]).
 fn write_atomic(path: &Path, body: &[u8]) -> Result<(), StateError> {
-    write_durable(path, body).map_err(io(path))
+    crate::sys::fs::write_atomic(path, body, 0o644).map_err(io(path))
 }
 
 /// Write a file of a generation being built (made durable as a whole by `syncfs` before the
@@ -137,7 +120,7 @@ fn quarantine_corrupt(dir: &Path, e: &StateError) {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
     ));
-    match std::fs::rename(dir, &aside) {
+    match crate::sys::fs::rename_durable(dir, &aside) {
         Ok(()) => tracing::warn!(
             from = %dir.display(),
             to = %aside.display(),
@@ -189,7 +172,7 @@ impl Store {
                 Err(e) => {
                     // Forgetting what we created only means we will not remove it later.
                     tracing::warn!(path = %p.display(), "unreadable record of created links ({e}); starting a new one");
-                    let _ = std::fs::rename(&p, p.with_extension("json.corrupt"));
+                    let _ = crate::sys::fs::rename_durable(&p, &p.with_extension("json.corrupt"));
                     Ok(Created::default())
                 }
             },
@@ -336,12 +319,10 @@ impl Store {
         if let Some(c) = cur {
             let to = gens.join(format!("{:06}", c.meta.generation));
             let _ = std::fs::remove_dir_all(&to);
-            std::fs::rename(&c.dir, &to).map_err(io(&to))?;
-            sync_dir(&gens).map_err(io(&gens))?;
+            crate::sys::fs::rename_durable(&c.dir, &to).map_err(io(&to))?;
         }
         let cur_dir = self.root.join("current");
-        std::fs::rename(&next, &cur_dir).map_err(io(&cur_dir))?;
-        sync_dir(&self.root).map_err(io(&self.root))?;
+        crate::sys::fs::rename_durable(&next, &cur_dir).map_err(io(&cur_dir))?;
         let prev = self.previous()?;
         if prev.len() > self.keep {
             for g in &prev[..prev.len() - self.keep] {
@@ -366,7 +347,7 @@ impl Store {
     pub fn set_kernel_stamp(&self, stamp: Option<&str>) -> Result<(), StateError> {
         let p = self.root.join("current").join(STAMP);
         match stamp {
-            Some(s) => write_plain(&p, s.as_bytes()),
+            Some(s) => write_atomic(&p, s.as_bytes()),
             None => match std::fs::remove_file(&p) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&p)(e)),
                 _ => Ok(()),
@@ -407,7 +388,7 @@ impl Store {
         };
         let cur_dir = self.root.join("current");
         let _ = std::fs::remove_dir_all(&cur_dir);
-        std::fs::rename(&g.dir, &cur_dir).map_err(io(&cur_dir))?;
+        crate::sys::fs::rename_durable(&g.dir, &cur_dir).map_err(io(&cur_dir))?;
         // its stamp is from when it was current before: no longer true
         self.set_kernel_stamp(None)?;
         self.current()

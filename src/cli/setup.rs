@@ -710,7 +710,13 @@ pub fn keys_path(save: &Path) -> PathBuf {
     save.with_file_name("authorized_keys")
 }
 
-pub use crate::supervisor::gateway::{candidate_path, write_atomic};
+use crate::supervisor::gateway::{KeyGrant, revoke_keys};
+pub use crate::supervisor::gateway::{candidate_path, key_grant_path};
+
+/// Replace a file durably (temp, fsync, rename, directory fsync).
+fn write_atomic(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
+    crate::sys::fs::write_atomic(path, text.as_bytes(), mode)
+}
 
 /// Add the key to authorized_keys (kept: the keys already there).
 fn save_key(path: &Path, key: &str) -> std::io::Result<bool> {
@@ -994,10 +1000,27 @@ pub fn run(g: &Global, args: SetupArgs) -> Result<ExitCode, CliError> {
 
     // the key first: an operator who can only reach the new management address can log in
     // with it to confirm
+    // A key added here is listed beside the candidate: the apply records it with its pending
+    // confirmation, and a rollback takes it out again.
+    let grants = key_grant_path(&save);
+    let mut added = Vec::new();
     if let Some(k) = &answers.admin_key
         && save_key(&keys, k)?
     {
         writeln!(out, "setup: admin key added to {}", keys.display())?;
+        added.push(KeyGrant {
+            file: keys.clone(),
+            key: k.clone(),
+        });
+    }
+    if added.is_empty() {
+        let _ = std::fs::remove_file(&grants);
+    } else {
+        write_atomic(
+            &grants,
+            &serde_json::to_string(&added).expect("serializes"),
+            0o600,
+        )?;
     }
     // the file to apply; the gateway keeps what it applied as the candidate beside the saved
     // config until it is confirmed
@@ -1033,6 +1056,9 @@ pub fn run(g: &Global, args: SetupArgs) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
+            // nothing changed: the key goes too
+            let _ = std::fs::remove_file(&grants);
+            revoke_keys(&added);
             eprintln!(
                 "setup: apply failed, nothing saved ({} is unchanged): {e}",
                 save.display()

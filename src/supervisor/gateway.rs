@@ -62,6 +62,30 @@ pub struct Pending {
     /// A config file to move into place once the apply is confirmed (`bulkhead setup`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promote: Option<Promote>,
+    /// History entry of the last confirmed config: what a rollback restores (also when
+    /// several unconfirmed applies followed each other). Absent in a record of an older
+    /// version: the entry before the current one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<u64>,
+    /// Admin keys added for this apply (`bulkhead setup`), taken out again by a rollback.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<KeyGrant>,
+}
+
+/// An `authorized_keys` line added by an apply waiting for its confirmation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KeyGrant {
+    pub file: PathBuf,
+    pub key: String,
+}
+
+/// What `pending-confirm.json` holds.
+enum PendingFile {
+    None,
+    Some(Pending),
+    /// There, but unreadable (a torn write, a bad disk): an apply was waiting, what it said is
+    /// lost. It is rolled back.
+    Corrupt(String),
 }
 
 /// A candidate config applied from `from` that becomes the saved config `to` when confirmed,
@@ -158,25 +182,69 @@ pub fn candidate_path(save: &Path) -> PathBuf {
     save.with_file_name(n)
 }
 
-/// Write a file through a temporary beside it and a rename, so that it is never half written.
-pub fn write_atomic(p: &Path, text: &str, mode: u32) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::PermissionsExt;
-    if let Some(d) = p.parent()
-        && !d.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(d)?;
+/// Where `bulkhead setup` lists the admin keys it added for the candidate beside `save`: the
+/// apply that takes the candidate records them in its pending confirmation (and removes this
+/// file), so that a rollback takes them out of `authorized_keys` again.
+pub fn key_grant_path(save: &Path) -> PathBuf {
+    let mut n = candidate_path(save)
+        .file_name()
+        .unwrap_or_default()
+        .to_os_string();
+    n.push(".keys");
+    save.with_file_name(n)
+}
+
+/// The key type and data of an `authorized_keys` line (options and comment aside).
+fn key_blob(line: &str) -> String {
+    line.split_whitespace()
+        .skip_while(|w| !(w.starts_with("ssh-") || w.starts_with("ecdsa-")))
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `file` renamed aside with `suffix` and the time, kept for a look.
+fn set_aside(file: &Path, suffix: &str) -> std::io::Result<PathBuf> {
+    let mut n = file.file_name().unwrap_or_default().to_os_string();
+    n.push(format!(".{suffix}-{}", now_unix()));
+    let to = file.with_file_name(n);
+    crate::sys::fs::rename_durable(file, &to)?;
+    Ok(to)
+}
+
+/// Take admin keys added by an apply that was rolled back out of their `authorized_keys`.
+pub fn revoke_keys(keys: &[KeyGrant]) {
+    let mut files: Vec<&Path> = keys.iter().map(|k| k.file.as_path()).collect();
+    files.dedup();
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(f) else {
+            continue;
+        };
+        let gone: Vec<String> = keys
+            .iter()
+            .filter(|k| k.file == f)
+            .map(|k| key_blob(&k.key))
+            .collect();
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|l| !gone.contains(&key_blob(l)))
+            .collect();
+        if kept.len() == text.lines().count() {
+            continue;
+        }
+        let mut body = kept.join("\n");
+        if !body.is_empty() {
+            body.push('\n');
+        }
+        match crate::sys::fs::write_atomic(f, body.as_bytes(), 0o600) {
+            Ok(()) => {
+                tracing::warn!(file = %f.display(), removed = text.lines().count() - kept.len(), "admin key of the unconfirmed apply removed")
+            }
+            Err(e) => {
+                tracing::error!(file = %f.display(), "removing the admin key of the unconfirmed apply failed: {e}")
+            }
+        }
     }
-    let mut tmp = p.as_os_str().to_os_string();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, p)
 }
 
 /// Read and validate a config (text and model).
@@ -258,51 +326,110 @@ impl Gateway {
         let n = h.last().map_or(1, |(n, _)| n + 1);
         std::fs::create_dir_all(self.history_dir()).map_err(io("creating the config history"))?;
         let p = self.history_dir().join(format!("{n:06}.toml"));
-        crate::apply::state::write_durable(&p, text.as_bytes())
+        crate::sys::fs::write_atomic(&p, text.as_bytes(), 0o644)
             .map_err(io(format!("writing {}", p.display())))?;
-        // keep the last 10
-        for (_, old) in h.iter().rev().skip(9) {
-            let _ = std::fs::remove_file(old);
+        // keep the last 10, and the one a pending confirmation returns to
+        let keep = self.pending().and_then(|p| p.restore);
+        for (n, old) in h.iter().rev().skip(9) {
+            if Some(*n) != keep {
+                let _ = std::fs::remove_file(old);
+            }
         }
         Ok(n)
     }
 
-    pub fn pending(&self) -> Option<Pending> {
-        std::fs::read_to_string(self.state_dir.join("pending-confirm.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
+    fn pending_path(&self) -> PathBuf {
+        self.state_dir.join("pending-confirm.json")
     }
 
-    fn set_pending(&self, p: Option<&Pending>) -> Result<(), GwError> {
-        let f = self.state_dir.join("pending-confirm.json");
-        match p {
-            Some(p) => crate::apply::state::write_durable(
-                &f,
-                serde_json::to_string(p).expect("serializes").as_bytes(),
-            )
-            .map_err(io("writing the pending confirmation")),
-            None => match std::fs::remove_file(&f) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(io("removing the pending confirmation")(e))
-                }
-                _ => Ok(()),
+    fn pending_file(&self) -> PendingFile {
+        match std::fs::read(self.pending_path()) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => PendingFile::None,
+            Err(e) => PendingFile::Corrupt(e.to_string()),
+            Ok(b) => match serde_json::from_slice(&b) {
+                Ok(p) => PendingFile::Some(p),
+                Err(e) => PendingFile::Corrupt(e.to_string()),
             },
         }
     }
 
+    /// The apply waiting for `bulkhead confirm`. An unreadable record counts as one whose
+    /// deadline has passed (entry: the newest in the history): it is rolled back, never
+    /// taken for "nothing pending".
+    pub fn pending(&self) -> Option<Pending> {
+        match self.pending_file() {
+            PendingFile::None => None,
+            PendingFile::Some(p) => Some(p),
+            PendingFile::Corrupt(_) => Some(Pending {
+                entry: self.history().last().map_or(0, |(n, _)| *n),
+                deadline: 0,
+                promote: None,
+                restore: None,
+                keys: Vec::new(),
+            }),
+        }
+    }
+
+    fn set_pending(&self, p: Option<&Pending>) -> Result<(), GwError> {
+        let f = self.pending_path();
+        match p {
+            Some(p) => crate::sys::fs::write_atomic(
+                &f,
+                serde_json::to_string(p).expect("serializes").as_bytes(),
+                0o644,
+            )
+            .map_err(io("writing the pending confirmation")),
+            None => {
+                if let PendingFile::Corrupt(_) = self.pending_file() {
+                    // done with it: kept for a look, out of the way
+                    return set_aside(&f, "corrupt")
+                        .map(|_| ())
+                        .map_err(io("setting the unreadable pending confirmation aside"));
+                }
+                match std::fs::remove_file(&f) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        Err(io("removing the pending confirmation")(e))
+                    }
+                    _ => crate::sys::fs::sync_dir(&self.state_dir)
+                        .map_err(io("removing the pending confirmation")),
+                }
+            }
+        }
+    }
+
+    /// The live set changes; an unreadable `live-sets.json` is set aside (with a warning:
+    /// the groups are as configured until the next `set add`/`set del`).
     pub fn live_sets(&self) -> LiveSets {
-        std::fs::read_to_string(self.state_dir.join("live-sets.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default()
+        let f = self.state_dir.join("live-sets.json");
+        let Ok(b) = std::fs::read(&f) else {
+            return LiveSets::default();
+        };
+        match serde_json::from_slice(&b) {
+            Ok(l) => l,
+            Err(e) => {
+                match set_aside(&f, "corrupt") {
+                    Ok(to) => tracing::warn!(
+                        file = %f.display(),
+                        aside = %to.display(),
+                        "unreadable live set changes ({e}) set aside; the groups are as configured"
+                    ),
+                    Err(re) => tracing::error!(
+                        file = %f.display(),
+                        "unreadable live set changes ({e}) could not be set aside: {re}"
+                    ),
+                }
+                LiveSets::default()
+            }
+        }
     }
 
     fn save_live_sets(&self, l: &LiveSets) -> Result<(), GwError> {
-        crate::apply::state::write_durable(
+        crate::sys::fs::write_atomic(
             &self.state_dir.join("live-sets.json"),
             serde_json::to_string_pretty(l)
                 .expect("serializes")
                 .as_bytes(),
+            0o644,
         )
         .map_err(io("writing the live sets"))
     }
@@ -347,9 +474,10 @@ impl Gateway {
                 elapsed_ms: 0.0,
             },
         };
-        let _ = std::fs::write(
-            self.state_dir.join("last-apply.json"),
-            serde_json::to_string(&last).expect("serializes"),
+        let _ = crate::sys::fs::write_atomic(
+            &self.state_dir.join("last-apply.json"),
+            serde_json::to_string(&last).expect("serializes").as_bytes(),
+            0o644,
         );
         self.last = Some(last);
     }
@@ -373,7 +501,8 @@ impl Gateway {
     /// Apply `config` (default: the gateway's config file). With `save`, the applied text is
     /// kept as a candidate beside `save` ([`candidate_path`]) and moved to `save` — which then
     /// becomes the gateway's config file — once the apply is confirmed (at once without
-    /// `confirm_within`); a rollback deletes it.
+    /// `confirm_within`); a rollback deletes it. An apply without `confirm_within` while
+    /// another waits for its confirmation ends the wait (the new config is kept).
     pub fn apply_config(
         &mut self,
         confirm_within: Option<Duration>,
@@ -385,17 +514,37 @@ impl Gateway {
         if m.backend != self.model.backend {
             self.applier = Applier::new(&self.state_dir, m.backend)?;
         }
-        let had_history = !self.history().is_empty();
+        let before = self.history().last().map(|(n, _)| *n);
+        let old = self.pending();
         let rep = self.apply_model(m, text.clone(), "apply")?;
         let entry = self.record_history(&text)?;
         // this apply replaces one still waiting: that one's candidate will never be saved
-        if let Some(old) = self.pending().and_then(|p| p.promote) {
-            let _ = std::fs::remove_file(&old.from);
+        if let Some(pr) = old.as_ref().and_then(|p| p.promote.as_ref()) {
+            let _ = std::fs::remove_file(&pr.from);
+        }
+        // the keys added for the waiting one stay waiting with this one
+        let mut keys = old.as_ref().map(|p| p.keys.clone()).unwrap_or_default();
+        let grants = save.map(key_grant_path);
+        if let Some(g) = &grants
+            && let Ok(b) = std::fs::read(g)
+        {
+            match serde_json::from_slice::<Vec<KeyGrant>>(&b) {
+                Ok(v) => {
+                    for k in v {
+                        if !keys.contains(&k) {
+                            keys.push(k);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(file = %g.display(), "unreadable list of added keys ({e}); a rollback leaves them in place")
+                }
+            }
         }
         let promote = match save {
             Some(to) => {
                 let from = candidate_path(to);
-                write_atomic(&from, &text, 0o644)
+                crate::sys::fs::write_atomic(&from, text.as_bytes(), 0o644)
                     .map_err(io(format!("writing {}", from.display())))?;
                 Some(Promote {
                     from,
@@ -405,10 +554,14 @@ impl Gateway {
             None => None,
         };
         match confirm_within {
-            Some(d) if had_history => self.set_pending(Some(&Pending {
+            Some(d) if before.is_some() => self.set_pending(Some(&Pending {
                 entry,
                 deadline: now_unix() + d.as_secs().max(1),
                 promote,
+                // several unconfirmed applies in a row: a rollback returns to the last
+                // confirmed config, not to one of them
+                restore: old.as_ref().and_then(|p| p.restore).or(before),
+                keys,
             }))?,
             _ => {
                 if confirm_within.is_some() {
@@ -422,13 +575,76 @@ impl Gateway {
                 }
             }
         }
+        if let Some(g) = &grants {
+            let _ = std::fs::remove_file(g);
+        }
         Ok(rep)
+    }
+
+    /// The file a reload reads: the gateway's config, or while a `bulkhead setup` apply waits
+    /// for its confirmation, its candidate.
+    pub fn reload_path(&self) -> PathBuf {
+        self.pending()
+            .and_then(|p| p.promote)
+            .map_or_else(|| self.config.clone(), |pr| pr.from)
+    }
+
+    /// Apply the config file again (SIGHUP, daemon start). An apply waiting for its
+    /// confirmation keeps waiting, with its deadline and the config a rollback returns to.
+    pub fn reload(&mut self) -> Result<ApplyReport, GwError> {
+        let Some(p) = self.pending() else {
+            return self.apply_config(None, None, None);
+        };
+        let (m, text, _) = load(&self.reload_path(), self.lab)?;
+        if m.backend != self.model.backend {
+            self.applier = Applier::new(&self.state_dir, m.backend)?;
+        }
+        let restore = p.restore.or_else(|| {
+            self.history()
+                .iter()
+                .map(|(n, _)| *n)
+                .rfind(|n| *n < p.entry)
+        });
+        let rep = self.apply_model(m, text.clone(), "reload")?;
+        let entry = self.record_history(&text)?;
+        if entry != p.entry || restore != p.restore {
+            self.set_pending(Some(&Pending {
+                entry,
+                restore,
+                ..p.clone()
+            }))?;
+        }
+        tracing::info!(
+            entry,
+            left_s = p.deadline.saturating_sub(now_unix()),
+            "still waiting for the confirmation"
+        );
+        Ok(rep)
+    }
+
+    /// The daemon's first apply: an apply left unconfirmed whose deadline passed (or whose
+    /// record is unreadable) is rolled back; one still in its window is applied again and keeps
+    /// waiting; otherwise the config file is applied.
+    pub fn resume(&mut self) -> Result<ApplyReport, GwError> {
+        if let Err(e) = self.check_deadline() {
+            tracing::error!("restoring the previous config failed: {e}");
+        }
+        match self.reload() {
+            Err(e) if self.pending().is_some() => {
+                tracing::error!(
+                    "the config waiting for its confirmation cannot be applied again ({e}): restoring the previous config"
+                );
+                self.rollback()?;
+                self.apply_config(None, None, None)
+            }
+            r => r,
+        }
     }
 
     /// Move a confirmed candidate into place; it is the gateway's config from now on.
     fn promote(&mut self, p: &Promote) -> Result<(), GwError> {
         if p.from != p.to {
-            std::fs::rename(&p.from, &p.to).map_err(io(format!(
+            crate::sys::fs::rename_durable(&p.from, &p.to).map_err(io(format!(
                 "moving {} to {}",
                 p.from.display(),
                 p.to.display()
@@ -456,7 +672,15 @@ impl Gateway {
     }
 
     pub fn confirm(&mut self) -> Result<Pending, GwError> {
-        let p = self.pending().ok_or(GwError::NothingToConfirm)?;
+        let p = match self.pending_file() {
+            PendingFile::None => return Err(GwError::NothingToConfirm),
+            PendingFile::Corrupt(e) => {
+                return Err(GwError::Invalid(format!(
+                    "the pending confirmation is unreadable ({e}): that apply is rolled back, it cannot be confirmed"
+                )));
+            }
+            PendingFile::Some(p) => p,
+        };
         if let Some(pr) = &p.promote {
             self.promote(pr)?;
         }
@@ -465,14 +689,24 @@ impl Gateway {
         Ok(p)
     }
 
-    /// Go back to the config applied before the current one (links, addresses, sysctls and
-    /// firewall), and forget the current one.
+    /// Go back to the config applied before the current one — while an apply waits for its
+    /// confirmation, to the last confirmed one — (links, addresses, sysctls and firewall), and
+    /// forget the newer ones. The config file becomes the restored config (the file it
+    /// replaces is kept as `FILE.rejected`), so that no restart or reboot applies the
+    /// rolled-back config again; admin keys added by the unconfirmed apply are removed.
     pub fn rollback(&mut self) -> Result<ApplyReport, GwError> {
         let h = self.history();
-        if h.len() < 2 {
-            return Err(GwError::NoHistory);
-        }
-        let (_, prev) = &h[h.len() - 2];
+        let pending = self.pending();
+        let i = match pending
+            .as_ref()
+            .and_then(|p| p.restore)
+            .and_then(|r| h.iter().position(|(n, _)| *n == r))
+        {
+            Some(i) => i,
+            None if h.len() >= 2 => h.len() - 2,
+            None => return Err(GwError::NoHistory),
+        };
+        let prev = &h[i].1;
         let text =
             std::fs::read_to_string(prev).map_err(io(format!("reading {}", prev.display())))?;
         let (m, warnings) =
@@ -482,28 +716,83 @@ impl Gateway {
         if m.backend != self.model.backend {
             self.applier = Applier::new(&self.state_dir, m.backend)?;
         }
-        let rep = self.apply_model(m, text, "rollback")?;
-        let _ = std::fs::remove_file(&h[h.len() - 1].1);
-        if let Some(pr) = self.pending().and_then(|p| p.promote) {
-            // the candidate was never confirmed: it must not become the saved config
-            let _ = std::fs::remove_file(&pr.from);
-            tracing::info!(candidate = %pr.from.display(), saved = %pr.to.display(), "unconfirmed config discarded; the saved config is unchanged");
+        let rep = self.apply_model(m, text.clone(), "rollback")?;
+        for (_, newer) in &h[i + 1..] {
+            let _ = std::fs::remove_file(newer);
         }
+        if let Some(p) = &pending {
+            if let Some(pr) = &p.promote {
+                // the candidate was never confirmed: it must not become the saved config
+                let _ = std::fs::remove_file(&pr.from);
+                tracing::info!(candidate = %pr.from.display(), saved = %pr.to.display(), "unconfirmed config discarded; the saved config is unchanged");
+            }
+            revoke_keys(&p.keys);
+        }
+        self.restore_file(&text);
         self.set_pending(None)?;
         Ok(rep)
     }
 
-    /// Roll back if a confirmation is overdue. Returns the report when it did.
+    /// Make the config file hold `text` (the config a rollback restored), keeping what it held
+    /// as `FILE.rejected`. A failure is logged: the rollback itself stands.
+    fn restore_file(&self, text: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let cur = std::fs::read_to_string(&self.config).ok();
+        if cur.as_deref() == Some(text) {
+            return;
+        }
+        let mode =
+            std::fs::metadata(&self.config).map_or(0o644, |m| m.permissions().mode() & 0o7777);
+        let mut n = self.config.file_name().unwrap_or_default().to_os_string();
+        n.push(".rejected");
+        let rejected = self.config.with_file_name(n);
+        if let Some(c) = &cur
+            && let Err(e) = crate::sys::fs::write_atomic(&rejected, c.as_bytes(), mode)
+        {
+            tracing::error!(file = %rejected.display(), "keeping the rejected config failed: {e}");
+        }
+        match crate::sys::fs::write_atomic(&self.config, text.as_bytes(), mode) {
+            Ok(()) => tracing::warn!(
+                config = %self.config.display(),
+                rejected = %rejected.display(),
+                "the config file now holds the restored config; the rolled-back one is kept beside it"
+            ),
+            Err(e) => tracing::error!(
+                config = %self.config.display(),
+                "writing the restored config failed ({e}): the next start applies the rolled-back config again"
+            ),
+        }
+    }
+
+    /// Roll back if a confirmation is overdue, or its record is unreadable. Returns the report
+    /// when it did.
     pub fn check_deadline(&mut self) -> Result<Option<ApplyReport>, GwError> {
-        match self.pending() {
-            Some(p) if now_unix() >= p.deadline => {
+        match self.pending_file() {
+            PendingFile::None => Ok(None),
+            PendingFile::Some(p) if now_unix() < p.deadline => Ok(None),
+            PendingFile::Some(p) => {
                 tracing::warn!(
                     entry = p.entry,
                     "apply not confirmed in time: restoring the previous config"
                 );
                 self.rollback().map(Some)
             }
-            _ => Ok(None),
+            PendingFile::Corrupt(e) => {
+                tracing::warn!(
+                    file = %self.pending_path().display(),
+                    "unreadable pending confirmation ({e}): an apply was waiting for its confirmation; restoring the previous config"
+                );
+                match self.rollback() {
+                    Err(GwError::NoHistory) => {
+                        tracing::warn!(
+                            "no earlier config to return to: the unreadable pending confirmation is set aside"
+                        );
+                        self.set_pending(None)?;
+                        Ok(None)
+                    }
+                    r => r.map(Some),
+                }
+            }
         }
     }
 

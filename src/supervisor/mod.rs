@@ -116,11 +116,11 @@ fn engine(
                     }
                 }
             }
-            Job::Reload => match gateway::load(&gw.config, None) {
+            Job::Reload => match gateway::load(&gw.reload_path(), None) {
                 Err(e) => {
-                    tracing::error!(config = %gw.config.display(), "reload refused, the running state is kept:\n{e}")
+                    tracing::error!(config = %gw.reload_path().display(), "reload refused, the running state is kept:\n{e}")
                 }
-                Ok(_) => match gw.apply_file(None) {
+                Ok(_) => match gw.reload() {
                     Ok(r) => {
                         crate::logship::outcome(
                             crate::logship::Kind::Apply,
@@ -300,7 +300,11 @@ async fn watch_netlink(tx: mpsc::UnboundedSender<()>) {
 }
 
 fn mark_ready(state_dir: &Path) {
-    let _ = std::fs::write(state_dir.join("ready"), format!("{}\n", std::process::id()));
+    let _ = crate::sys::fs::write_atomic(
+        &state_dir.join("ready"),
+        format!("{}\n", std::process::id()).as_bytes(),
+        0o644,
+    );
 }
 
 /// Run the supervisor until SIGTERM/SIGINT.
@@ -321,11 +325,8 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             let start = || -> Result<Gateway, RunError> {
                 let mut gw = Gateway::open(&config, state_override, lab)?;
                 let _ = std::fs::remove_file(gw.state_dir.join("ready"));
-                // An apply left unconfirmed before a restart is rolled back first.
-                if let Err(e) = gw.check_deadline() {
-                    tracing::error!("restoring the previous config failed: {e}");
-                }
-                let r = gw.apply_file(None).inspect_err(|e| {
+                // an apply left unconfirmed: rolled back when overdue, else still waiting
+                let r = gw.resume().inspect_err(|e| {
                     crate::logship::outcome(crate::logship::Kind::Apply, "start", Err(&e.to_string()))
                 })?;
                 crate::logship::outcome(crate::logship::Kind::Apply, "start", Ok(&serde_json::to_value(&r).unwrap_or_default()));
