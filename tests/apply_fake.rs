@@ -387,3 +387,57 @@ fn diff_on_a_fresh_system_lists_everything_and_changes_nothing() {
     );
     assert!(s.world.borrow().fw.is_none());
 }
+
+/// The link, address, route and cleanup changes as (step, object), sorted.
+fn net_changes(v: &[bulkhead::apply::Change]) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = v
+        .iter()
+        .filter(|c| matches!(c.step, Step::Links | Step::Routes | Step::Cleanup))
+        .map(|c| (c.step.to_string(), c.object.clone()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn diff_lists_exactly_what_apply_then_does() {
+    let s = Setup::new("same");
+    let mut plan = shipped();
+    let a = s.applier();
+    // a fresh system: every VLAN created (and set up), every address added
+    let d = a.diff(&plan).unwrap();
+    let r = a.apply(&plan).unwrap();
+    assert!(!r.changes.is_empty());
+    assert_eq!(net_changes(&d.changes), net_changes(&r.changes));
+    // a VLAN id changed under the same name, a segment gone, an MTU and an address changed
+    for l in &mut plan.links {
+        if l.name == "eth0.10" {
+            l.kind = LinkKind::Vlan {
+                parent: "eth0".into(),
+                id: 11,
+            };
+        }
+        if l.name == "eth0.20" {
+            l.mtu = Some(1400);
+        }
+        if l.name == "eth0.30" {
+            l.addresses = vec!["198.18.31.1/24".parse().unwrap()];
+        }
+    }
+    plan.links.retain(|l| l.name != "eth0.200");
+    let d = a.diff(&plan).unwrap();
+    assert!(
+        d.changes
+            .iter()
+            .any(|c| c.step == Step::Links && c.object == "eth0.10"),
+        "the VLAN recreation is missing from the diff: {:?}",
+        d.changes
+    );
+    let before = s.log.borrow().len();
+    let r = a.apply(&plan).unwrap();
+    assert!(s.log.borrow().len() > before);
+    assert_eq!(net_changes(&d.changes), net_changes(&r.changes));
+    // and then there is nothing left to do
+    assert!(a.diff(&plan).unwrap().changes.is_empty());
+    assert!(a.apply(&plan).unwrap().changes.is_empty());
+}

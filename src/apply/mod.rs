@@ -6,6 +6,7 @@
 //! Applied state lives under `STATE_DIR/apply/` (see [`state`]): the last-known-good plan and
 //! firewall text, the previous generations, and the record of what Bulkhead created.
 
+pub mod actions;
 pub mod cmd;
 pub mod firewall;
 pub mod netlink;
@@ -18,12 +19,13 @@ use std::time::{Duration, Instant};
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
+use self::actions::Action;
 pub use self::firewall::{Firewall, FirewallError, LoadText, RuleCounter};
 pub use self::netlink::{Netlink, NetlinkError, RtNetlink};
 use self::state::{CreatedAddress, CreatedLink, StateError, Store};
 pub use self::sysctl::{ProcSys, Sysctl, SysctlError};
 use crate::model::Backend;
-use crate::plan::{LinkKind, Plan};
+use crate::plan::Plan;
 
 /// How many previous generations are kept beside the last-known-good one.
 pub const KEEP_GENERATIONS: usize = 5;
@@ -290,6 +292,11 @@ impl Applier {
         let mut changes = Vec::new();
         let mut loaded = false;
         let work = self.store.work();
+        // What to do to links, addresses and routes, and what to remove: computed once, from
+        // the system as it is now (the steps before the links change neither).
+        let acts = self
+            .actions(plan)
+            .map_err(|(s, e)| fail(s, &changes, Recovery::NotAttempted)(e))?;
 
         // 1. Kernel settings first: default.* keys are inherited by links created below.
         //    Keys of a planned interface that does not exist yet wait until after the links.
@@ -330,7 +337,7 @@ impl Applier {
                 Recovery::NotAttempted
             }
         };
-        self.links(plan, &mut changes)
+        self.links(&acts.links, &mut changes)
             .map_err(|(s, e)| fail(s, &changes, untouched())(e))?;
 
         let sc = sysctl::apply(self.sys.as_ref(), &late)
@@ -427,7 +434,7 @@ impl Applier {
         }
 
         // 5. What Bulkhead created and the plan no longer lists.
-        self.cleanup(plan, &mut changes)
+        self.cleanup(plan, &acts.cleanup, &mut changes)
             .map_err(|e| fail(Step::Cleanup, &changes, Recovery::Unchanged)(e))?;
 
         // 6. Record the generation when anything differs from the last one.
@@ -550,146 +557,127 @@ impl Applier {
         }
     }
 
-    fn links(&self, plan: &Plan, changes: &mut Vec<Change>) -> Result<(), (Step, StepError)> {
+    /// The link, address, route and cleanup actions of `plan` (see [`actions`]).
+    fn actions(&self, plan: &Plan) -> Result<actions::Actions, (Step, StepError)> {
+        let rec = self
+            .store
+            .created()
+            .map_err(|e| (Step::State, StepError::from(e)))?;
+        actions::compute(self.net.as_ref(), plan, &rec)
+            .map_err(|e| (Step::Links, StepError::from(e)))
+    }
+
+    /// Carry out the link, address and route actions, in order; the first that fails stops.
+    fn links(&self, acts: &[Action], changes: &mut Vec<Change>) -> Result<(), (Step, StepError)> {
         let l = |e: NetlinkError| (Step::Links, StepError::from(e));
         let st = |e: StateError| (Step::State, StepError::from(e));
         let mut rec = self.store.created().map_err(st)?;
+        let index = |name: &str, role: &str| -> Result<netlink::LinkState, NetlinkError> {
+            self.net
+                .link(name)?
+                .ok_or_else(|| NetlinkError::MissingInterface {
+                    name: name.to_string(),
+                    role: role.to_string(),
+                })
+        };
         let res = (|| {
-            for lp in &plan.links {
-                let mut existing = self.net.link(&lp.name).map_err(l)?;
-                // A VLAN Bulkhead created whose id or parent changed in the config: recreate it.
-                if let (Some(s), LinkKind::Vlan { parent, id }) = (&existing, &lp.kind)
-                    && let Some(i) = rec.links.iter().position(|c| c.name == lp.name)
-                    && (rec.links[i].id != *id || rec.links[i].parent != *parent)
-                    && netlink::is_vlan(s)
-                {
-                    let old = rec.links.remove(i);
-                    self.net.del_link(s.index).map_err(l)?;
-                    rec.addresses.retain(|a| a.dev != lp.name);
-                    self.store.save_created(&rec).map_err(st)?;
-                    changes.push(Change {
-                        step: Step::Links,
-                        object: lp.name.clone(),
-                        detail: format!(
-                            "removed vlan {} on {} to recreate it as vlan {id} on {parent}",
-                            old.id, old.parent
-                        ),
-                    });
-                    existing = None;
-                }
-                let link = match (existing, &lp.kind) {
-                    (Some(s), LinkKind::Port) => s,
-                    (Some(s), LinkKind::Vlan { parent, id }) => {
-                        let p = self.net.link(parent).map_err(l)?;
-                        if !netlink::is_vlan(&s)
-                            || s.vlan_id != Some(*id)
-                            || p.is_none_or(|p| Some(p.index) != s.parent)
-                        {
-                            return Err(l(NetlinkError::Conflict {
-                                name: lp.name.clone(),
-                                want: format!("vlan {id} on {parent}"),
-                            }));
-                        }
-                        s
+            for act in acts {
+                match act {
+                    Action::Missing { step, name, role } => {
+                        return Err((
+                            *step,
+                            StepError::from(NetlinkError::MissingInterface {
+                                name: name.clone(),
+                                role: role.clone(),
+                            }),
+                        ));
                     }
-                    (None, LinkKind::Port) => {
-                        return Err(l(NetlinkError::MissingInterface {
-                            name: lp.name.clone(),
-                            role: lp.role.clone(),
+                    Action::Conflict { name, want } => {
+                        return Err(l(NetlinkError::Conflict {
+                            name: name.clone(),
+                            want: want.clone(),
                         }));
                     }
-                    (None, LinkKind::Vlan { parent, id }) => {
-                        let p = self.net.link(parent).map_err(l)?.ok_or_else(|| {
-                            l(NetlinkError::MissingInterface {
-                                name: parent.clone(),
-                                role: format!("trunk of {}", lp.name),
-                            })
-                        })?;
-                        if self.net.add_vlan(&lp.name, p.index, *id).map_err(l)? {
+                    Action::Recreate {
+                        name,
+                        parent,
+                        id,
+                        mtu,
+                        up,
+                        ..
+                    }
+                    | Action::Create {
+                        name,
+                        parent,
+                        id,
+                        mtu,
+                        up,
+                    } => {
+                        if matches!(act, Action::Recreate { .. }) {
+                            if let Some(s) = self.net.link(name).map_err(l)?
+                                && netlink::is_vlan(&s)
+                            {
+                                self.net.del_link(s.index).map_err(l)?;
+                            }
+                            rec.links.retain(|c| &c.name != name);
+                            rec.addresses.retain(|a| &a.dev != name);
+                            self.store.save_created(&rec).map_err(st)?;
+                        }
+                        let p = index(parent, &format!("trunk of {name}")).map_err(l)?;
+                        let created = self.net.add_vlan(name, p.index, *id).map_err(l)?;
+                        if created {
                             rec.links.push(CreatedLink {
-                                name: lp.name.clone(),
+                                name: name.clone(),
                                 parent: parent.clone(),
                                 id: *id,
                             });
                             self.store.save_created(&rec).map_err(st)?;
-                            changes.push(Change {
-                                step: Step::Links,
-                                object: lp.name.clone(),
-                                detail: format!("created vlan {id} on {parent}"),
-                            });
+                            changes.push(act.done());
                         }
-                        self.net.link(&lp.name).map_err(l)?.ok_or_else(|| {
-                            l(NetlinkError::MissingInterface {
-                                name: lp.name.clone(),
-                                role: "a vlan just created".into(),
-                            })
-                        })?
+                        let link = index(name, "a vlan just created").map_err(l)?;
+                        if let Some(m) = mtu
+                            && link.mtu != *m
+                        {
+                            self.net.set_mtu(link.index, *m).map_err(l)?;
+                        }
+                        if *up && !link.up {
+                            self.net.set_up(link.index).map_err(l)?;
+                        }
                     }
-                };
-                if let Some(mtu) = lp.mtu
-                    && link.mtu != mtu
-                {
-                    self.net.set_mtu(link.index, mtu).map_err(l)?;
-                    changes.push(Change {
-                        step: Step::Links,
-                        object: lp.name.clone(),
-                        detail: format!("mtu {} -> {mtu}", link.mtu),
-                    });
-                }
-                let have = self.net.addresses(link.index).map_err(l)?;
-                for a in &lp.addresses {
-                    if have.contains(a) {
-                        continue;
+                    Action::SetMtu { name, to, .. } => {
+                        let link = index(name, "a planned link").map_err(l)?;
+                        self.net.set_mtu(link.index, *to).map_err(l)?;
+                        changes.push(act.done());
                     }
-                    if self.net.add_address(link.index, *a).map_err(l)? {
-                        rec.addresses.push(CreatedAddress {
-                            dev: lp.name.clone(),
-                            address: *a,
-                        });
-                        self.store.save_created(&rec).map_err(st)?;
-                        changes.push(Change {
-                            step: Step::Links,
-                            object: format!("{}/{a}", lp.name),
-                            detail: "address added".into(),
-                        });
+                    Action::AddAddress { dev, address } => {
+                        let link = index(dev, "a planned link").map_err(l)?;
+                        if self.net.add_address(link.index, *address).map_err(l)? {
+                            rec.addresses.push(CreatedAddress {
+                                dev: dev.clone(),
+                                address: *address,
+                            });
+                            self.store.save_created(&rec).map_err(st)?;
+                            changes.push(act.done());
+                        }
                     }
-                }
-                if lp.up && !link.up {
-                    self.net.set_up(link.index).map_err(l)?;
-                    changes.push(Change {
-                        step: Step::Links,
-                        object: lp.name.clone(),
-                        detail: "up".into(),
-                    });
-                }
-            }
-            let r = |e: NetlinkError| (Step::Routes, StepError::from(e));
-            for rt in &plan.routes {
-                if rt.dst.prefix_len() != 0 {
-                    tracing::warn!(route = %rt.dst, "only default routes are applied");
-                    continue;
-                }
-                let dev = self.net.link(&rt.dev).map_err(r)?.ok_or_else(|| {
-                    r(NetlinkError::MissingInterface {
-                        name: rt.dev.clone(),
-                        role: "route device".into(),
-                    })
-                })?;
-                let have = self.net.default_routes().map_err(r)?;
-                if have
-                    .iter()
-                    .any(|d| d.via == Some(rt.via) && d.oif == Some(dev.index))
-                {
-                    continue;
-                }
-                if self.net.add_default_route(rt.via, dev.index).map_err(r)? {
-                    changes.push(Change {
-                        step: Step::Routes,
-                        object: format!("default via {} dev {}", rt.via, rt.dev),
-                        detail: "added".into(),
-                    });
-                } else {
-                    tracing::warn!(via = %rt.via, dev = %rt.dev, "another default route exists; left alone");
+                    Action::SetUp { name } => {
+                        let link = index(name, "a planned link").map_err(l)?;
+                        self.net.set_up(link.index).map_err(l)?;
+                        changes.push(act.done());
+                    }
+                    Action::AddRoute { via, dev } => {
+                        let r = |e: NetlinkError| (Step::Routes, StepError::from(e));
+                        let link = index(dev, "route device").map_err(r)?;
+                        if self.net.add_default_route(*via, link.index).map_err(r)? {
+                            changes.push(act.done());
+                        } else {
+                            tracing::warn!(via = %via, dev = %dev, "another default route exists; left alone");
+                        }
+                    }
+                    Action::OtherRoute { via, dev } => {
+                        tracing::warn!(via = %via, dev = %dev, "another default route exists; left alone");
+                    }
+                    Action::RemoveAddress { .. } | Action::RemoveLink { .. } => {}
                 }
             }
             Ok(())
@@ -698,53 +686,43 @@ impl Applier {
         res
     }
 
-    fn cleanup(&self, plan: &Plan, changes: &mut Vec<Change>) -> Result<(), StepError> {
+    /// Remove what Bulkhead created and the plan no longer lists (the cleanup actions), and
+    /// forget every record the plan no longer wants.
+    fn cleanup(
+        &self,
+        plan: &Plan,
+        acts: &[Action],
+        changes: &mut Vec<Change>,
+    ) -> Result<(), StepError> {
         let mut rec = self.store.created()?;
-        let wanted_addr = |c: &CreatedAddress| {
-            plan.links
-                .iter()
-                .any(|l| l.name == c.dev && l.addresses.contains(&c.address))
-        };
-        let wanted_link = |c: &CreatedLink| {
-            plan.links.iter().any(|l| {
-                l.name == c.name
-                    && l.kind
-                        == LinkKind::Vlan {
-                            parent: c.parent.clone(),
-                            id: c.id,
-                        }
-            })
-        };
         let res = (|| {
-            while let Some(i) = rec.addresses.iter().position(|c| !wanted_addr(c)) {
-                let c = rec.addresses[i].clone();
-                if let Some(link) = self.net.link(&c.dev)?
-                    && self.net.del_address(link.index, c.address)?
-                {
-                    changes.push(Change {
-                        step: Step::Cleanup,
-                        object: format!("{}/{}", c.dev, c.address),
-                        detail: "address removed (created by Bulkhead, no longer planned)".into(),
-                    });
+            for act in acts {
+                match act {
+                    Action::RemoveAddress { dev, address } => {
+                        if let Some(link) = self.net.link(dev)?
+                            && self.net.del_address(link.index, *address)?
+                        {
+                            changes.push(act.done());
+                        }
+                        rec.addresses
+                            .retain(|c| !(&c.dev == dev && &c.address == address));
+                    }
+                    Action::RemoveLink { name, id } => {
+                        if let Some(link) = self.net.link(name)?
+                            && netlink::is_vlan(&link)
+                            && link.vlan_id == Some(*id)
+                            && self.net.del_link(link.index)?
+                        {
+                            changes.push(act.done());
+                        }
+                        rec.addresses.retain(|a| &a.dev != name);
+                        rec.links.retain(|c| &c.name != name);
+                    }
+                    _ => {}
                 }
-                rec.addresses.remove(i);
             }
-            while let Some(i) = rec.links.iter().position(|c| !wanted_link(c)) {
-                let c = rec.links[i].clone();
-                if let Some(link) = self.net.link(&c.name)?
-                    && netlink::is_vlan(&link)
-                    && link.vlan_id == Some(c.id)
-                    && self.net.del_link(link.index)?
-                {
-                    changes.push(Change {
-                        step: Step::Cleanup,
-                        object: c.name.clone(),
-                        detail: "link removed (created by Bulkhead, no longer planned)".into(),
-                    });
-                }
-                rec.addresses.retain(|a| a.dev != c.name);
-                rec.links.remove(i);
-            }
+            rec.addresses.retain(|c| actions::wanted_address(plan, c));
+            rec.links.retain(|c| actions::wanted_link(plan, c));
             Ok::<_, NetlinkError>(())
         })();
         self.store.save_created(&rec)?;
@@ -769,6 +747,16 @@ impl Applier {
                 detail: format!("-> {} once its interface is created", s.value),
             });
         }
+        v.extend(
+            self.actions(plan)
+                .map_err(|(_, cause)| match cause {
+                    StepError::Netlink(e) => ApplyError::Netlink(e),
+                    StepError::State(e) => ApplyError::State(e),
+                    StepError::Sysctl(e) => ApplyError::Sysctl(e),
+                    StepError::Firewall(e) => ApplyError::Firewall(e),
+                })?
+                .planned(),
+        );
         let mut push = |step, object: String, detail: String| {
             v.push(Change {
                 step,
@@ -776,84 +764,6 @@ impl Applier {
                 detail,
             })
         };
-        for lp in &plan.links {
-            let Some(link) = self.net.link(&lp.name)? else {
-                let what = match &lp.kind {
-                    LinkKind::Port => "missing (a port: must exist, apply will fail)".to_string(),
-                    LinkKind::Vlan { parent, id } => {
-                        format!("missing: create vlan {id} on {parent}")
-                    }
-                };
-                push(Step::Links, lp.name.clone(), what);
-                for a in &lp.addresses {
-                    push(
-                        Step::Links,
-                        format!("{}/{a}", lp.name),
-                        "address to add".into(),
-                    );
-                }
-                continue;
-            };
-            if let Some(m) = lp.mtu
-                && m != link.mtu
-            {
-                push(
-                    Step::Links,
-                    lp.name.clone(),
-                    format!("mtu {} -> {m}", link.mtu),
-                );
-            }
-            let have = self.net.addresses(link.index)?;
-            for a in &lp.addresses {
-                if !have.contains(a) {
-                    push(
-                        Step::Links,
-                        format!("{}/{a}", lp.name),
-                        "address to add".into(),
-                    );
-                }
-            }
-            if lp.up && !link.up {
-                push(Step::Links, lp.name.clone(), "down -> up".into());
-            }
-        }
-        let defaults = self.net.default_routes()?;
-        for rt in &plan.routes {
-            let idx = self.net.link(&rt.dev)?.map(|l| l.index);
-            if !defaults
-                .iter()
-                .any(|d| d.via == Some(rt.via) && idx.is_some() && d.oif == idx)
-            {
-                push(
-                    Step::Routes,
-                    format!("default via {} dev {}", rt.via, rt.dev),
-                    "route to add".into(),
-                );
-            }
-        }
-        let rec = self.store.created()?;
-        for c in &rec.addresses {
-            if !plan
-                .links
-                .iter()
-                .any(|l| l.name == c.dev && l.addresses.contains(&c.address))
-            {
-                push(
-                    Step::Cleanup,
-                    format!("{}/{}", c.dev, c.address),
-                    "address to remove (created by Bulkhead, no longer planned)".into(),
-                );
-            }
-        }
-        for c in &rec.links {
-            if !plan.links.iter().any(|l| l.name == c.name) {
-                push(
-                    Step::Cleanup,
-                    c.name.clone(),
-                    "link to remove (created by Bulkhead, no longer planned)".into(),
-                );
-            }
-        }
         let obj = self.fw_object();
         let text = LoadText::from_plan(plan);
         let cur = self.store.current()?;
