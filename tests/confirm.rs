@@ -1,6 +1,6 @@
 //! Commit-confirm that holds when the daemon does not: a `bulkhead run` killed with SIGKILL
-//! during the confirm window and started again still waits for the confirmation and rolls
-//! back at the deadline; a SIGHUP keeps the window; a deadline that passed while no daemon
+//! during the confirm window and started again (after the kernel state was lost, as in a
+//! reboot) still waits for the confirmation and rolls back at the deadline; a SIGHUP keeps the window; a deadline that passed while no daemon
 //! ran rolls back at start (also after a simulated reboot: ruleset and addresses gone); a
 //! corrupt `pending-confirm.json` means "roll back"; a corrupt `live-sets.json` is set aside
 //! with a warning event; and a config rolled back is not applied again by the next start.
@@ -254,6 +254,8 @@ fn sigkill_during_the_window_keeps_the_pending_confirmation_and_rolls_back_at_th
     let applied = Instant::now();
     assert!(g.mgmt_is(NEW));
     g.kill9();
+    // as after a reboot: the kernel lost the ruleset and the addresses
+    forget_kernel_state(&g);
     g.start();
     // the restarted daemon still waits for the confirmation, running the unconfirmed config
     assert!(g.pending(), "the restart forgot the pending confirmation");
