@@ -3,7 +3,8 @@
 //! reboot) still waits for the confirmation and rolls back at the deadline; a SIGHUP keeps the window; a deadline that passed while no daemon
 //! ran rolls back at start (also after a simulated reboot: ruleset and addresses gone); a
 //! corrupt `pending-confirm.json` means "roll back"; a corrupt `live-sets.json` is set aside
-//! with a warning event; and a config rolled back is not applied again by the next start.
+//! with a warning event; a config rolled back is not applied again by the next start; and
+//! several unconfirmed applies in a row roll back to the last confirmed config.
 //!
 //! As root, in network namespaces (`bhcf-*`) with veth ports named like the shipped config's
 //! links (`--lab`), with a real `bulkhead run` and real nftables.
@@ -435,4 +436,29 @@ fn a_corrupt_live_sets_file_is_set_aside_with_a_warning_event() {
         "{}",
         g.log()
     );
+}
+
+#[test]
+fn unconfirmed_applies_in_a_row_roll_back_to_the_last_confirmed_config() {
+    require_root!();
+    let mut g = Gw::new("row");
+    g.start();
+    let orig = g.edit();
+    // a first unconfirmed apply (.254), then a second one on top of it (.253)
+    g.ok(&["apply", "--confirm-within", "60s"]);
+    assert!(g.mgmt_is(NEW));
+    std::fs::write(
+        &g.cfg,
+        orig.replace("gateway = \"198.18.100.1\"", "gateway = \"198.18.100.253\""),
+    )
+    .unwrap();
+    g.ok(&["apply", "--confirm-within", "2s"]);
+    assert!(g.addrs("eth0.100").contains("198.18.100.253/24"));
+    // neither was confirmed: back to the config the daemon started with, not to the first
+    wait_for("the rollback", Duration::from_secs(10), || {
+        g.addrs("eth0.100").contains(OLD)
+    });
+    assert!(!g.pending());
+    assert!(g.mgmt_is(OLD), "{}", g.addrs("eth0.100"));
+    assert_eq!(std::fs::read_to_string(&g.cfg).unwrap(), orig);
 }
