@@ -1,8 +1,8 @@
 //! Commit-confirm that holds when the daemon does not: a `bulkhead run` killed with SIGKILL
 //! during the confirm window and started again (after the kernel state was lost, as in a
-//! reboot) still waits for the confirmation and rolls back at the deadline; a SIGHUP keeps the window; a deadline that passed while no daemon
-//! ran rolls back at start (also after a simulated reboot: ruleset and addresses gone); a
-//! corrupt `pending-confirm.json` means "roll back"; a corrupt `live-sets.json` is set aside
+//! reboot) still waits for the confirmation and rolls back at the deadline; a SIGHUP keeps
+//! the window; a deadline that passed while no daemon ran rolls back at start (also after a
+//! simulated reboot: ruleset and addresses gone); a corrupt `pending-confirm.json` means "roll back"; a corrupt `live-sets.json` is set aside
 //! with a warning event; a config rolled back is not applied again by the next start; and
 //! several unconfirmed applies in a row roll back to the last confirmed config.
 //!
