@@ -215,6 +215,7 @@ fn set_aside(file: &Path, suffix: &str) -> std::io::Result<PathBuf> {
 /// Take admin keys added by an apply that was rolled back out of their `authorized_keys`.
 pub fn revoke_keys(keys: &[KeyGrant]) {
     let mut files: Vec<&Path> = keys.iter().map(|k| k.file.as_path()).collect();
+    files.sort();
     files.dedup();
     for f in files {
         let Ok(text) = std::fs::read_to_string(f) else {
@@ -592,33 +593,38 @@ impl Gateway {
     /// Apply the config file again (SIGHUP, daemon start). An apply waiting for its
     /// confirmation keeps waiting, with its deadline and the config a rollback returns to.
     pub fn reload(&mut self) -> Result<ApplyReport, GwError> {
-        let Some(p) = self.pending() else {
-            return self.apply_config(None, None, None);
+        let p = match self.pending_file() {
+            PendingFile::None => return self.apply_config(None, None, None),
+            // left for the deadline check to roll back, untouched
+            PendingFile::Corrupt(_) => None,
+            PendingFile::Some(p) => Some(p),
         };
         let (m, text, _) = load(&self.reload_path(), self.lab)?;
         if m.backend != self.model.backend {
             self.applier = Applier::new(&self.state_dir, m.backend)?;
         }
-        let restore = p.restore.or_else(|| {
-            self.history()
-                .iter()
-                .map(|(n, _)| *n)
-                .rfind(|n| *n < p.entry)
-        });
         let rep = self.apply_model(m, text.clone(), "reload")?;
         let entry = self.record_history(&text)?;
-        if entry != p.entry || restore != p.restore {
-            self.set_pending(Some(&Pending {
+        if let Some(p) = p {
+            let restore = p.restore.or_else(|| {
+                self.history()
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .rfind(|n| *n < p.entry)
+            });
+            if entry != p.entry || restore != p.restore {
+                self.set_pending(Some(&Pending {
+                    entry,
+                    restore,
+                    ..p.clone()
+                }))?;
+            }
+            tracing::info!(
                 entry,
-                restore,
-                ..p.clone()
-            }))?;
+                left_s = p.deadline.saturating_sub(now_unix()),
+                "still waiting for the confirmation"
+            );
         }
-        tracing::info!(
-            entry,
-            left_s = p.deadline.saturating_sub(now_unix()),
-            "still waiting for the confirmation"
-        );
         Ok(rep)
     }
 
