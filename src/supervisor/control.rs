@@ -334,9 +334,16 @@ async fn connection(
         if let Request::Logs { follow } = req {
             // a follower stays until it goes away: watch its side too, or a closed one would
             // keep its place until the next event
-            let done = tokio::select! {
-                r = crate::logship::serve_logs(&mut w, follow) => r.is_err() || follow,
-                () = closed(&mut r), if follow => true,
+            let done = if follow {
+                tokio::select! {
+                    _ = crate::logship::serve_logs(&mut w, true) => true,
+                    () = closed(&mut r) => true,
+                }
+            } else {
+                // the recent events, written within the time any response has
+                let sent =
+                    tokio::time::timeout(WRITE_TIMEOUT, crate::logship::serve_logs(&mut w, false));
+                !matches!(sent.await, Ok(Ok(())))
             };
             if done {
                 return;
