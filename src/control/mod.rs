@@ -261,6 +261,50 @@ mod tests {
         assert_eq!(r.pending(), 0);
     }
 
+    proptest::proptest! {
+        /// Whatever the input and however it is cut into reads: never more than the cap held,
+        /// lines without newlines within the cap, and the input back when no line was too long.
+        #[test]
+        fn a_reader_holds_at_most_its_cap(
+            input in proptest::collection::vec(
+                proptest::prop_oneof![proptest::strategy::Just(b'\n'), proptest::num::u8::ANY], 0..600),
+            read in 1usize..40,
+            max in 1usize..64,
+        ) {
+            use proptest::prelude::*;
+            let mut r = LineReader::new(max);
+            let mut back = Vec::new();
+            let mut too_long = false;
+            'reads: for chunk in input.chunks(read) {
+                let mut rest = chunk;
+                while !rest.is_empty() {
+                    let (n, line) = r.feed(rest);
+                    prop_assert!(n > 0 && n <= rest.len());
+                    prop_assert!(r.pending() <= max);
+                    rest = &rest[n..];
+                    match line {
+                        Some(Line::TooLong) => {
+                            too_long = true;
+                            break 'reads;
+                        }
+                        Some(Line::Complete(l)) => {
+                            prop_assert!(l.len() <= max && !l.contains(&b'\n'));
+                            back.extend_from_slice(&l);
+                            back.push(b'\n');
+                        }
+                        None => {}
+                    }
+                }
+            }
+            if !too_long {
+                if let Some(Line::Complete(l)) = r.finish() {
+                    back.extend_from_slice(&l);
+                }
+                prop_assert_eq!(back, input);
+            }
+        }
+    }
+
     #[test]
     fn requests_parse_and_errors_say_why() {
         assert_eq!(
