@@ -36,6 +36,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Accept errors this far apart are two bursts (each logged).
+const QUIET_AFTER_BURST: Duration = Duration::from_secs(10);
 
 /// Open the control socket in `state_dir` and serve it until the runtime stops.
 pub(super) fn spawn(state_dir: &Path, jobs: std::sync::mpsc::Sender<Job>) {
@@ -126,6 +128,9 @@ async fn serve(listener: UnixListener, jobs: std::sync::mpsc::Sender<Job>) {
             }
             Err(e) => {
                 // EMFILE/ENFILE leave the connection queued: retrying at once would spin
+                if failures > 0 && last_failure.elapsed() >= QUIET_AFTER_BURST {
+                    failures = 0;
+                }
                 if failures == 0 {
                     tracing::warn!(
                         "control socket: accepting a connection failed: {e}; retrying in {} ms, backing off up to {} ms",
