@@ -2,11 +2,13 @@
 //!
 //! `config` (wire types) → `model` (validated) → `plan` (pure, deterministic desired state)
 //! → `apply` (side effects) → `supervisor` (the daemon). Beside them: `dhcp` (a sans-IO
-//! DHCPv4 core, its lease store and socket layer), `lab`, `cli`.
+//! DHCPv4 core, its lease store and socket layer), `lab`, `cli`, and `control` (the control
+//! socket's protocol, spoken by the CLI and served by the daemon).
 
 pub mod apply;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod dhcp;
 pub mod diag;
 pub mod lab;

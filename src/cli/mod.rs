@@ -265,7 +265,7 @@ pub enum Command {
 pub enum CliError {
     #[error("{0}")]
     Usage(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error(transparent)]
     HostRules(#[from] plan::hostrules::HostRulesError),
@@ -752,8 +752,8 @@ fn print_changes(
 /// Operations on the running gateway: through the daemon's control socket when it runs,
 /// in this process otherwise.
 fn ops(g: &Global, command: Command) -> Result<ExitCode, CliError> {
+    use crate::control::{self, Request};
     use crate::supervisor::Gateway;
-    use crate::supervisor::control::{self, Request};
     let state_dir = match state_dir_of(g) {
         Ok(d) => d,
         Err(code) => return Ok(code),
@@ -1020,21 +1020,26 @@ fn print_status(
 
 /// `bulkhead logs`: read the event stream from the daemon's control socket.
 fn logs(g: &Global, follow: bool, format: Format) -> Result<ExitCode, CliError> {
-    use crate::supervisor::control::{self, Request, Response};
+    use crate::control::{self, Request, Response};
     use std::io::BufRead;
     let state_dir = match state_dir_of(g) {
         Ok(d) => d,
         Err(code) => return Ok(code),
     };
-    let mut s = std::os::unix::net::UnixStream::connect(control::socket_path(&state_dir)).map_err(
-        |_| CliError::Daemon("no daemon runs (`bulkhead run`): no events to show".into()),
-    )?;
+    let mut s = control::connect(&state_dir)?.ok_or_else(|| {
+        CliError::Daemon("no daemon runs (`bulkhead run`): no events to show".into())
+    })?;
     let mut req = serde_json::to_string(&Request::Logs { follow }).expect("serializes");
     req.push('\n');
-    s.write_all(req.as_bytes())?;
+    // a daemon that refuses the connection answers with one error line: read it even when
+    // sending the request failed
+    let sent = s.write_all(req.as_bytes());
     let mut out = std::io::stdout().lock();
-    for line in std::io::BufReader::new(s).lines() {
-        let resp: Response = serde_json::from_str(&line?)
+    let mut answered = false;
+    for line in std::io::BufReader::new(&s).lines() {
+        let line = line.map_err(|e| CliError::Daemon(format!("the control socket: {e}")))?;
+        answered = true;
+        let resp: Response = serde_json::from_str(&line)
             .map_err(|e| CliError::Daemon(format!("bad answer: {e}")))?;
         if !resp.ok {
             return Err(CliError::Daemon(resp.error.unwrap_or_default()));
@@ -1053,6 +1058,13 @@ fn logs(g: &Global, follow: bool, format: Format) -> Result<ExitCode, CliError> 
         if !follow {
             break;
         }
+    }
+    if !answered {
+        let why = match sent {
+            Err(e) => e.to_string(),
+            Ok(()) => "closed without an answer".into(),
+        };
+        return Err(CliError::Daemon(format!("the control socket: {why}")));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -1128,8 +1140,8 @@ fn spawn_watchdog(g: &Global, state_dir: &std::path::Path) -> Result<(), CliErro
 }
 
 fn watchdog(g: &Global, state_dir: &std::path::Path) -> Result<ExitCode, CliError> {
+    use crate::control::{self, Request};
     use crate::supervisor::Gateway;
-    use crate::supervisor::control::{self, Request};
     loop {
         let gw = Gateway::open(&g.config, Some(state_dir.to_path_buf()), g.lab_mode())?;
         let Some(p) = gw.pending() else {

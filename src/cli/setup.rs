@@ -19,8 +19,8 @@ use ipnet::Ipv4Net;
 use toml_edit::{DocumentMut, Item, Table, value};
 
 use super::{CliError, Global};
+use crate::control::{self, Request};
 use crate::plan::{self, Part};
-use crate::supervisor::control::{self, Request};
 
 /// Where the appliance keeps the config setup saved (its data partition; the init runs this
 /// file when it exists, else [`crate::config::DEFAULT_PATH`]).

@@ -252,11 +252,8 @@ pub fn outcome(kind: Kind, what: &str, ok: Result<&serde_json::Value, &str>) {
 }
 
 /// The event of a control-socket request's result, for the requests that change the system.
-pub fn client_result(
-    req: &crate::supervisor::control::Request,
-    resp: &crate::supervisor::control::Response,
-) {
-    use crate::supervisor::control::Request;
+pub fn client_result(req: &crate::control::Request, resp: &crate::control::Response) {
+    use crate::control::Request;
     let (kind, what) = match req {
         Request::Apply { .. } => (Kind::Apply, "apply"),
         Request::Rollback => (Kind::Rollback, "rollback"),
@@ -306,7 +303,7 @@ pub async fn serve_logs<W: tokio::io::AsyncWrite + Unpin>(
     w: &mut W,
     follow: bool,
 ) -> std::io::Result<()> {
-    use crate::supervisor::control::Response;
+    use crate::control::Response;
     use tokio::io::AsyncWriteExt;
     let (backlog, mut rx) = subscribe();
     let mut last = backlog.last().map_or(0, |e| e.seq);

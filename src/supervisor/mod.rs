@@ -2,8 +2,8 @@
 //! netlink link/address events and a periodic check repair drift (a deleted link, a removed
 //! address, a flushed or deleted table); SIGHUP reloads (validate first: an invalid config is
 //! logged and the running state stays untouched); SIGTERM exits leaving the ruleset in place.
-//! A control socket in the state directory serves status, apply, confirm, rollback, diff and
-//! live set changes.
+//! A control socket in the state directory (`control.rs`: root only, bounded) serves status,
+//! apply, confirm, rollback, diff and live set changes.
 
 pub mod control;
 pub mod gateway;
@@ -13,10 +13,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 
-use control::{Request, Response};
+use crate::control::{Request, Response};
 pub use gateway::{Gateway, GwError};
 
 /// What the engine thread is asked to do.
@@ -232,52 +231,6 @@ fn handle(gw: &mut Gateway, req: Request) -> Response {
     }
 }
 
-async fn serve_socket(path: PathBuf, tx: std::sync::mpsc::Sender<Job>) {
-    let _ = std::fs::remove_file(&path);
-    let listener = match tokio::net::UnixListener::bind(&path) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(path = %path.display(), "cannot open the control socket: {e}");
-            return;
-        }
-    };
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let (r, mut w) = stream.into_split();
-            let mut lines = BufReader::new(r).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Ok(Request::Logs { follow }) = serde_json::from_str::<Request>(&line) {
-                    if crate::logship::serve_logs(&mut w, follow).await.is_err() {
-                        break;
-                    }
-                    continue;
-                }
-                let resp = match serde_json::from_str::<Request>(&line) {
-                    Err(e) => Response::err(format!("bad request: {e}")),
-                    Ok(req) => {
-                        let (otx, orx) = oneshot::channel();
-                        if tx.send(Job::Client(req, otx)).is_err() {
-                            Response::err("the daemon is stopping")
-                        } else {
-                            orx.await
-                                .unwrap_or_else(|_| Response::err("the daemon is stopping"))
-                        }
-                    }
-                };
-                let mut out = serde_json::to_string(&resp).expect("serializes");
-                out.push('\n');
-                if w.write_all(out.as_bytes()).await.is_err() {
-                    break;
-                }
-            }
-        });
-    }
-}
-
 /// Link and address events from the kernel: each one asks for a drift check.
 async fn watch_netlink(tx: mpsc::UnboundedSender<()>) {
     use rtnetlink::constants::{RTMGRP_IPV4_IFADDR, RTMGRP_LINK};
@@ -372,7 +325,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         let mut hup = signal(SignalKind::hangup()).expect("signal handler");
         let mut term = signal(SignalKind::terminate()).expect("signal handler");
         let mut int = signal(SignalKind::interrupt()).expect("signal handler");
-        tokio::spawn(serve_socket(control::socket_path(&state_dir), tx.clone()));
+        control::spawn(&state_dir, tx.clone());
         let qtx = tx.clone();
         let shippers = crate::logship::start(
             crate::logship::Setup {
@@ -463,7 +416,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     });
     let _ = tx.send(Job::Shutdown);
     let _ = engine_thread.join();
-    let _ = std::fs::remove_file(control::socket_path(&state_dir));
+    let _ = std::fs::remove_file(crate::control::socket_path(&state_dir));
     let _ = std::fs::remove_file(state_dir.join("ready"));
     Ok(())
 }

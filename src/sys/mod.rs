@@ -3,3 +3,4 @@
 //! calls that need `unsafe`. Everything else in the crate is `#![deny(unsafe_code)]`.
 
 pub mod fs;
+pub mod process;
