@@ -4,6 +4,8 @@
 //! → `apply` (side effects) → `supervisor` (the daemon). Beside them: `dhcp` (a sans-IO
 //! DHCPv4 core, its lease store and socket layer), `lab`, `cli`.
 
+#![deny(unsafe_code)]
+
 pub mod apply;
 pub mod cli;
 pub mod config;
@@ -14,4 +16,5 @@ pub mod logship;
 pub mod model;
 pub mod plan;
 pub mod supervisor;
+#[allow(unsafe_code)]
 pub mod sys;

@@ -1102,7 +1102,6 @@ fn print_logship(out: &mut impl Write, v: &serde_json::Value) -> std::io::Result
 }
 
 fn spawn_watchdog(g: &Global, state_dir: &std::path::Path) -> Result<(), CliError> {
-    use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe()?;
     let mut c = std::process::Command::new(exe);
     c.arg("-c").arg(&g.config).arg("--state-dir").arg(state_dir);
@@ -1116,13 +1115,8 @@ fn spawn_watchdog(g: &Global, state_dir: &std::path::Path) -> Result<(), CliErro
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    // SAFETY: setsid in the child before exec, so the watchdog outlives this terminal session.
-    unsafe {
-        c.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
+    // a session of its own, so the watchdog outlives this terminal session
+    crate::sys::proc::new_session_on_spawn(&mut c);
     c.spawn()?;
     Ok(())
 }

@@ -1,0 +1,122 @@
+//! The crate's layering, checked on its source: `unsafe` lives in `src/sys` only, the model
+//! does not reach into the plan, and the config validator is split per section.
+
+use std::path::{Path, PathBuf};
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+/// Code lines (comments dropped) of every .rs file under `dir`, as (file, line number, text).
+fn code_lines(dir: &Path) -> Vec<(String, usize, String)> {
+    let mut files = Vec::new();
+    rust_files(dir, &mut files);
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let body = std::fs::read_to_string(&f).unwrap();
+        let name = f
+            .strip_prefix(env!("CARGO_MANIFEST_DIR"))
+            .unwrap()
+            .display()
+            .to_string();
+        for (i, l) in body.lines().enumerate() {
+            let code = l.split("//").next().unwrap_or("");
+            out.push((name.clone(), i + 1, code.to_string()));
+        }
+    }
+    out
+}
+
+#[test]
+fn unsafe_code_only_in_sys() {
+    let sys = src().join("sys");
+    let bad: Vec<String> = code_lines(&src())
+        .into_iter()
+        .filter(|(f, _, l)| {
+            !Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(f)
+                .starts_with(&sys)
+                && l.split(|c: char| !c.is_alphanumeric() && c != '_')
+                    .any(|w| w == "unsafe")
+        })
+        .map(|(f, n, l)| format!("{f}:{n}: {}", l.trim()))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "unsafe outside src/sys:\n{}",
+        bad.join("\n")
+    );
+    for root in ["lib.rs", "main.rs"] {
+        let body = std::fs::read_to_string(src().join(root)).unwrap();
+        assert!(
+            body.contains("#![deny(unsafe_code)]"),
+            "src/{root} lacks #![deny(unsafe_code)]"
+        );
+    }
+    let lib = std::fs::read_to_string(src().join("lib.rs")).unwrap();
+    let allows: Vec<&str> = lib
+        .lines()
+        .zip(lib.lines().skip(1))
+        .filter(|(a, _)| a.contains("allow(unsafe_code)"))
+        .map(|(_, b)| b.trim())
+        .collect();
+    assert_eq!(allows, ["pub mod sys;"], "only `sys` may allow unsafe code");
+}
+
+#[test]
+fn model_does_not_depend_on_plan() {
+    let bad: Vec<String> = code_lines(&src().join("model"))
+        .into_iter()
+        .filter(|(_, _, l)| l.contains("crate::plan") || l.contains("super::plan"))
+        .map(|(f, n, l)| format!("{f}:{n}: {}", l.trim()))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "src/model uses the plan:\n{}",
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn validator_is_split_per_section() {
+    let dir = src().join("model/validate");
+    assert!(
+        dir.is_dir(),
+        "src/model/validate/ holds one validator per section"
+    );
+    assert!(!src().join("model/validate.rs").exists());
+    let mut files = Vec::new();
+    rust_files(&dir, &mut files);
+    for f in &files {
+        let n = std::fs::read_to_string(f).unwrap().lines().count();
+        assert!(n <= 600, "{} has {n} lines", f.display());
+    }
+    for section in [
+        "system",
+        "uplink",
+        "segments",
+        "groups",
+        "rules",
+        "dhcp",
+        "logging",
+        "alerts",
+        "management",
+    ] {
+        assert!(
+            dir.join(format!("{section}.rs")).exists(),
+            "no validator for [{section}]"
+        );
+    }
+}
