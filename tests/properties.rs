@@ -405,7 +405,7 @@ fn random_configs_load_and_explain_matches_rendering() {
     runner
         .run(&(configs(), flows), |(g, flows)| {
             let text = toml(&g);
-            let (m, _) = match model::load_str("prop.toml", &text) {
+            let (m, _) = match plan::load_str("prop.toml", &text) {
                 Ok(x) => x,
                 Err(r) => {
                     return Err(TestCaseError::fail(format!(

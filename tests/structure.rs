@@ -120,3 +120,62 @@ fn validator_is_split_per_section() {
         );
     }
 }
+
+const LOCKOUT: &str = r#"[uplink]
+interface = "wan0"
+
+[segments.lan]
+interface = "lan0"
+subnet = "198.18.1.0/24"
+gateway = "198.18.1.1"
+
+[segments.admin]
+interface = "lan1"
+subnet = "198.18.2.0/24"
+gateway = "198.18.2.1"
+management = true
+
+[[rules]]
+name = "lan-ssh"
+from = "lan"
+to = "gateway"
+proto = "tcp"
+ports = [22]
+"#;
+
+const LOCKOUT_LINE: &str = "rules[0]: rule `lan-ssh` lets segment `lan` reach SSH (tcp/22) on the gateway; it is allowed only from the management segment `admin`";
+
+/// The anti-lockout invariants are checked on the plan's ruleset, outside the model, and
+/// every entry point still reports them: the library's loader, the daemon's and `check`.
+#[test]
+fn lockout_reported_by_every_entry_point() {
+    // the model alone checks the config, not the ruleset built from it
+    bulkhead::model::load_str("lock.toml", LOCKOUT).expect("the model has no lockout check");
+
+    let r = bulkhead::plan::load_str("lock.toml", LOCKOUT).unwrap_err();
+    assert_eq!(r.lines(), [format!("lock.toml:15:1: {LOCKOUT_LINE}")]);
+
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("lock.toml");
+    std::fs::write(&p, LOCKOUT).unwrap();
+    match bulkhead::supervisor::gateway::load(&p, None) {
+        Err(bulkhead::supervisor::GwError::Config(r)) => {
+            assert_eq!(r.lines(), [format!("{}:15:1: {LOCKOUT_LINE}", p.display())]);
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("the daemon's loader accepted a lockout"),
+    }
+
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+        .arg("-c")
+        .arg(&p)
+        .arg("check")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("{}:15:1: {LOCKOUT_LINE}", p.display())),
+        "{err}"
+    );
+}

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::diag::Report;
-use crate::model::{self, Backend, LabMode, Model, Proto};
+use crate::model::{Backend, LabMode, Model, Proto};
 use crate::plan::{self, Part};
 
 #[derive(Debug, Parser)]
@@ -280,7 +280,7 @@ pub enum CliError {
 }
 
 fn load_as(cfg: &std::path::Path, lab: Option<LabMode>) -> Result<(Model, Report), ExitCode> {
-    match model::load(cfg) {
+    match crate::plan::load(cfg) {
         Ok((m, r)) if lab.is_some() => Ok((m.for_lab(lab.unwrap_or_default()), r)),
         Ok(x) => Ok(x),
         Err(report) => {

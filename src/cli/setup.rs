@@ -826,7 +826,7 @@ fn summary(m: &crate::model::Model, p: &plan::Plan, keys: &Path, key: Option<&st
 
 /// The candidate config, validated: the model, or every problem as FILE:LINE:COL: key: msg.
 fn validate(file: &Path, text: &str) -> Result<crate::model::Model, String> {
-    crate::model::load_str(&file.display().to_string(), text)
+    crate::plan::load_str(&file.display().to_string(), text)
         .map(|(m, _)| m)
         .map_err(|r| r.to_string())
 }
@@ -869,7 +869,7 @@ pub fn run(g: &Global, args: SetupArgs) -> Result<ExitCode, CliError> {
     })?;
     let cur = current(&doc);
     // links this config creates are not NICs to offer
-    let created: Vec<String> = crate::model::load_str("", &base)
+    let created: Vec<String> = crate::plan::load_str("", &base)
         .map(|(m, _)| m.segments.iter().map(|s| s.ifname.clone()).collect())
         .unwrap_or_default();
     let nics = nics(&created);

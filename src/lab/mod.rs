@@ -612,7 +612,7 @@ impl Lab {
         router: &Ipv4Net,
         uplink: Ipv4Addr,
     ) -> Result<(), LabError> {
-        let m = crate::model::load(&st.config)
+        let m = crate::plan::load(&st.config)
             .map_err(|r| LabError::Setup(r.to_string()))?
             .0;
         let inet = st.internet_ns.clone();

@@ -1263,13 +1263,6 @@ pub fn build(src: &Source) -> Result<(Model, Report), Report> {
         alerts,
         sysctl,
     };
-    let errors_before = v
-        .diags
-        .iter()
-        .any(|d| d.severity == crate::diag::Severity::Error);
-    if !errors_before {
-        v.diags.extend(crate::plan::invariants::check(&model));
-    }
     let mut diagnostics = v.diags;
     for d in &mut diagnostics {
         src.locator.resolve(d);
