@@ -1,6 +1,8 @@
 //! The crate's layering, checked on its source: `unsafe` lives in `src/sys` only, the model
 //! does not reach into the plan, and the config validator is split per section.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -177,5 +179,89 @@ fn lockout_reported_by_every_entry_point() {
     assert!(
         err.contains(&format!("{}:15:1: {LOCKOUT_LINE}", p.display())),
         "{err}"
+    );
+}
+
+/// Run by `a_test_without_root_fails_instead_of_skipping` as an unprivileged user.
+#[test]
+#[ignore = "run by a_test_without_root_fails_instead_of_skipping, without root"]
+fn probe_needs_root() {
+    require_root!();
+    common::require_root_and(&["ip"]);
+}
+
+/// A test that needs root fails when it runs without root (a CI without root must not report
+/// the kernel tests as passed).
+#[test]
+fn a_test_without_root_fails_instead_of_skipping() {
+    common::require_root_and(&["setpriv"]);
+    let exe = std::env::current_exe().unwrap();
+    let o = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&exe)
+        .args([
+            "--exact",
+            "probe_needs_root",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .output()
+        .unwrap();
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!o.status.success(), "passed without root:\n{out}");
+    assert!(
+        out.contains("needs root: run as root (tools/test does)"),
+        "{out}"
+    );
+    assert!(out.contains("1 failed"), "{out}");
+}
+
+/// A missing tool fails the test, naming the tool and what installs it.
+#[test]
+#[should_panic(
+    expected = "needs no-such-tool-bh: install the package that provides it (tools/setup)"
+)]
+fn a_missing_tool_fails_instead_of_skipping() {
+    common::require_root_and(&["ip", "no-such-tool-bh"]);
+}
+
+#[test]
+fn every_tool_a_test_names_is_installed_by_tools_setup() {
+    let setup = std::fs::read_to_string(common::root().join("tools/setup")).unwrap();
+    let tools_line = setup
+        .split("TOOLS=(")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .expect("tools/setup lists TOOLS=(...)");
+    let listed: Vec<&str> = tools_line.split_whitespace().collect();
+    // every tool the tests pass to require_root_and
+    let mut files = Vec::new();
+    rust_files(&common::root().join("tests"), &mut files);
+    let mut missing = Vec::new();
+    for f in files
+        .into_iter()
+        .filter(|f| !f.ends_with("tests/structure.rs"))
+    {
+        let body = std::fs::read_to_string(&f).unwrap();
+        for call in body.split("require_root_and(&[").skip(1) {
+            let list = call.split(']').next().unwrap();
+            for t in list
+                .split(',')
+                .map(|t| t.trim().trim_matches('"'))
+                .filter(|t| !t.is_empty())
+            {
+                if !listed.contains(&t) {
+                    missing.push(format!("{}: {t}", f.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "tools/setup does not check: {missing:?}"
     );
 }
