@@ -415,7 +415,7 @@ impl Model {
 
 /// Load and validate a config file: every check of the config itself. The anti-lockout
 /// invariants, which are checked on the ruleset built from the model, are added by
-/// [`crate::plan::load`], the entry point every command uses.
+/// `plan::load`, the entry point every command uses.
 /// On success returns the model and the warnings; on failure, every problem found.
 pub fn load(path: &std::path::Path) -> Result<(Model, crate::diag::Report), crate::diag::Report> {
     let src = crate::config::load(path)?;
