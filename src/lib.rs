@@ -5,6 +5,8 @@
 //! DHCPv4 core, its lease store and socket layer), `lab`, `cli`, and `control` (the control
 //! socket's protocol, spoken by the CLI and served by the daemon).
 
+#![deny(unsafe_code)]
+
 pub mod apply;
 pub mod cli;
 pub mod config;
@@ -16,4 +18,5 @@ pub mod logship;
 pub mod model;
 pub mod plan;
 pub mod supervisor;
+#[allow(unsafe_code)]
 pub mod sys;

@@ -1,3 +1,5 @@
+#![deny(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -6,7 +8,7 @@ use clap::Parser;
 /// `BULKHEAD_LOG` and `BULKHEAD_LOG_FORMAT` override them (and set it for other commands).
 fn init_logging(cli: &bulkhead::cli::Cli) {
     let cfg = matches!(cli.command, bulkhead::cli::Command::Run)
-        .then(|| bulkhead::model::load(&cli.global.config).ok())
+        .then(|| bulkhead::plan::load(&cli.global.config).ok())
         .flatten()
         .map(|(m, _)| (m.logging.level, m.logging.json));
     let level_name = std::env::var("BULKHEAD_LOG")

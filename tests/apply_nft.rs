@@ -9,9 +9,7 @@ use bulkhead::plan::FirewallText;
 
 #[test]
 fn apply_puts_everything_in_place_and_second_apply_changes_nothing() {
-    if !init() {
-        return;
-    }
+    init();
     let gw = gateway("nft");
     let state = TempDir::new("state");
     let plan = plan("apply.toml", Backend::Nftables);
@@ -90,9 +88,7 @@ fn apply_puts_everything_in_place_and_second_apply_changes_nothing() {
 
 #[test]
 fn rejected_firewall_leaves_previous_ruleset_byte_identical() {
-    if !init() {
-        return;
-    }
+    init();
     let gw = gateway("nftbad");
     let state = TempDir::new("state");
     let good = plan("apply.toml", Backend::Nftables);
@@ -147,9 +143,7 @@ fn rejected_firewall_leaves_previous_ruleset_byte_identical() {
 
 #[test]
 fn removing_a_segment_removes_only_what_bulkhead_created() {
-    if !init() {
-        return;
-    }
+    init();
     let gw = gateway("rm");
     let state = TempDir::new("state");
     // Addresses Bulkhead did not create: one it will also plan (kept, not recorded), one extra.
@@ -213,9 +207,7 @@ fn removing_a_segment_removes_only_what_bulkhead_created() {
 
 #[test]
 fn missing_port_is_named_and_vlan_path_is_exercised() {
-    if !init() {
-        return;
-    }
+    init();
     let gw = Ns::new("vlan");
     gw.sh("ip link add bhtrunk type veth peer name bhtrunk-p");
     let state = TempDir::new("state");
@@ -270,9 +262,7 @@ fn missing_port_is_named_and_vlan_path_is_exercised() {
 /// renderings), with timings. Links are not applied: the shipped config uses VLANs.
 #[test]
 fn shipped_config_firewall_loads_in_both_backends() {
-    if !init() {
-        return;
-    }
+    init();
     use bulkhead::apply::Firewall;
     use bulkhead::apply::firewall::{Iptables, LoadText, Nftables};
     let p =
@@ -318,9 +308,7 @@ fn shipped_config_firewall_loads_in_both_backends() {
 
 #[test]
 fn set_change_on_a_missing_set_is_named() {
-    if !init() {
-        return;
-    }
+    init();
     let gw = gateway("noset");
     let state = TempDir::new("state");
     let plan = plan("apply.toml", Backend::Nftables);
@@ -346,9 +334,7 @@ fn set_change_on_a_missing_set_is_named() {
 /// of the plan, apply must end with the planned value, in one apply.
 #[test]
 fn forwarding_write_does_not_undo_accept_redirects() {
-    if !init() {
-        return;
-    }
+    init();
     let gw = gateway("fwd");
     let state = TempDir::new("state");
     let mut plan = plan("apply.toml", Backend::Nftables);

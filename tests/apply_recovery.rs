@@ -9,9 +9,7 @@ use bulkhead::plan::FirewallText;
 
 #[test]
 fn failed_first_apply_leaves_the_fail_closed_ruleset() {
-    if !init() {
-        return;
-    }
+    init();
     // No uplink port: the links step fails after the fail-closed firewall was loaded.
     let gw = Ns::new("fc");
     for p in ["bhlan", "bhsrv", "bhmgmt"] {
@@ -69,9 +67,7 @@ fn failed_first_apply_leaves_the_fail_closed_ruleset() {
 
 #[test]
 fn drift_is_seen_by_diff_and_undone_by_apply_and_restore() {
-    if !init() {
-        return;
-    }
+    init();
     let gw = gateway("drift");
     let state = TempDir::new("state");
     let plan = plan("apply.toml", Backend::Nftables);
@@ -115,9 +111,7 @@ fn drift_is_seen_by_diff_and_undone_by_apply_and_restore() {
 
 #[test]
 fn quarantine_entries_survive_a_reload_and_generations_are_bounded() {
-    if !init() {
-        return;
-    }
+    init();
     let gw = gateway("quar");
     let state = TempDir::new("state");
     let mut plan = plan("apply.toml", Backend::Nftables);
@@ -152,9 +146,7 @@ fn quarantine_entries_survive_a_reload_and_generations_are_bounded() {
 
 #[test]
 fn iptables_live_sets_counters_and_quarantine_timeout_change() {
-    if !init() {
-        return;
-    }
+    init();
     let gw = gateway("iptset");
     let state = TempDir::new("state");
     let mut plan = plan("apply.toml", Backend::Iptables);

@@ -2,9 +2,11 @@
 //! server in network namespaces, and a kill -9 durability test.
 //!
 //! Needs root, `ip`, and the three clients. Without root (or without the
-//! tools) each test prints why and returns. Every namespace is named with
+//! tools) each test fails, naming what is missing. Every namespace is named with
 //! the test's pid, and removed in `Drop`; only processes started here are
 //! killed, by pid. Addresses come from 198.18.0.0/15.
+
+mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader};
@@ -22,22 +24,6 @@ use dhcproto::{Decodable, Decoder, Encodable, Encoder};
 
 /// The namespace tests use CPU-sensitive timings; run them one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn skip_reason(tools: &[&str]) -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root: network namespaces need root".into());
-    }
-    for t in tools {
-        let found = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
-            .iter()
-            .any(|d| Path::new(d).join(t).exists());
-        if !found {
-            return Some(format!("{t} is not installed"));
-        }
-    }
-    None
-}
 
 fn run(args: &[&str]) -> String {
     let out = Command::new(args[0])
@@ -287,10 +273,7 @@ fn write_script(path: &Path, body: &str) {
 
 #[test]
 fn real_clients_on_two_segments() {
-    if let Some(why) = skip_reason(&["ip", "dhclient", "dhcpcd", "busybox"]) {
-        eprintln!("SKIPPED real_clients_on_two_segments: {why}");
-        return;
-    }
+    common::require_root_and(&["ip", "dhclient", "dhcpcd", "busybox"]);
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
@@ -821,10 +804,7 @@ fn verify_by_protocol(
 #[test]
 fn acked_leases_survive_kill_9() {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    if let Some(why) = skip_reason(&["ip"]) {
-        eprintln!("SKIPPED acked_leases_survive_kill_9: {why}");
-        return;
-    }
+    common::require_root_and(&["ip"]);
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();

@@ -1,6 +1,8 @@
 //! The socket layer in-process: add and remove segments while another keeps
 //! running, lease events with the reservation's group, lease listing.
-//! Needs root and busybox (udhcpc); skips with a message otherwise.
+//! Needs root and busybox (udhcpc); fails with a message otherwise.
+
+mod common;
 
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
@@ -64,13 +66,7 @@ fn mac_of(ns: &str, iface: &str) -> [u8; 6] {
 
 #[test]
 fn segments_start_and_stop_independently() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0
-        || !Path::new("/bin/busybox").exists() && !Path::new("/usr/bin/busybox").exists()
-    {
-        eprintln!("SKIPPED segments_start_and_stop_independently: needs root and busybox");
-        return;
-    }
+    common::require_root_and(&["ip", "busybox"]);
     let tmp = tempfile::tempdir().unwrap();
     let pid = std::process::id();
     let srv = Netns::new(format!("bhd-ssrv-{pid}"));

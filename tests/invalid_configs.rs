@@ -1,7 +1,7 @@
 //! Broken configs and the exact lines `check` reports for them: every problem at once, each as
 //! FILE:LINE:COL: key.path: message.
 
-use bulkhead::model;
+use bulkhead::plan;
 
 /// A valid config each case starts from (appending to it or replacing a piece of it).
 const BASE: &str = r#"[uplink]
@@ -33,7 +33,7 @@ fn text(e: &Edit) -> String {
 
 #[test]
 fn base_is_valid() {
-    model::load_str("bad.toml", BASE).unwrap();
+    plan::load_str("bad.toml", BASE).unwrap();
 }
 
 #[rustfmt::skip]
@@ -736,7 +736,7 @@ fn every_broken_config_reports_exact_lines() {
     assert!(CASES.len() >= 30);
     let mut failures = Vec::new();
     for (name, edit, want) in CASES {
-        let got = match model::load_str("bad.toml", &text(edit)) {
+        let got = match plan::load_str("bad.toml", &text(edit)) {
             Ok(_) => vec!["(accepted)".to_string()],
             Err(r) => r.lines(),
         };

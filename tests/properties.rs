@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use bulkhead::model::{self, Backend, Proto};
+use bulkhead::model::{Backend, Proto};
 use bulkhead::plan::{self, FirewallText, explain};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -372,7 +372,9 @@ static FORWARDED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsiz
 #[test]
 fn random_configs_load_and_explain_matches_rendering() {
     use std::sync::atomic::Ordering::Relaxed;
-    let ns = common::is_root().then(|| common::Netns::new("prop"));
+    // every rendering is also checked by the kernel's nft parser: root, never skipped
+    common::require_root_and(&["ip", "nft"]);
+    let ns = Some(common::Netns::new("prop"));
     let dir = common::TempDir::new("prop");
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
@@ -405,7 +407,7 @@ fn random_configs_load_and_explain_matches_rendering() {
     runner
         .run(&(configs(), flows), |(g, flows)| {
             let text = toml(&g);
-            let (m, _) = match model::load_str("prop.toml", &text) {
+            let (m, _) = match plan::load_str("prop.toml", &text) {
                 Ok(x) => x,
                 Err(r) => {
                     return Err(TestCaseError::fail(format!(

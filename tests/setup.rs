@@ -47,8 +47,11 @@ fn pubkey(dir: &Path) -> String {
             .unwrap()
             .trim()
             .to_string(),
-        // no ssh-keygen: a fixed, well-formed key
-        _ => "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHn1l8zC2yq4Qw0cVvQxQk0q1m9X2b3c4d5e6f7g8h9i admin@setup-test".into(),
+        Ok(s) => panic!("ssh-keygen failed: {s}"),
+        Err(e) => {
+            let (pkg, setup) = common::tool_source("ssh-keygen");
+            panic!("needs ssh-keygen: install {pkg} ({setup}): {e}")
+        }
     }
 }
 

@@ -100,13 +100,8 @@ fn write_plain(path: &Path, body: &[u8]) -> Result<(), StateError> {
 
 /// Flush the filesystem holding `dir` (one call for all files of a new generation).
 fn syncfs(dir: &Path) -> Result<(), StateError> {
-    use std::os::fd::AsRawFd;
     let f = std::fs::File::open(dir).map_err(io(dir))?;
-    // SAFETY: a valid open file descriptor.
-    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
-        return Err(io(dir)(std::io::Error::last_os_error()));
-    }
-    Ok(())
+    crate::sys::fs::syncfs(&f).map_err(io(dir))
 }
 
 /// Move an unreadable generation aside (kept for inspection) so that it does not stop the

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::diag::Report;
-use crate::model::{self, Backend, LabMode, Model, Proto};
+use crate::model::{Backend, LabMode, Model, Proto};
 use crate::plan::{self, Part};
 
 #[derive(Debug, Parser)]
@@ -280,7 +280,7 @@ pub enum CliError {
 }
 
 fn load_as(cfg: &std::path::Path, lab: Option<LabMode>) -> Result<(Model, Report), ExitCode> {
-    match model::load(cfg) {
+    match crate::plan::load(cfg) {
         Ok((m, r)) if lab.is_some() => Ok((m.for_lab(lab.unwrap_or_default()), r)),
         Ok(x) => Ok(x),
         Err(report) => {
@@ -1114,7 +1114,6 @@ fn print_logship(out: &mut impl Write, v: &serde_json::Value) -> std::io::Result
 }
 
 fn spawn_watchdog(g: &Global, state_dir: &std::path::Path) -> Result<(), CliError> {
-    use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe()?;
     let mut c = std::process::Command::new(exe);
     c.arg("-c").arg(&g.config).arg("--state-dir").arg(state_dir);
@@ -1128,13 +1127,8 @@ fn spawn_watchdog(g: &Global, state_dir: &std::path::Path) -> Result<(), CliErro
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    // SAFETY: setsid in the child before exec, so the watchdog outlives this terminal session.
-    unsafe {
-        c.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
+    // a session of its own, so the watchdog outlives this terminal session
+    crate::sys::proc::new_session_on_spawn(&mut c);
     c.spawn()?;
     Ok(())
 }

@@ -832,7 +832,7 @@ fn summary(m: &crate::model::Model, p: &plan::Plan, keys: &Path, key: Option<&st
 
 /// The candidate config, validated: the model, or every problem as FILE:LINE:COL: key: msg.
 fn validate(file: &Path, text: &str) -> Result<crate::model::Model, String> {
-    crate::model::load_str(&file.display().to_string(), text)
+    crate::plan::load_str(&file.display().to_string(), text)
         .map(|(m, _)| m)
         .map_err(|r| r.to_string())
 }
@@ -875,7 +875,7 @@ pub fn run(g: &Global, args: SetupArgs) -> Result<ExitCode, CliError> {
     })?;
     let cur = current(&doc);
     // links this config creates are not NICs to offer
-    let created: Vec<String> = crate::model::load_str("", &base)
+    let created: Vec<String> = crate::plan::load_str("", &base)
         .map(|(m, _)| m.segments.iter().map(|s| s.ifname.clone()).collect())
         .unwrap_or_default();
     let nics = nics(&created);
@@ -1070,26 +1070,20 @@ pub fn run(g: &Global, args: SetupArgs) -> Result<ExitCode, CliError> {
 
 /// A serial console reports no size; the prompts need one to lay out their lines.
 fn fix_terminal_size() {
-    let mut ws = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCGWINSZ/TIOCSWINSZ read and write a winsize on the terminal on fd 0.
-    unsafe {
-        if libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0 && (ws.ws_col == 0 || ws.ws_row == 0) {
-            let env = |k: &str, d: u16| {
-                std::env::var(k)
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .filter(|v| *v > 0)
-                    .unwrap_or(d)
-            };
-            ws.ws_col = env("COLUMNS", 80);
-            ws.ws_row = env("LINES", 24);
-            libc::ioctl(0, libc::TIOCSWINSZ, &ws);
-        }
+    use std::os::fd::AsFd;
+    let stdin = std::io::stdin();
+    if let Some((rows, cols)) = crate::sys::term::window_size(stdin.as_fd())
+        && (cols == 0 || rows == 0)
+    {
+        let env = |k: &str, d: u16| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|v| *v > 0)
+                .unwrap_or(d)
+        };
+        let _ =
+            crate::sys::term::set_window_size(stdin.as_fd(), env("LINES", 24), env("COLUMNS", 80));
     }
 }
 

@@ -537,7 +537,6 @@ fn encode_record(lease: &Lease, out: &mut Vec<u8>) {
 }
 
 fn lock_dir(dir: &Path) -> Result<File, StoreError> {
-    use std::os::fd::AsRawFd;
     let path = dir.join(LOCK_FILE);
     let f = OpenOptions::new()
         .create(true)
@@ -545,10 +544,7 @@ fn lock_dir(dir: &Path) -> Result<File, StoreError> {
         .write(true)
         .open(&path)
         .map_err(io_err(format!("open {}", path.display())))?;
-    // SAFETY: flock on a file descriptor we own.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        let e = io::Error::last_os_error();
+    if let Err(e) = crate::sys::fs::try_lock_exclusive(&f) {
         if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
             return Err(StoreError::Locked(dir.to_path_buf()));
         }

@@ -14,7 +14,6 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -325,43 +324,5 @@ async fn send_all(sock: &UdpSocket, iface: &str, replies: &[Reply]) {
 /// (SIOCSARP), so that a unicast datagram reaches a client that has no
 /// address yet and cannot answer ARP.
 fn set_arp(sock: &UdpSocket, iface: &str, ip: Ipv4Addr, mac: [u8; 6]) -> io::Result<()> {
-    const ATF_COM: libc::c_int = 0x02;
-    if iface.len() >= 16 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "interface name too long",
-        ));
-    }
-    // SAFETY: arpreq is plain old data; all-zero is a valid value.
-    let mut req: libc::arpreq = unsafe { std::mem::zeroed() };
-    let pa = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(ip).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: sockaddr_in fits in sockaddr (both 16 bytes); we copy bytes.
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            &pa as *const libc::sockaddr_in as *const u8,
-            &mut req.arp_pa as *mut libc::sockaddr as *mut u8,
-            std::mem::size_of::<libc::sockaddr_in>(),
-        );
-    }
-    req.arp_ha.sa_family = libc::ARPHRD_ETHER;
-    for (d, s) in req.arp_ha.sa_data.iter_mut().zip(mac) {
-        *d = s as libc::c_char;
-    }
-    req.arp_flags = ATF_COM;
-    for (d, s) in req.arp_dev.iter_mut().zip(iface.bytes()) {
-        *d = s as libc::c_char;
-    }
-    // SAFETY: valid socket fd and a fully initialised arpreq.
-    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSARP as _, &req) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    crate::sys::socket::set_arp(sock, iface, ip, mac)
 }

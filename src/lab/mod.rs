@@ -612,7 +612,7 @@ impl Lab {
         router: &Ipv4Net,
         uplink: Ipv4Addr,
     ) -> Result<(), LabError> {
-        let m = crate::model::load(&st.config)
+        let m = crate::plan::load(&st.config)
             .map_err(|r| LabError::Setup(r.to_string()))?
             .0;
         let inet = st.internet_ns.clone();
@@ -779,24 +779,18 @@ impl Lab {
     pub fn down(&self) -> Result<LabState, LabError> {
         let st = self.state()?;
         for pid in &st.pids {
-            // SAFETY: kill(2) on a pid this lab started; errors (already gone) are ignored.
-            unsafe {
-                libc::kill(*pid as i32, libc::SIGTERM);
-            }
+            // a pid this lab started; errors (already gone) are ignored
+            let _ = crate::sys::proc::terminate(*pid);
         }
         let deadline = Instant::now() + Duration::from_secs(3);
         for pid in &st.pids {
             while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
                 // reap our own children when we are their parent
-                unsafe {
-                    libc::waitpid(*pid as i32, std::ptr::null_mut(), libc::WNOHANG);
-                }
+                crate::sys::proc::reap_nohang(*pid);
             }
             if Path::new(&format!("/proc/{pid}")).exists() {
-                unsafe {
-                    libc::kill(*pid as i32, libc::SIGKILL);
-                }
+                let _ = crate::sys::proc::kill(*pid);
             }
         }
         for ns in st.namespaces.iter().rev() {

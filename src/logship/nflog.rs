@@ -4,7 +4,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 const NFNL_SUBSYS_ULOG: u16 = 4;
 const NFULNL_MSG_PACKET: u16 = 0;
@@ -293,31 +293,9 @@ impl NflogSocket {
     /// (the first 256 bytes: enough for the headers).
     pub fn bind(group: u16) -> io::Result<Self> {
         let fd = crate::apply::firewall::nftgen::netfilter_socket()?;
-        // SAFETY: zeroed sockaddr_nl is valid (pid 0: the kernel assigns one).
-        let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        sa.nl_family = libc::AF_NETLINK as u16;
-        // SAFETY: sa is a valid sockaddr_nl of the given length.
-        let r = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sa as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as u32,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let size: libc::c_int = 4 << 20;
-        // SAFETY: setsockopt with a c_int option value; failure is harmless (smaller buffer).
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as u32,
-            );
-        }
+        crate::sys::netlink::bind_auto(&fd)?;
+        // failure is harmless (a smaller buffer)
+        let _ = crate::sys::socket::set_recv_buffer_force(&fd, 4 << 20);
         let mut s = NflogSocket { fd, seq: 0 };
         // Kernels before 3.17 need the family (un)bound first; newer ones ignore it.
         let _ = s.command(
@@ -351,11 +329,7 @@ impl NflogSocket {
     fn command(&mut self, family: u8, group: u16, a: &[(u16, Vec<u8>)]) -> io::Result<()> {
         self.seq += 1;
         let m = config_msg(self.seq, family, group, a);
-        // SAFETY: sending a buffer we own to our socket (the kernel: default destination).
-        let n = unsafe { libc::send(self.fd.as_raw_fd(), m.as_ptr().cast(), m.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        crate::sys::socket::send(&self.fd, &m)?;
         let mut buf = vec![0u8; 8192];
         loop {
             let n = self.recv(&mut buf)?;
@@ -373,13 +347,7 @@ impl NflogSocket {
 
     /// Read one datagram (blocking).
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: reading into a buffer we own, bounded by its length.
-        let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        crate::sys::socket::recv(&self.fd, buf)
     }
 }
 
@@ -393,15 +361,7 @@ pub fn split_prefix(p: &str) -> Option<(&str, &str, &str)> {
 
 /// Interface name of an index (in this network namespace).
 pub fn ifname(index: u32) -> Option<String> {
-    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: if_indextoname writes at most IF_NAMESIZE bytes into buf.
-    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
-    if p.is_null() {
-        return None;
-    }
-    // SAFETY: on success buf holds a NUL-terminated name.
-    let s = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
-    Some(s.to_string_lossy().into_owned())
+    crate::sys::socket::ifname(index)
 }
 
 #[cfg(test)]

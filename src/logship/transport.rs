@@ -128,14 +128,13 @@ pub struct Probe {
 impl Probe {
     /// Bytes the peer's TCP has acknowledged so far (written minus the send queue).
     pub fn acked(&self) -> u64 {
-        let mut outq: libc::c_int = 0;
-        // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one c_int; the fd lives as long as self.io.
-        let r = unsafe { libc::ioctl(self.fd, libc::TIOCOUTQ, &mut outq) };
+        // the fd lives as long as self.io
+        let outq = crate::sys::socket::send_queue_len(self.fd);
         let w = self.written.load(Ordering::Relaxed);
-        if r < 0 {
+        let Ok(outq) = outq else {
             return 0;
-        }
-        w.saturating_sub(outq.max(0) as u64)
+        };
+        w.saturating_sub(outq)
     }
 }
 

@@ -413,14 +413,16 @@ impl Model {
     }
 }
 
-/// Load, validate and check a config file: the one entry point every command uses.
+/// Load and validate a config file: every check of the config itself. The anti-lockout
+/// invariants, which are checked on the ruleset built from the model, are added by
+/// `plan::load`, the entry point every command uses.
 /// On success returns the model and the warnings; on failure, every problem found.
 pub fn load(path: &std::path::Path) -> Result<(Model, crate::diag::Report), crate::diag::Report> {
     let src = crate::config::load(path)?;
     build(&src)
 }
 
-/// Like [`load`], from text (tests, `setup`).
+/// Like [`load`], from text.
 pub fn load_str(
     file: &str,
     text: &str,

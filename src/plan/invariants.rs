@@ -5,8 +5,35 @@ use std::net::Ipv4Addr;
 
 use super::explain::{Flow, explain};
 use super::ruleset;
-use crate::diag::Diagnostic;
+use crate::diag::{Diagnostic, Report};
 use crate::model::{Model, Proto, Segment};
+
+/// Load, validate and check a config file: the one entry point every command uses. The
+/// config's own checks ([`crate::model::load`]), then, when they found no error, the
+/// invariants of [`check`]. On success returns the model and the warnings; on failure,
+/// every problem found.
+pub fn load(path: &std::path::Path) -> Result<(Model, Report), Report> {
+    checked(crate::model::load(path))
+}
+
+/// Like [`load`], from text (tests, `setup`).
+pub fn load_str(file: &str, text: &str) -> Result<(Model, Report), Report> {
+    checked(crate::model::load_str(file, text))
+}
+
+/// Add the invariants' findings, located in the config file, to a valid model's report.
+pub fn checked(r: Result<(Model, Report), Report>) -> Result<(Model, Report), Report> {
+    let (model, mut report) = r?;
+    for mut d in check(&model) {
+        report.locator.resolve(&mut d);
+        report.diagnostics.push(d);
+    }
+    if report.has_errors() {
+        Err(report)
+    } else {
+        Ok((model, report))
+    }
+}
 
 /// The first usable host address of a segment that is not the gateway.
 pub fn sample_host(s: &Segment) -> Option<Ipv4Addr> {

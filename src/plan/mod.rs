@@ -4,6 +4,7 @@
 pub mod explain;
 pub mod hostrules;
 pub mod invariants;
+pub use invariants::{load, load_str};
 pub mod iptables;
 pub mod nft;
 pub mod ruleset;

@@ -78,7 +78,7 @@ fn bind(path: &Path) -> std::io::Result<UnixListener> {
 
 /// Who may use the socket: root and the daemon's own user.
 fn allowed(uid: u32) -> bool {
-    uid == 0 || uid == crate::sys::process::euid()
+    uid == 0 || uid == crate::sys::proc::euid()
 }
 
 /// At most one warning a second about the same thing; the ones left out are counted in the

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::apply::{Applier, ApplyError, ApplyReport, Change, DiffReport, RuleCounter};
 use crate::diag::Report;
-use crate::model::{self, AddrRange, LabMode, Model, addr};
+use crate::model::{AddrRange, LabMode, Model, addr};
 use crate::plan::{self, Plan};
 
 #[derive(Debug, thiserror::Error)]
@@ -253,7 +253,7 @@ pub fn load(config: &Path, lab: Option<LabMode>) -> Result<(Model, String, Repor
     let text =
         std::fs::read_to_string(config).map_err(io(format!("reading {}", config.display())))?;
     let (m, warnings) =
-        model::load_str(&config.display().to_string(), &text).map_err(GwError::Config)?;
+        crate::plan::load_str(&config.display().to_string(), &text).map_err(GwError::Config)?;
     Ok((
         lab.map_or_else(|| m.clone(), |l| m.for_lab(l)),
         text,
@@ -715,8 +715,8 @@ impl Gateway {
         let prev = &h[i].1;
         let text =
             std::fs::read_to_string(prev).map_err(io(format!("reading {}", prev.display())))?;
-        let (m, warnings) =
-            model::load_str(&self.config.display().to_string(), &text).map_err(GwError::Config)?;
+        let (m, warnings) = crate::plan::load_str(&self.config.display().to_string(), &text)
+            .map_err(GwError::Config)?;
         let _ = warnings;
         let m = self.lab.map_or_else(|| m.clone(), |l| m.for_lab(l));
         if m.backend != self.model.backend {

@@ -57,10 +57,8 @@ pub fn start(m: &Model, state_dir: &Path) -> Option<Child> {
 /// Stop the client; `-R` makes it release the lease.
 pub fn stop(child: Option<Child>) {
     if let Some(mut c) = child {
-        // SAFETY: SIGTERM to the child this process started.
-        unsafe {
-            libc::kill(c.id() as i32, libc::SIGTERM);
-        }
+        // SIGTERM to the child this process started
+        let _ = crate::sys::proc::terminate(c.id());
         let _ = c.wait();
     }
 }

@@ -39,6 +39,27 @@ pub fn rename_durable(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Flush the whole filesystem holding the open file or directory `f` (syncfs(2)).
+pub fn syncfs(f: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid open file descriptor, borrowed from `f` for the call.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Take an exclusive advisory lock on `f` without waiting (flock LOCK_EX | LOCK_NB).
+/// Held until `f` is closed. Another holder gives an error of kind `WouldBlock`.
+pub fn try_lock_exclusive(f: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a valid open file descriptor, borrowed from `f` for the call.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn parent_dir(p: &Path) -> PathBuf {
     match p.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -60,5 +81,19 @@ mod tests {
         let m = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(m, 0o600);
         assert!(!d.path().join("sub/x.json.tmp").exists());
+    }
+
+    #[test]
+    fn a_second_lock_would_block() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("lock");
+        let a = std::fs::File::create(&p).unwrap();
+        let b = std::fs::File::open(&p).unwrap();
+        try_lock_exclusive(&a).unwrap();
+        let e = try_lock_exclusive(&b).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EWOULDBLOCK));
+        drop(a);
+        try_lock_exclusive(&b).unwrap();
+        syncfs(&std::fs::File::open(d.path()).unwrap()).unwrap();
     }
 }

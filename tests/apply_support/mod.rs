@@ -10,6 +10,9 @@
 
 #![allow(dead_code)]
 
+#[path = "../common/mod.rs"]
+mod common;
+
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,14 +23,11 @@ use bulkhead::plan::{self, Plan};
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
-pub fn init() -> bool {
+/// Logging for the test, and what every apply test needs: root and the firewall tools.
+/// Fails (never skips) without them.
+pub fn init() {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: the apply tests need root (network namespaces)");
-        return false;
-    }
-    true
+    common::require_root_and(&["ip", "nft", "iptables", "iptables-restore", "ipset"]);
 }
 
 fn unique(tag: &str) -> String {

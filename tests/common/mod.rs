@@ -29,24 +29,60 @@ pub fn golden_configs() -> Vec<(String, PathBuf)> {
 }
 
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc_geteuid() == 0 }
+    bulkhead::sys::proc::is_root()
 }
 
-unsafe extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
+/// Fail (never skip) a test that needs root: network namespaces, the kernel's netfilter.
+pub fn require_root() {
+    assert!(
+        is_root(),
+        "needs root: run as root (tools/test does); network namespaces and the kernel's netfilter need it"
+    );
 }
 
-/// Skip a test that needs root and the kernel's netfilter, saying why.
+/// Fail (never skip) a test that needs root and the kernel's netfilter, saying why.
 #[macro_export]
 macro_rules! require_root {
     () => {
-        if !common::is_root() {
-            eprintln!("skipped: needs root (network namespaces)");
-            return;
-        }
+        common::require_root();
     };
+}
+
+/// The Debian package and the `tools/setup` line that install a tool the tests run.
+pub fn tool_source(tool: &str) -> (&'static str, &'static str) {
+    match tool {
+        "dhclient" => ("isc-dhcp-client", "tools/setup dhcp"),
+        "dhcpcd" => ("dhcpcd-base", "tools/setup dhcp"),
+        "busybox" | "udhcpc" => ("busybox-static", "tools/setup dhcp"),
+        "rsyslogd" => ("rsyslog", "tools/setup syslog"),
+        "certtool" => ("gnutls-bin", "tools/setup syslog"),
+        "logger" => ("bsdutils", "tools/setup syslog"),
+        "ip" => ("iproute2", "tools/setup"),
+        "nft" => ("nftables", "tools/setup"),
+        "iptables" | "iptables-restore" | "iptables-save" => ("iptables", "tools/setup"),
+        "ipset" => ("ipset", "tools/setup"),
+        "ssh-keygen" => ("openssh-client", "tools/setup"),
+        "setpriv" => ("util-linux", "tools/setup"),
+        _ => ("the package that provides it", "tools/setup"),
+    }
+}
+
+/// The tool is on PATH or in one of the system's binary directories.
+pub fn have_tool(tool: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
+        .any(|d| d.join(tool).is_file())
+}
+
+/// Fail (never skip) a test that needs root and these tools, naming what is missing and
+/// what installs it.
+pub fn require_root_and(tools: &[&str]) {
+    require_root();
+    for t in tools {
+        let (pkg, setup) = tool_source(t);
+        assert!(have_tool(t), "needs {t}: install {pkg} ({setup})");
+    }
 }
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);

@@ -12,30 +12,13 @@ static N: AtomicUsize = AtomicUsize::new(0);
 
 #[path = "../common/mod.rs"]
 mod common;
-pub use common::{Netns, TempDir, is_root};
+pub use common::{Netns, TempDir, require_root_and};
 
-pub fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Skip (with a reason) unless root with rsyslogd and certtool installed.
+/// Fail (never skip) unless root with rsyslogd and certtool installed.
 #[macro_export]
 macro_rules! require_siem {
     () => {
-        if !logship_support::is_root() {
-            eprintln!("skipped: needs root (network namespaces)");
-            return;
-        }
-        for t in ["rsyslogd", "certtool"] {
-            if !logship_support::have(t) {
-                eprintln!("skipped: needs {t} (tools/setup installs it)");
-                return;
-            }
-        }
+        logship_support::require_root_and(&["ip", "rsyslogd", "certtool"]);
     };
 }
 

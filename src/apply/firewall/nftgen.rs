@@ -3,9 +3,6 @@
 //! increments it. While it has not moved, nothing in nftables changed, so a drift check
 //! need not list (and parse) the whole table with every set element.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-
-const NETLINK_NETFILTER: libc::c_int = 12;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_GETGEN: u16 = 16;
 const NFT_MSG_NEWGEN: u16 = 15;
@@ -13,70 +10,22 @@ const NFTA_GEN_ID: u16 = 1;
 const NLMSG_ERROR: u16 = 2;
 
 /// A raw `NETLINK_NETFILTER` socket (nf_tables requests here, NFLOG records in logship).
-pub fn netfilter_socket() -> std::io::Result<OwnedFd> {
-    // SAFETY: plain socket(2); the result is checked and owned right away.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            NETLINK_NETFILTER,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh, valid descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
+pub use crate::sys::netlink::netfilter_socket;
 
 /// The current generation, or None when it cannot be read (no nf_tables, no permission).
 pub fn generation() -> Option<u32> {
     let fd = netfilter_socket().ok()?;
-    let tv = libc::timeval {
-        tv_sec: 1,
-        tv_usec: 0,
-    };
-    // SAFETY: valid fd, option value of the size given.
-    unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            &tv as *const libc::timeval as *const libc::c_void,
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        );
-    }
+    let _ = crate::sys::socket::set_recv_timeout(&fd, std::time::Duration::from_secs(1));
     let req = request();
-    // SAFETY: the buffer is valid for its length; the kernel is the destination (pid 0).
-    let sent = unsafe {
-        let mut sa: libc::sockaddr_nl = std::mem::zeroed();
-        sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        libc::sendto(
-            fd.as_raw_fd(),
-            req.as_ptr() as *const libc::c_void,
-            req.len(),
-            0,
-            &sa as *const libc::sockaddr_nl as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
-    if sent != req.len() as isize {
+    if crate::sys::netlink::send_to_kernel(&fd, &req).ok()? != req.len() {
         return None;
     }
     let mut buf = [0u8; 1024];
-    // SAFETY: the buffer is valid for its length.
-    let n = unsafe {
-        libc::recv(
-            fd.as_raw_fd(),
-            buf.as_mut_ptr() as *mut libc::c_void,
-            buf.len(),
-            0,
-        )
-    };
-    if n <= 0 {
+    let n = crate::sys::socket::recv(&fd, &mut buf).ok()?;
+    if n == 0 {
         return None;
     }
-    parse_reply(&buf[..n as usize])
+    parse_reply(&buf[..n])
 }
 
 /// nlmsghdr + nfgenmsg asking for the generation.
@@ -155,8 +104,7 @@ mod live {
     /// Reading the generation is harmless anywhere; as root it must work.
     #[test]
     fn the_kernel_answers() {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if !crate::sys::proc::is_root() {
             return;
         }
         let a = super::generation().expect("NFT_MSG_GETGEN answered");

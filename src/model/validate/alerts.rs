@@ -1,0 +1,54 @@
+//! [alerts]: drop bursts, port scans, sensitive ports, quarantine.
+
+use super::*;
+
+pub(super) fn check(v: &mut V, a: &config::Alerts) -> Alerts {
+    let drop_burst = a.drop_burst.as_ref().and_then(|d| {
+        let w = v.duration("alerts.drop_burst.window", &d.window);
+        if d.count < 1 {
+            v.err("alerts.drop_burst.count", "count must be at least 1");
+            return None;
+        }
+        w.map(|w| (d.count.min(u32::MAX as i64) as u32, w))
+    });
+    let port_scan = a.port_scan.as_ref().and_then(|s| {
+        let w = v.duration("alerts.port_scan.window", &s.window);
+        let pos = |v: &mut V, path: &str, x: Option<i64>| match x {
+            Some(n) if n >= 2 => Some(n as u32),
+            Some(n) => {
+                v.err(path, format!("{n} is too small: a scan means at least 2 distinct targets"));
+                None
+            }
+            None => None,
+        };
+        let ports = pos(v, "alerts.port_scan.ports", s.ports);
+        let hosts = pos(v, "alerts.port_scan.hosts", s.hosts);
+        if s.ports.is_none() && s.hosts.is_none() {
+            v.err("alerts.port_scan", "set `ports` (distinct destination ports) and/or `hosts` (distinct destination hosts)");
+        }
+        w.map(|window| PortScan { ports, hosts, window })
+    });
+    let mut sensitive_ports = Vec::new();
+    if let Some(sp) = &a.sensitive_ports {
+        for (i, p) in sp.ports.iter().enumerate() {
+            if let Some(r) = v.port(&format!("alerts.sensitive_ports.ports[{i}]"), p) {
+                sensitive_ports.push(r);
+            }
+        }
+    }
+    let quarantine = a.quarantine.as_ref().and_then(|q| {
+        if !q.enabled.unwrap_or(true) {
+            return None;
+        }
+        match &q.timeout {
+            Some(t) => v.duration("alerts.quarantine.timeout", t),
+            None => Some(600),
+        }
+    });
+    Alerts {
+        drop_burst,
+        port_scan,
+        sensitive_ports: merge_ports(sensitive_ports),
+        quarantine,
+    }
+}
