@@ -54,6 +54,14 @@ fn init_logging(cli: &bulkhead::cli::Cli) {
 
 fn main() -> ExitCode {
     let cli = bulkhead::cli::Cli::parse();
+    // What Bulkhead writes is never writable by other users, whatever umask it was started
+    // with; the daemon's state (leases name clients) is not even readable by them.
+    let deny = if matches!(cli.command, bulkhead::cli::Command::Run) {
+        0o077
+    } else {
+        0o022
+    };
+    bulkhead::sys::proc::restrict_umask(deny);
     init_logging(&cli);
     match bulkhead::cli::run(cli) {
         Ok(code) => code,

@@ -177,6 +177,31 @@ fn the_socket_is_0600_and_other_users_are_refused() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     assert!(d.status_ok(), "root is served");
+    // nothing the daemon wrote is open to other users, though it was started with umask 000
+    let mut open_to_others = Vec::new();
+    let mut stack = vec![d.state.clone()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()) {
+            let md = std::fs::symlink_metadata(e.path()).unwrap();
+            if md.file_type().is_symlink() {
+                continue;
+            }
+            if md.is_dir() {
+                stack.push(e.path());
+            }
+            if md.permissions().mode() & 0o022 != 0 {
+                open_to_others.push(format!(
+                    "{} {:o}",
+                    e.path().display(),
+                    md.permissions().mode()
+                ));
+            }
+        }
+    }
+    assert!(
+        open_to_others.is_empty(),
+        "writable by group or others: {open_to_others:?}"
+    );
 
     // nobody cannot even connect, and is told why
     let o = d.cli(Some(65534), &["status"]);
@@ -189,6 +214,7 @@ fn the_socket_is_0600_and_other_users_are_refused() {
     assert!(err.contains("permission denied"), "{err}");
 
     // with the file opened up by hand, the peer check still refuses: one error line
+    std::fs::set_permissions(&d.state, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(d.sock(), std::fs::Permissions::from_mode(0o666)).unwrap();
     let o = d.cli(Some(65534), &["status"]);
     let err = String::from_utf8_lossy(&o.stderr);
