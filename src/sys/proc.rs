@@ -64,6 +64,18 @@ pub fn new_session_on_spawn(c: &mut Command) {
     }
 }
 
+/// Narrow the file-creation mask: the bits of `deny` are added to the current umask (never
+/// removed). Returns the mask now in force.
+pub fn restrict_umask(deny: u32) -> u32 {
+    // SAFETY: umask has no preconditions and cannot fail; it is called twice to read the
+    // current mask (there is no other way to read it without /proc).
+    let old = unsafe { libc::umask(0o077) } as u32;
+    let new = old | (deny & 0o777);
+    // SAFETY: as above.
+    unsafe { libc::umask(new as libc::mode_t) };
+    new
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,16 +95,4 @@ mod tests {
         let st = c.wait().unwrap();
         assert!(!st.success());
     }
-}
-
-/// Narrow the file-creation mask: the bits of `deny` are added to the current umask (never
-/// removed). Returns the mask now in force.
-pub fn restrict_umask(deny: u32) -> u32 {
-    // SAFETY: umask has no preconditions and cannot fail; it is called twice to read the
-    // current mask (there is no other way to read it without /proc).
-    let old = unsafe { libc::umask(0o077) } as u32;
-    let new = old | (deny & 0o777);
-    // SAFETY: as above.
-    unsafe { libc::umask(new as libc::mode_t) };
-    new
 }
