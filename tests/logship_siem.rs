@@ -180,9 +180,23 @@ fn every_kind_of_event_arrives_as_rfc5424_over_udp_tcp_and_tls() {
                 );
             }
         }
-        // escaping survives the trip: `pc "7" [x]`
+        // escaping survives the trip: the client-chosen hostname `pc "7" [x]`, a newline
+        // with a forged syslog header and an ESC sequence arrives on one line, its control
+        // characters as visible escapes (ours, not rsyslog's `#012`/`#033`)
         let lease = got.iter().find(|p| p.msgid == "lease").unwrap();
-        assert_eq!(lease.param("hostname"), Some("pc \"7\" [x]"), "{transport}");
+        assert_eq!(
+            lease.param("hostname"),
+            Some(r#"pc "7" [x]\n<13>forged\x1b[31m"#),
+            "{transport}"
+        );
+        let raw = s.rsyslog.lines(transport);
+        assert!(
+            raw.iter().all(|l| !l.starts_with("<13>forged")
+                && !l.contains('\x1b')
+                && !l.contains("#012")
+                && !l.contains("#033")),
+            "{transport}: {raw:#?}"
+        );
         let drop = got.iter().find(|p| p.msgid == "drop").unwrap();
         assert_eq!(drop.param("rule"), Some("default-drop"));
         assert!(drop.msg.starts_with("drop tcp "), "{:?}", drop.msg);
