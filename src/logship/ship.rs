@@ -222,6 +222,8 @@ pub async fn run_target(
         queue_bytes: 0,
         tls,
     };
+    // what an earlier run left counts as undelivered from the start
+    s.st.note_spool(&s.spool);
     s.run().await;
 }
 
@@ -367,6 +369,12 @@ impl StreamShipper {
     /// reported as a warning event.
     fn pop_chunk(&mut self) -> Option<(u64, VecDeque<Vec<u8>>)> {
         let r = self.spool.pop_chunk();
+        if let Ok(p) = &r {
+            // in flight before they leave the spool's count: never "drained" in between
+            self.st
+                .in_flight
+                .fetch_add(p.frames.len() as u64, Ordering::Relaxed);
+        }
         self.st.note_spool(&self.spool);
         let p = match r {
             Ok(p) => p,
