@@ -443,6 +443,30 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// What the `syslog_escape` fuzz target checks, on arbitrary Unicode text.
+        #[test]
+        fn any_text_gives_one_clean_line_that_parses_back(
+            host in "\\PC*|[\\x00-\\x7f]*",
+            msg in "\\PC*|[\\x00-\\x7f]*|.*",
+            fields in proptest::collection::vec(("\\PC{0,8}", "(\\PC|[\\x00-\\x1f\\x7f-\\u{9f}\\u{2028}-\\u{202e}\"\\\\\\]])*"), 0..4),
+        ) {
+            let mut ev = Event::new(Kind::Lease, Severity::Info, msg.clone());
+            for (k, v) in &fields {
+                ev = ev.with(k, v);
+            }
+            for line in [rfc5424(&ev, &host, 1), rfc3164(&ev, &host, 1)] {
+                proptest::prop_assert!(!line.chars().any(needs_escape), "{:?}", line);
+            }
+            let p = parse_rfc5424(&rfc5424(&ev, &host, 1)).unwrap();
+            proptest::prop_assert_eq!(&p.msg, &escaped(&msg));
+            proptest::prop_assert_eq!(p.params.len(), 2 + fields.len());
+            for ((_, want), (_, got)) in fields.iter().zip(&p.params[2..]) {
+                proptest::prop_assert_eq!(got, &escaped(want));
+            }
+        }
+    }
+
     #[test]
     fn octet_counting_counts_bytes() {
         let mut v = Vec::new();

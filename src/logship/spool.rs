@@ -662,4 +662,39 @@ mod tests {
         assert_eq!(r.damaged, 2);
         assert_eq!(read_frames(&[]), Frames::default());
     }
+
+    proptest::proptest! {
+        /// What the `spool_frames` fuzz target checks, on arbitrary bytes.
+        #[test]
+        fn any_bytes_read_without_panic_and_re_encode_cleanly(
+            data in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
+        ) {
+            let r = read_frames(&data);
+            let mut clean = Vec::new();
+            for f in &r.frames {
+                encode_frame(f, &mut clean);
+            }
+            let again = read_frames(&clean);
+            proptest::prop_assert_eq!(&again.frames, &r.frames);
+            proptest::prop_assert_eq!(again.damaged, 0);
+        }
+
+        /// Damage at any byte of a spooled chunk costs one stretch, never the frames after it.
+        #[test]
+        fn one_flipped_byte_anywhere_costs_at_most_its_frame(
+            n in 1usize..20, at in proptest::num::usize::ANY, bit in 0u8..8,
+        ) {
+            let frames: Vec<Vec<u8>> = (0..n as u32).map(f).collect();
+            let mut b = Vec::new();
+            for x in &frames {
+                encode_frame(x, &mut b);
+            }
+            let at = at % b.len();
+            b[at] ^= 1 << bit;
+            let r = read_frames(&b);
+            proptest::prop_assert_eq!(r.damaged, 1);
+            proptest::prop_assert_eq!(r.frames.len(), n - 1);
+            proptest::prop_assert!(r.frames.iter().all(|x| frames.contains(x)));
+        }
+    }
 }
