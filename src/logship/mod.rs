@@ -376,6 +376,26 @@ pub fn text_line(ev: &Event) -> String {
     s
 }
 
+/// One line of `bulkhead logs --format json`: the event as JSON, with the characters a
+/// terminal would act on written as `\uXXXX` escapes. serde_json escapes C0 controls
+/// already; DEL, C1 controls (U+009B is a CSI) and the bidi overrides would go out raw.
+pub fn json_line(ev: &Event) -> String {
+    let raw = serde_json::to_string(ev).expect("serializes");
+    if !raw.contains(format::needs_escape) {
+        return raw;
+    }
+    let mut s = String::with_capacity(raw.len() + 16);
+    for c in raw.chars() {
+        if format::needs_escape(c) {
+            // only inside JSON strings (the structure is ASCII), and always in the BMP
+            s.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            s.push(c);
+        }
+    }
+    s
+}
+
 /// Every target has delivered everything: nothing spooled, nothing in memory.
 pub fn drained() -> bool {
     hub()
@@ -494,5 +514,20 @@ mod tests {
             l.ends_with(r#"lease bound: pc\n<13>forged\x1b]0;owned\x07 hostname="a\x1b[2Jb" vendor="x\ny" plain=ok"#),
             "{l}"
         );
+    }
+
+    #[test]
+    fn logs_json_line_escapes_what_a_terminal_would_act_on() {
+        let e = Event::new(
+            Kind::Lease,
+            Severity::Info,
+            "a\x1b[2J\u{9b}31m\u{7f}\u{202e}b",
+        )
+        .with("hostname", "x\ny\u{9b}");
+        let l = json_line(&e);
+        assert!(!l.chars().any(format::needs_escape), "{l:?}");
+        assert!(l.contains(r"a\u001b[2J\u009b31m\u007f\u202eb"), "{l}");
+        let back: Event = serde_json::from_str(&l).unwrap();
+        assert_eq!(back, e);
     }
 }

@@ -310,12 +310,8 @@ impl Spool {
         if count == 0 {
             return Ok(());
         }
-        {
-            let mut file = File::create(&path)?;
-            file.write_all(&buf)?;
-            file.sync_all()?;
-        }
-        crate::sys::fs::sync_dir(&self.dir)?;
+        // whole or not at all: a crash leaves either no chunk or all of it
+        crate::sys::fs::write_atomic(&path, &buf, 0o600)?;
         let bytes = buf.len() as u64;
         self.chunks.push_front(Chunk {
             num,
