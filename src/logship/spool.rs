@@ -31,6 +31,7 @@
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -267,6 +268,7 @@ impl Spool {
                 let file = OpenOptions::new()
                     .create(true)
                     .append(true)
+                    .mode(0o600)
                     .open(chunk_path(&self.dir, num))?;
                 self.tail = Some(BufWriter::with_capacity(64 << 10, file));
                 self.dir_dirty = true;
