@@ -385,10 +385,16 @@ impl StreamShipper {
         };
         if p.damaged > 0 {
             self.st.discarded.fetch_add(p.damaged, Ordering::Relaxed);
-            let msg = format!(
-                "spool of log target {}: {} damaged frame(s) discarded from {} (checksum or framing broken); the frames after them are sent",
-                self.t.name, p.damaged, p.file
-            );
+            let msg = match &p.error {
+                None => format!(
+                    "spool of log target {}: {} damaged frame(s) discarded from {} (checksum or framing broken); the frames after them are sent",
+                    self.t.name, p.damaged, p.file
+                ),
+                Some(e) => format!(
+                    "spool of log target {}: {} frame(s) lost: cannot read {}: {e}; the chunks after it are sent",
+                    self.t.name, p.damaged, p.file
+                ),
+            };
             tracing::warn!(target: "bulkhead::logship", "{msg}");
             self.st.error(&msg);
             super::emit(

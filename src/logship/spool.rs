@@ -73,6 +73,8 @@ pub struct Popped {
     pub damaged: u64,
     /// The chunk's file name.
     pub file: String,
+    /// The chunk could not be read (its frames, counted as damaged, are lost).
+    pub error: Option<String>,
 }
 
 pub struct Spool {
@@ -340,10 +342,23 @@ impl Spool {
         }
         let p = chunk_path(&self.dir, num);
         let mut data = Vec::with_capacity(bytes as usize);
-        File::open(&p)?.read_to_end(&mut data)?;
+        let read = File::open(&p).and_then(|mut f| f.read_to_end(&mut data));
         let c = self.chunks.pop_front().expect("front");
         self.bytes -= c.bytes;
         self.frames -= c.frames;
+        if let Err(e) = read {
+            // gone or unreadable: its frames are lost, counted and reported, and the
+            // chunks after it go on (rather than failing on this one forever)
+            let _ = std::fs::remove_file(&p);
+            self.discarded += c.frames.max(1);
+            return Ok(Popped {
+                num,
+                frames: Vec::new(),
+                damaged: c.frames.max(1),
+                file: format!("{num:020}.chunk"),
+                error: Some(e.to_string()),
+            });
+        }
         let f = read_frames(&data);
         self.discarded += f.damaged;
         if f.frames.is_empty() {
@@ -360,6 +375,7 @@ impl Spool {
             frames: f.frames,
             damaged: f.damaged,
             file: format!("{num:020}.chunk"),
+            error: None,
         })
     }
 
@@ -645,6 +661,21 @@ mod tests {
         s.confirm(p.num, 1).unwrap();
         s.unread().unwrap();
         assert_eq!(drain(&mut s), a);
+    }
+
+    #[test]
+    fn an_unreadable_chunk_is_counted_and_the_next_one_still_read() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(d.path(), 1 << 20).unwrap();
+        s.append([f(1).as_slice()]).unwrap();
+        s.sync().unwrap();
+        s.tail = None;
+        s.append([f(2).as_slice()]).unwrap();
+        std::fs::remove_file(&files(d.path())[0]).unwrap();
+        let p = s.pop_chunk().unwrap();
+        assert!(p.error.is_some());
+        assert_eq!((p.frames.len(), p.damaged, s.discarded), (0, 1, 1));
+        assert_eq!(drain(&mut s), vec![f(2)]);
     }
 
     #[test]
