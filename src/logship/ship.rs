@@ -411,8 +411,8 @@ impl StreamShipper {
     fn spool_event(&mut self, ev: &Event) {
         let fr = self.f.frame(ev);
         if let Err(e) = self.spool.append([fr.as_slice()]) {
+            // counted as dropped by the spool
             self.st.error(format!("spool: {e}"));
-            self.st.dropped.fetch_add(1, Ordering::Relaxed);
         }
         self.st.note_spool(&self.spool);
     }

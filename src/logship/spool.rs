@@ -30,7 +30,7 @@
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -83,7 +83,8 @@ pub struct Spool {
     chunk_size: u64,
     chunks: VecDeque<Chunk>,
     reading: VecDeque<Reading>,
-    tail: Option<BufWriter<File>>,
+    /// The newest chunk, open for appending.
+    tail: Option<File>,
     bytes: u64,
     frames: u64,
     unsynced: u64,
@@ -257,9 +258,22 @@ impl Spool {
 
     /// Append frames after everything spooled. They reach the kernel before this returns;
     /// they are fsynced on the bounded schedule (see the module documentation).
+    /// Frames that cannot be written (a full disk, say) are counted as dropped; a frame cut
+    /// short by the failing write is cut off the file again.
     pub fn append<'a>(&mut self, frames: impl IntoIterator<Item = &'a [u8]>) -> io::Result<()> {
+        let frames: Vec<&[u8]> = frames.into_iter().collect();
+        let mut done = 0;
+        let r = self.append_frames(&frames, &mut done);
+        if r.is_err() && done < frames.len() {
+            self.dropped += (frames.len() - done) as u64;
+        }
+        r
+    }
+
+    fn append_frames(&mut self, frames: &[&[u8]], done: &mut usize) -> io::Result<()> {
         let mut buf = Vec::new();
-        for f in frames {
+        let mut ends = Vec::new();
+        while *done < frames.len() {
             let need_new = match self.chunks.back() {
                 None => true,
                 Some(c) => c.bytes >= self.chunk_size || self.tail.is_none(),
@@ -272,7 +286,7 @@ impl Spool {
                     .append(true)
                     .mode(0o600)
                     .open(chunk_path(&self.dir, num))?;
-                self.tail = Some(BufWriter::with_capacity(64 << 10, file));
+                self.tail = Some(file);
                 self.dir_dirty = true;
                 self.chunks.push_back(Chunk {
                     num,
@@ -280,23 +294,53 @@ impl Spool {
                     frames: 0,
                 });
             }
+            // the frames that go into this chunk, in one write
+            let start = self.chunks.back().expect("tail chunk").bytes;
             buf.clear();
-            encode_frame(f, &mut buf);
-            let w = self.tail.as_mut().expect("tail open");
-            w.write_all(&buf)?;
+            ends.clear();
+            for f in &frames[*done..] {
+                if !ends.is_empty() && start + buf.len() as u64 >= self.chunk_size {
+                    break;
+                }
+                encode_frame(f, &mut buf);
+                ends.push(buf.len());
+            }
+            let file = self.tail.as_mut().expect("tail open");
+            let mut off = 0;
+            let res = loop {
+                if off == buf.len() {
+                    break Ok(());
+                }
+                match file.write(&buf[off..]) {
+                    Ok(0) => break Err(io::Error::from(io::ErrorKind::WriteZero)),
+                    Ok(n) => off += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
+                }
+            };
+            let whole = ends.iter().take_while(|e| **e <= off).count();
+            let whole_bytes = if whole == 0 { 0 } else { ends[whole - 1] } as u64;
+            if res.is_err() {
+                if off as u64 > whole_bytes {
+                    // cut the torn frame off; if even that fails, the reader skips it
+                    let _ = file.set_len(start + whole_bytes);
+                }
+                // the next frame starts a chunk of its own
+                self.tail = None;
+            }
             let c = self.chunks.back_mut().expect("tail chunk");
-            let n = buf.len() as u64;
-            c.bytes += n;
-            c.frames += 1;
-            self.bytes += n;
-            self.frames += 1;
-            self.spooled += 1;
-            self.unsynced += 1;
+            c.bytes += whole_bytes;
+            c.frames += whole as u64;
+            self.bytes += whole_bytes;
+            self.frames += whole as u64;
+            self.spooled += whole as u64;
+            self.unsynced += whole as u64;
+            *done += whole;
+            res?;
             if self.bytes + self.reading_bytes() > self.limit {
                 self.enforce()?;
             }
         }
-        self.flush()?;
         self.maybe_sync()
     }
 
@@ -420,11 +464,9 @@ impl Spool {
         Ok(())
     }
 
-    /// Hand what is buffered to the kernel (it survives the process, not a power cut).
+    /// Nothing is buffered in the process: every append reached the kernel already (it
+    /// survives the process, not a power cut; see [`Spool::sync`]).
     pub fn flush(&mut self) -> io::Result<()> {
-        if let Some(w) = self.tail.as_mut() {
-            w.flush()?;
-        }
         Ok(())
     }
 
@@ -440,11 +482,10 @@ impl Spool {
 
     /// Make everything appended durable: the newest chunk's data and new directory entries.
     pub fn sync(&mut self) -> io::Result<()> {
-        if let Some(w) = self.tail.as_mut() {
-            w.flush()?;
-            if self.unsynced > 0 {
-                w.get_ref().sync_data()?;
-            }
+        if let Some(w) = self.tail.as_mut()
+            && self.unsynced > 0
+        {
+            w.sync_data()?;
         }
         if self.dir_dirty {
             crate::sys::fs::sync_dir(&self.dir)?;
@@ -676,6 +717,44 @@ mod tests {
         assert!(p.error.is_some());
         assert_eq!((p.frames.len(), p.damaged, s.discarded), (0, 1, 1));
         assert_eq!(drain(&mut s), vec![f(2)]);
+    }
+
+    #[test]
+    fn frames_a_full_disk_refuses_are_counted_as_dropped() {
+        // a 16 KiB tmpfs as the spool's disk (needs root; skipped otherwise)
+        let d = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=16k", "tmpfs"])
+            .arg(d.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("skipped: cannot mount a tmpfs");
+            return;
+        }
+        let r = std::panic::catch_unwind(|| {
+            let mut s = Spool::open(d.path(), 1 << 20).unwrap();
+            let mut failed = 0u64;
+            for i in 0..1000 {
+                if s.append([f(i).as_slice()]).is_err() {
+                    failed += 1;
+                }
+            }
+            assert!(failed > 0, "a 16 KiB disk took 60 KB");
+            assert_eq!(s.dropped, failed);
+            // what was written is there, whole, in order
+            let got = drain(&mut s);
+            assert!(
+                got.len() as u64 + failed >= 1000,
+                "{} + {failed}",
+                got.len()
+            );
+            assert!(got.iter().all(|x| x.starts_with(b"event ")));
+        });
+        let _ = std::process::Command::new("umount").arg(d.path()).status();
+        if let Err(e) = r {
+            std::panic::resume_unwind(e);
+        }
     }
 
     #[test]
