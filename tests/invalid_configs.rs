@@ -729,6 +729,16 @@ ports = [22]
 "#), &[
         r#"bad.toml:21:1: rules[0]: rule `mgmt-ssh` lets 198.18.2.2 (management segment, outside management.sources) reach SSH (tcp/22) on the gateway; it is allowed only from the management segment `admin` (management.sources)"#,
     ]),
+    ("never_quarantine_unknown_group_and_bad_range", Edit::Append(r#"
+[groups.trusted]
+members = ["198.18.1.10"]
+
+[alerts]
+never_quarantine = ["trusted", "printers", "198.18.1.0/33", "198.18.1.5"]
+"#), &[
+        r#"bad.toml:19:32: alerts.never_quarantine[1]: `printers` is not a group defined in [groups] (nor an IPv4 address or CIDR block)"#,
+        r#"bad.toml:19:44: alerts.never_quarantine[2]: `198.18.1.0/33` is not an IPv4 CIDR block"#,
+    ]),
 ];
 
 #[test]

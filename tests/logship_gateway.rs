@@ -37,6 +37,11 @@ struct Site {
 
 impl Site {
     fn up() -> Site {
+        Site::up_with(config)
+    }
+
+    /// The site with the config `config(state_dir)` makes.
+    fn up_with(config: fn(&Path) -> String) -> Site {
         let gw = Netns::new("gw");
         let client = Netns::new("client");
         let server = Netns::new("server");
@@ -106,6 +111,25 @@ impl Site {
             &format!("tcp:{dst}:{port}"),
         ]);
         o.contains(" ok")
+    }
+
+    /// The quarantine set holds `addr`.
+    fn quarantined(&self, addr: &str) -> bool {
+        String::from_utf8_lossy(
+            &self
+                .gw
+                .run(&["nft", "list", "set", "inet", "bulkhead", "quarantine"])
+                .stdout,
+        )
+        .contains(addr)
+    }
+
+    /// A port scan from the client: 12 closed ports on the server within a moment.
+    fn scan(&self) {
+        let probes: Vec<String> = (1000..1012).map(|p| format!("tcp:{SERVER}:{p}")).collect();
+        let mut a = vec![bin(), "lab", "probe", "--timeout-ms", "300"];
+        a.extend(probes.iter().map(String::as_str));
+        self.client.ok(&a);
     }
 
     fn siem(&self) -> Vec<Parsed> {
@@ -309,10 +333,7 @@ fn drops_alerts_and_quarantine_reach_the_siem() {
     let _ = follow.wait();
 
     // a port scan: 12 closed ports on the server within a moment
-    let probes: Vec<String> = (1000..1012).map(|p| format!("tcp:{SERVER}:{p}")).collect();
-    let mut a = vec![bin(), "lab", "probe", "--timeout-ms", "300"];
-    a.extend(probes.iter().map(String::as_str));
-    s.client.ok(&a);
+    s.scan();
     let alert = s.wait_event("the port scan alert", |p| p.msgid == "alert");
     let t_alert = Instant::now();
     assert_eq!(alert.param("alert"), Some("port_scan"));
@@ -324,14 +345,7 @@ fn drops_alerts_and_quarantine_reach_the_siem() {
     wait_for(
         "the scanner in the quarantine set",
         Duration::from_secs(3),
-        || {
-            String::from_utf8_lossy(
-                &s.gw
-                    .run(&["nft", "list", "set", "inet", "bulkhead", "quarantine"])
-                    .stdout,
-            )
-            .contains(CLIENT)
-        },
+        || s.quarantined(CLIENT),
     );
     assert!(!s.probe(SERVER, 80), "a quarantined source must be refused");
     // ... until the timeout
@@ -468,4 +482,112 @@ fn lab_with_a_siem_shows_drops_and_alerts() {
     assert!(count("apply") >= 1, "{line}");
     assert!(out.contains("  drop:  drop tcp "), "{out}");
     assert!(out.contains("  alert: ALERT "), "{out}");
+}
+
+/// The gateway config of the quarantine tests: quarantine for a minute, reverse-path filtering
+/// loose (a spoofed source that is routable elsewhere gets as far as the anti-spoofing
+/// chain), and `extra` appended to `[alerts]`.
+fn config_quarantine(state: &Path, extra: &str) -> String {
+    config(state).replace(
+        "timeout = \"5s\" }",
+        &format!("timeout = \"60s\" }}\n{extra}"),
+    ) + "\n[sysctl]\nrp_filter = 2\n"
+}
+
+/// An address of the server segment, never used by the server: the innocent one a client
+/// claims.
+const INNOCENT: &str = "198.18.30.77";
+
+#[test]
+fn spoofed_source_drops_never_quarantine_the_host_they_name() {
+    require_siem!();
+    let s = Site::up_with(|st| config_quarantine(st, ""));
+    // the client sends a port scan claiming a server-segment address as its source
+    s.client.ok(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{INNOCENT}/32"),
+        "dev",
+        "eth0",
+    ]);
+    s.client.ok(&[
+        "sh",
+        "-c",
+        &format!(
+            "for p in $(seq 1000 1011); do nc -z -w 1 -s {INNOCENT} {SERVER} $p & done; wait; true"
+        ),
+    ]);
+    // the anti-spoofing chain dropped (and logged) every one of them
+    let mut ports = std::collections::BTreeSet::new();
+    let t0 = Instant::now();
+    while ports.len() < 8 {
+        ports = s
+            .siem()
+            .iter()
+            .filter(|p| {
+                p.msgid == "drop"
+                    && p.param("src") == Some(INNOCENT)
+                    && p.param("rule_kind") == Some("antispoof")
+            })
+            .filter_map(|p| p.param("dport").map(str::to_string))
+            .collect();
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "anti-spoofing drops of {INNOCENT}: only {ports:?} at the SIEM:\n{}",
+            s.rsyslog.lines("tcp").join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // the same scan from the client's own address does alert: the detector is alive
+    s.scan();
+    let alert = s.wait_event("the client's port scan alert", |p| {
+        p.msgid == "alert" && p.param("src") == Some(CLIENT)
+    });
+    assert_eq!(alert.param("quarantine"), Some("60"));
+    // but nothing was raised against, or done to, the address the spoofed packets named
+    let against: Vec<Parsed> = s
+        .siem()
+        .into_iter()
+        .filter(|p| p.msgid == "alert" && p.param("src") == Some(INNOCENT))
+        .collect();
+    assert!(
+        against.is_empty(),
+        "alerts against {INNOCENT}: {against:#?}"
+    );
+    assert!(
+        !s.quarantined(INNOCENT),
+        "{INNOCENT} was quarantined by spoofed packets"
+    );
+    assert!(s.quarantined(CLIENT));
+}
+
+#[test]
+fn a_never_quarantine_host_that_scans_raises_an_alert_and_keeps_access() {
+    require_siem!();
+    let s = Site::up_with(|st| {
+        config_quarantine(st, "never_quarantine = [\"trusted\", \"198.18.40.0/24\"]").replace(
+            "[[rules]]",
+            &format!("[groups.trusted]\nmembers = [\"{CLIENT}\"]\n\n[[rules]]"),
+        )
+    });
+    assert!(s.probe(SERVER, 80), "web must be allowed");
+    s.scan();
+    let alert = s.wait_event("the port scan alert", |p| p.msgid == "alert");
+    assert_eq!(alert.param("alert"), Some("port_scan"));
+    assert_eq!(alert.param("src"), Some(CLIENT));
+    assert_eq!(alert.param("quarantine"), Some("no"));
+    assert_eq!(alert.param("exempt"), Some("never_quarantine"));
+    assert_eq!(alert.pri, 3 * 8 + 1);
+    // still allowed where the policy allows it, and not in the set
+    assert!(
+        s.probe(SERVER, 80),
+        "a never_quarantine host must keep access"
+    );
+    assert!(!s.quarantined(CLIENT));
+    let o = s.ctl(&["status", "--format", "json"]);
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let n = &st["extra"]["logship"]["nflog"];
+    assert!(n["alerts"].as_u64().unwrap() >= 1, "{n}");
+    assert_eq!(n["quarantined"], 0, "{n}");
 }

@@ -17,7 +17,7 @@ const SIEM: &str = "198.18.100.10";
 /// A gateway namespace and a SIEM namespace on one link (the management subnet).
 struct Setup {
     gw: Netns,
-    _siem: Netns,
+    siem: Netns,
     dir: TempDir,
     pki: Pki,
     rsyslog: Rsyslog,
@@ -41,7 +41,7 @@ fn setup(tag: &str) -> Setup {
     let rsyslog = Rsyslog::new(&siem, &rs_dir, SIEM, &pki);
     Setup {
         gw,
-        _siem: siem,
+        siem,
         dir,
         pki,
         rsyslog,
@@ -180,9 +180,23 @@ fn every_kind_of_event_arrives_as_rfc5424_over_udp_tcp_and_tls() {
                 );
             }
         }
-        // escaping survives the trip: `pc "7" [x]`
+        // escaping survives the trip: the client-chosen hostname `pc "7" [x]`, a newline
+        // with a forged syslog header and an ESC sequence arrives on one line, its control
+        // characters as visible escapes (ours, not rsyslog's `#012`/`#033`)
         let lease = got.iter().find(|p| p.msgid == "lease").unwrap();
-        assert_eq!(lease.param("hostname"), Some("pc \"7\" [x]"), "{transport}");
+        assert_eq!(
+            lease.param("hostname"),
+            Some(r#"pc "7" [x]\n<13>forged\x1b[31m"#),
+            "{transport}"
+        );
+        let raw = s.rsyslog.lines(transport);
+        assert!(
+            raw.iter().all(|l| !l.starts_with("<13>forged")
+                && !l.contains('\x1b')
+                && !l.contains("#012")
+                && !l.contains("#033")),
+            "{transport}: {raw:#?}"
+        );
         let drop = got.iter().find(|p| p.msgid == "drop").unwrap();
         assert_eq!(drop.param("rule"), Some("default-drop"));
         assert!(drop.msg.starts_with("drop tcp "), "{:?}", drop.msg);
@@ -354,4 +368,199 @@ fn a_full_spool_drops_the_oldest_and_counts_them() {
     );
     // exactly the newest, in order, none twice
     assert_eq!(ns, (dropped + 1..=3000).collect::<Vec<_>>());
+}
+
+/// The frames of every chunk file in a target's spool directory: (files, frames).
+fn spool_on_disk(s: &Setup, target: &str) -> (usize, usize) {
+    let dir = s.dir.path().join("state/spool").join(target);
+    let mut files = 0;
+    let mut frames = 0;
+    for e in std::fs::read_dir(dir).into_iter().flatten() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "chunk") {
+            files += 1;
+            frames += bulkhead::logship::spool::read_frames(&std::fs::read(p).unwrap())
+                .frames
+                .len();
+        }
+    }
+    (files, frames)
+}
+
+/// The `n` params of one test run at the receiver, first occurrences, in arrival order.
+fn distinct_ns(r: &Rsyslog, transport: &str, tag: &str) -> Vec<u64> {
+    let mut seen = std::collections::BTreeSet::new();
+    received(r, transport, tag)
+        .iter()
+        .map(|p| p.param("n").unwrap().parse::<u64>().unwrap())
+        .filter(|n| seen.insert(*n))
+        .collect()
+}
+
+/// Kill -9 (by pid) a child we started, and reap it.
+fn kill9(c: &mut std::process::Child) {
+    // SAFETY: signalling the pid of a child we started and have not reaped.
+    unsafe {
+        libc::kill(c.id() as i32, libc::SIGKILL);
+    }
+    let _ = c.wait();
+}
+
+/// A shipper run with `--count 0`: it only replays what the spool holds, and must succeed.
+fn replay(s: &Setup, cfg: &Path, tag: &str) -> serde_json::Value {
+    let o = ship_test(s, cfg, &["--count", "0", "--tag", tag, "--wait", "60"])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "replay: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn a_shipper_killed_with_events_spooled_delivers_them_all_after_restart() {
+    require_siem!();
+    let mut s = setup("kill");
+    s.rsyslog.stop();
+    let cfg = config(s.dir.path(), &targets(&s, &["tcp"]));
+    // 2,000 events in 2 s while the receiver is down, then kill -9 right after
+    let mut child = ship_test(
+        &s,
+        &cfg,
+        &[
+            "--count", "2000", "--rate", "1000", "--tag", "kill", "--wait", "120",
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(2300));
+    kill9(&mut child);
+    let (files, frames) = spool_on_disk(&s, "tcp");
+    eprintln!("killed with {frames} frames in {files} spool chunks");
+    s.rsyslog.start(SIEM);
+    let report = replay(&s, &cfg, "kill-replay");
+    eprintln!("replay report: {report}");
+    wait_for("2,000 events", Duration::from_secs(10), || {
+        distinct_ns(&s.rsyslog, "tcp", "kill").len() >= 2000
+    });
+    let ns = distinct_ns(&s.rsyslog, "tcp", "kill");
+    let missing: Vec<u64> = (1..=2000).filter(|n| !ns.contains(n)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} events lost to kill -9: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(20)]
+    );
+    assert_eq!(ns, (1..=2000).collect::<Vec<_>>(), "out of order");
+}
+
+#[test]
+fn a_flipped_byte_in_the_spool_costs_one_event_and_is_reported() {
+    require_siem!();
+    let mut s = setup("flip");
+    s.rsyslog.stop();
+    let cfg = config(s.dir.path(), &targets(&s, &["tcp"]));
+    // 200 events into the spool: the run gives up after 3 s and keeps them for the next one
+    let o = ship_test(
+        &s,
+        &cfg,
+        &["--count", "200", "--tag", "flip", "--wait", "3"],
+    )
+    .output()
+    .unwrap();
+    assert!(!o.status.success(), "nothing can be delivered");
+    assert_eq!(spool_on_disk(&s, "tcp").0, 1, "one spool chunk");
+    // one bit flipped in the middle of the chunk
+    let chunk = std::fs::read_dir(s.dir.path().join("state/spool/tcp"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "chunk"))
+        .unwrap();
+    let mut data = std::fs::read(&chunk).unwrap();
+    let at = data.len() / 2;
+    data[at] ^= 0x10;
+    std::fs::write(&chunk, &data).unwrap();
+    s.rsyslog.start(SIEM);
+    let report = replay(&s, &cfg, "flip-replay");
+    let t = &report["targets"][0];
+    assert_eq!(t["discarded"].as_u64(), Some(1), "{t}");
+    // the 199 others arrive, in order
+    wait_for("199 events", Duration::from_secs(10), || {
+        distinct_ns(&s.rsyslog, "tcp", "flip").len() >= 199
+    });
+    let ns = distinct_ns(&s.rsyslog, "tcp", "flip");
+    assert_eq!(ns.len(), 199, "{ns:?}");
+    assert!(ns.windows(2).all(|w| w[0] < w[1]), "out of order: {ns:?}");
+    // and the loss is reported as a warning event, at the SIEM too
+    let warn = s
+        .rsyslog
+        .lines("tcp")
+        .iter()
+        .filter_map(|l| parse_rfc5424(l))
+        .find(|p| p.msgid == "log" && p.param("discarded").is_some())
+        .unwrap_or_else(|| panic!("no discard warning: {:#?}", s.rsyslog.lines("tcp")));
+    assert_eq!(warn.param("discarded"), Some("1"));
+    assert_eq!(warn.param("target"), Some("tcp"));
+    assert_eq!(warn.pri, 3 * 8 + 4);
+    eprintln!("reported: {}", warn.msg);
+}
+
+#[test]
+fn a_spool_chunk_stays_on_disk_until_the_receiver_has_its_events() {
+    require_siem!();
+    let mut s = setup("ack");
+    s.rsyslog.stop();
+    let cfg = config(s.dir.path(), &targets(&s, &["tcp"]));
+    let o = ship_test(&s, &cfg, &["--count", "300", "--tag", "ack", "--wait", "3"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "nothing can be delivered");
+    assert_eq!(spool_on_disk(&s, "tcp").0, 1, "one spool chunk");
+    // the receiver comes back but nothing after the handshake reaches it: the shipper is
+    // connected, takes the chunk out and sends it, and no byte is ever acknowledged
+    s.rsyslog.start(SIEM);
+    for cmd in [
+        "add table inet bhlsack",
+        "add chain inet bhlsack in { type filter hook input priority -10 ; }",
+        "add rule inet bhlsack in tcp dport 514 ct state established drop",
+    ] {
+        s.siem.ok(&["sh", "-c", &format!("nft '{cmd}'")]);
+    }
+    let mut child = ship_test(
+        &s,
+        &cfg,
+        &["--count", "0", "--tag", "ack-1", "--wait", "60"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    let connected =
+        s.gw.ok(&["ss", "-tnH", "state", "established"])
+            .contains(&format!("{SIEM}:514"));
+    let on_disk = spool_on_disk(&s, "tcp");
+    // the shipper dies before anything was acknowledged
+    kill9(&mut child);
+    s.siem.ok(&["nft", "delete", "table", "inet", "bhlsack"]);
+    assert!(connected, "the shipper did not connect");
+    assert_eq!(
+        on_disk,
+        (1, 300),
+        "the chunk must stay on disk while its events are unacknowledged"
+    );
+    replay(&s, &cfg, "ack-2");
+    wait_for("300 events", Duration::from_secs(10), || {
+        distinct_ns(&s.rsyslog, "tcp", "ack").len() >= 300
+    });
+    assert_eq!(
+        distinct_ns(&s.rsyslog, "tcp", "ack"),
+        (1..=300).collect::<Vec<_>>()
+    );
+    assert_eq!(spool_on_disk(&s, "tcp"), (0, 0));
 }

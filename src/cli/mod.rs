@@ -1048,9 +1048,7 @@ fn logs(g: &Global, follow: bool, format: Format) -> Result<ExitCode, CliError> 
             serde_json::from_value(resp.data).map_err(|e| CliError::Daemon(e.to_string()))?;
         for ev in &evs {
             match format {
-                Format::Json => {
-                    writeln!(out, "{}", serde_json::to_string(ev).expect("serializes"))?
-                }
+                Format::Json => writeln!(out, "{}", crate::logship::json_line(ev))?,
                 Format::Text => writeln!(out, "{}", crate::logship::text_line(ev))?,
             }
         }

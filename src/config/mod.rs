@@ -223,6 +223,8 @@ pub struct Alerts {
     pub port_scan: Option<PortScan>,
     pub sensitive_ports: Option<SensitivePorts>,
     pub quarantine: Option<Quarantine>,
+    /// Host groups, addresses or CIDR blocks whose alerts never quarantine them.
+    pub never_quarantine: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

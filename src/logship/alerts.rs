@@ -9,9 +9,51 @@
 //! [`SENSITIVE_WINDOW_MS`]).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use crate::model::{Alerts, PortRange};
+
+/// Whether a drop may count toward alerts, by its NFLOG prefix parts (`bh:CHAIN:KIND:NAME`).
+///
+/// Drops by the anti-spoofing chain (`bh:antispoof:antispoof:SEGMENT`, rendered by
+/// `plan::ruleset`) never do: their source address is the one the packet claims, which is
+/// exactly what was forged. Counting them would let anyone aim the quarantine at an innocent
+/// host by sending packets with its address.
+pub fn counts_toward_alerts(chain: &str, rule_kind: &str) -> bool {
+    chain != "antispoof" && rule_kind != "antispoof"
+}
+
+/// What an alert does to its source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuarantineVerdict {
+    /// Put the source into the quarantine set for `timeout` seconds.
+    Quarantine { addr: Ipv4Addr, timeout: u64 },
+    /// The source is in `alerts.never_quarantine`: the alert is raised, the host keeps access.
+    Exempt,
+    /// Quarantine is off, or the source is the management segment, the gateway or not IPv4.
+    No,
+}
+
+/// Whether alert `a` quarantines its source. `may`: quarantine is allowed in this process;
+/// `management`: the management segment's name; `own`: the gateway's addresses.
+pub fn quarantine_verdict(
+    cfg: &Alerts,
+    a: &Alert,
+    may: bool,
+    management: &str,
+    own: &[Ipv4Addr],
+) -> QuarantineVerdict {
+    let (Some(timeout), IpAddr::V4(addr)) = (cfg.quarantine, a.src) else {
+        return QuarantineVerdict::No;
+    };
+    if !may || a.in_segment.as_deref() == Some(management) || own.contains(&addr) {
+        return QuarantineVerdict::No;
+    }
+    if cfg.never_quarantine.iter().any(|r| r.contains(addr)) {
+        return QuarantineVerdict::Exempt;
+    }
+    QuarantineVerdict::Quarantine { addr, timeout }
+}
 
 /// How long a sensitive-port alert for one source is not repeated.
 pub const SENSITIVE_WINDOW_MS: u64 = 60_000;
@@ -241,6 +283,7 @@ mod tests {
             }),
             sensitive_ports: vec![PortRange::single(22), PortRange { lo: 3389, hi: 3389 }],
             quarantine: Some(5),
+            never_quarantine: vec![],
         }
     }
 
@@ -403,11 +446,63 @@ mod tests {
                 port_scan: None,
                 sensitive_ports: vec![],
                 quarantine: None,
+                never_quarantine: vec![],
             },
             "mgmt",
         );
         assert!(!det.enabled());
         assert!(det.observe(0, &d("1.2.3.4", "5.6.7.8", 22, "x")).is_empty());
         assert_eq!(det.tracked_sources(), 0);
+    }
+
+    #[test]
+    fn never_quarantine_hosts_alert_but_keep_access() {
+        use crate::model::AddrRange;
+        let c = Alerts {
+            never_quarantine: vec![
+                AddrRange::parse("198.18.20.10").unwrap(),
+                AddrRange::parse("198.18.40.0/24").unwrap(),
+            ],
+            ..cfg()
+        };
+        let mut det = Detector::new(&c, "mgmt");
+        let own = [Ipv4Addr::new(198, 18, 20, 1)];
+        let scan = |det: &mut Detector, src: &str| {
+            (0..4)
+                .flat_map(|p| det.observe(p, &d(src, "198.18.30.5", 1000 + p as u16, "internal")))
+                .collect::<Vec<_>>()
+        };
+        // the exempt host still raises the alert
+        let a = scan(&mut det, "198.18.20.10");
+        assert_eq!(a.len(), 1);
+        assert_eq!(
+            quarantine_verdict(&c, &a[0], true, "mgmt", &own),
+            QuarantineVerdict::Exempt
+        );
+        let a = scan(&mut det, "198.18.40.77");
+        assert_eq!(
+            quarantine_verdict(&c, &a[0], true, "mgmt", &own),
+            QuarantineVerdict::Exempt
+        );
+        // its neighbour does not
+        let a = scan(&mut det, "198.18.20.11");
+        assert_eq!(
+            quarantine_verdict(&c, &a[0], true, "mgmt", &own),
+            QuarantineVerdict::Quarantine {
+                addr: Ipv4Addr::new(198, 18, 20, 11),
+                timeout: 5
+            }
+        );
+        assert_eq!(
+            quarantine_verdict(&c, &a[0], false, "mgmt", &own),
+            QuarantineVerdict::No
+        );
+    }
+
+    #[test]
+    fn antispoof_drops_do_not_count() {
+        assert!(!counts_toward_alerts("antispoof", "antispoof"));
+        assert!(counts_toward_alerts("forward", "builtin"));
+        assert!(counts_toward_alerts("input", "builtin"));
     }
 }

@@ -13,13 +13,63 @@ pub const APP: &str = "bulkhead";
 /// Syslog facility: daemon (3).
 pub const FACILITY: u8 = 3;
 
-/// Escape an SD-PARAM value: `"`, `\` and `]` get a backslash (RFC 5424 section 6.3.3).
+/// Characters that must not reach a log line or a terminal as they are: control characters
+/// (C0 with newline and ESC, DEL, C1), the Unicode line and paragraph separators, and the
+/// bidirectional overrides and isolates that reorder what an operator sees.
+pub fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// The visible form of one such character: `\n`, `\r`, `\t`, `\x1b` (below U+0100), else
+/// `\u{202e}`.
+pub fn push_escaped(c: char, out: &mut String) {
+    use std::fmt::Write;
+    match c {
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        c if (c as u32) < 0x100 => {
+            let _ = write!(out, "\\x{:02x}", c as u32);
+        }
+        c => {
+            let _ = write!(out, "\\u{{{:04x}}}", c as u32);
+        }
+    }
+}
+
+/// Text from outside (a DHCP hostname, a client id, a vendor class, a message) made safe for
+/// one log line and a terminal: every character [`needs_escape`] names is replaced by its
+/// visible escape; everything else is kept.
+pub fn escape_text(v: &str, out: &mut String) {
+    for c in v.chars() {
+        if needs_escape(c) {
+            push_escaped(c, out);
+        } else {
+            out.push(c);
+        }
+    }
+}
+
+/// [`escape_text`] into a new string.
+pub fn escaped(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    escape_text(v, &mut s);
+    s
+}
+
+/// Escape an SD-PARAM value: `"`, `\` and `]` get a backslash (RFC 5424 section 6.3.3);
+/// control characters become visible escapes ([`escape_text`]).
 pub fn escape_sd_value(v: &str, out: &mut String) {
     for c in v.chars() {
         if matches!(c, '"' | '\\' | ']') {
             out.push('\\');
+            out.push(c);
+        } else if needs_escape(c) {
+            push_escaped(c, out);
+        } else {
+            out.push(c);
         }
-        out.push(c);
     }
 }
 
@@ -89,7 +139,7 @@ pub fn rfc5424(ev: &Event, hostname: &str, procid: u32) -> String {
     s.push(']');
     if !ev.msg.is_empty() {
         s.push(' ');
-        s.push_str(&ev.msg);
+        escape_text(&ev.msg, &mut s);
     }
     s
 }
@@ -103,7 +153,7 @@ const MONTHS: [&str; 12] = [
 pub fn rfc3164(ev: &Event, hostname: &str, procid: u32) -> String {
     let (_, mo, d, h, mi, sec, _) = civil(ev.time_us);
     let mut s = format!(
-        "<{}>{} {:>2} {:02}:{:02}:{:02} {} {}[{}]: {}",
+        "<{}>{} {:>2} {:02}:{:02}:{:02} {} {}[{}]: ",
         pri(ev),
         MONTHS[(mo - 1) as usize],
         d,
@@ -113,8 +163,8 @@ pub fn rfc3164(ev: &Event, hostname: &str, procid: u32) -> String {
         header_field(hostname, 255),
         APP,
         procid,
-        ev.msg
     );
+    escape_text(&ev.msg, &mut s);
     s.push_str(" kind=");
     s.push_str(ev.kind.name());
     s.push_str(" seq=");
@@ -123,13 +173,17 @@ pub fn rfc3164(ev: &Event, hostname: &str, procid: u32) -> String {
         s.push(' ');
         s.push_str(&sd_name(k));
         s.push('=');
-        if v.is_empty() || v.contains([' ', '"', '\\']) {
+        if v.is_empty() || v.contains([' ', '"', '\\']) || v.contains(needs_escape) {
             s.push('"');
             for c in v.chars() {
                 if matches!(c, '"' | '\\') {
                     s.push('\\');
+                    s.push(c);
+                } else if needs_escape(c) {
+                    push_escaped(c, &mut s);
+                } else {
+                    s.push(c);
                 }
-                s.push(c);
             }
             s.push('"');
         } else {
@@ -327,6 +381,90 @@ mod tests {
             rfc3164(&e, "gw1", 42),
             "<28>Dec  1 10:00:00 gw1 bulkhead[42]: dropped tcp 198.18.20.10:40000 -> 198.18.30.5:22 kind=drop seq=7 chain=forward rule=default-drop in=internal out=server src=198.18.20.10 dst=198.18.30.5 proto=tcp sport=40000 dport=22 note=\"two words\""
         );
+    }
+
+    /// Text a DHCP client chose: a newline with a forged syslog header, a terminal escape
+    /// sequence, a C1 CSI, a right-to-left override.
+    const HOSTILE: &str = "pc\n<13>forged: root login\r\x1b[31mred\x07\u{9b}2J\u{202e}txt";
+
+    fn hostile_event() -> Event {
+        let mut e = Event::new(
+            Kind::Lease,
+            Severity::Info,
+            format!("lease bound: {HOSTILE}"),
+        )
+        .with("hostname", HOSTILE)
+        .with("client_id", "\x00\x01\x7f")
+        .with(HOSTILE, "v");
+        e.seq = 3;
+        e.time_us = 0;
+        e
+    }
+
+    fn assert_one_clean_line(s: &str) {
+        let bad = |c: char| c.is_control() || matches!(c, '\u{2028}'..='\u{202e}');
+        assert!(!s.chars().any(bad), "control characters left: {s:?}");
+        assert!(!s.contains("\n<13>"), "{s:?}");
+    }
+
+    #[test]
+    fn rfc5424_escapes_control_characters_everywhere() {
+        let s = rfc5424(&hostile_event(), "gw\n1", 1);
+        assert_one_clean_line(&s);
+        let p = parse_rfc5424(&s).unwrap();
+        let want = r"pc\n<13>forged: root login\r\x1b[31mred\x07\x9b2J\u{202e}txt";
+        assert_eq!(p.param("hostname"), Some(want));
+        assert_eq!(p.param("client_id"), Some(r"\x00\x01\x7f"));
+        assert_eq!(p.msg, format!("lease bound: {want}"));
+        assert_eq!(p.host, "gw1");
+    }
+
+    #[test]
+    fn rfc3164_escapes_control_characters_everywhere() {
+        let s = rfc3164(&hostile_event(), "gw1", 1);
+        assert_one_clean_line(&s);
+        assert!(
+            s.contains(
+                r#"hostname="pc\n<13>forged: root login\r\x1b[31mred\x07\x9b2J\u{202e}txt""#
+            ),
+            "{s}"
+        );
+        assert!(s.contains(r#"client_id="\x00\x01\x7f""#), "{s}");
+    }
+
+    #[test]
+    fn escaping_keeps_ordinary_text() {
+        let mut e = Event::new(Kind::Log, Severity::Info, "café 中文 a\\b \"q\"\tz");
+        e.time_us = 0;
+        assert!(
+            rfc5424(&e, "gw", 1).ends_with(r#" café 中文 a\b "q"\tz"#),
+            "{}",
+            rfc5424(&e, "gw", 1)
+        );
+    }
+
+    proptest::proptest! {
+        /// What the `syslog_escape` fuzz target checks, on arbitrary Unicode text.
+        #[test]
+        fn any_text_gives_one_clean_line_that_parses_back(
+            host in "\\PC*|[\\x00-\\x7f]*",
+            msg in "\\PC*|[\\x00-\\x7f]*|.*",
+            fields in proptest::collection::vec(("\\PC{0,8}", "(\\PC|[\\x00-\\x1f\\x7f-\\u{9f}\\u{2028}-\\u{202e}\"\\\\\\]])*"), 0..4),
+        ) {
+            let mut ev = Event::new(Kind::Lease, Severity::Info, msg.clone());
+            for (k, v) in &fields {
+                ev = ev.with(k, v);
+            }
+            for line in [rfc5424(&ev, &host, 1), rfc3164(&ev, &host, 1)] {
+                proptest::prop_assert!(!line.chars().any(needs_escape), "{:?}", line);
+            }
+            let p = parse_rfc5424(&rfc5424(&ev, &host, 1)).unwrap();
+            proptest::prop_assert_eq!(&p.msg, &escaped(&msg));
+            proptest::prop_assert_eq!(p.params.len(), 2 + fields.len());
+            for ((_, want), (_, got)) in fields.iter().zip(&p.params[2..]) {
+                proptest::prop_assert_eq!(got, &escaped(want));
+            }
+        }
     }
 
     #[test]

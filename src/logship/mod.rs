@@ -338,23 +338,56 @@ pub async fn serve_logs<W: tokio::io::AsyncWrite + Unpin>(
     }
 }
 
-/// One line of `bulkhead logs`: `TIME SEVERITY KIND message name=value...`.
+/// One line of `bulkhead logs`: `TIME SEVERITY KIND message name=value...`. Text from
+/// clients (a DHCP hostname, say) may hold newlines and terminal escape sequences: every
+/// control character is printed as a visible escape (`\n`, `\x1b`), never as itself.
 pub fn text_line(ev: &Event) -> String {
     let mut s = format!(
-        "{} {:<7} {:<8} {}",
+        "{} {:<7} {:<8} ",
         event::rfc3339(ev.time_us),
         ev.severity.name(),
         ev.kind.name(),
-        ev.msg
     );
+    format::escape_text(&ev.msg, &mut s);
     for (k, v) in &ev.fields {
         s.push(' ');
-        s.push_str(k);
+        format::escape_text(k, &mut s);
         s.push('=');
-        if v.contains(' ') || v.is_empty() {
-            s.push_str(&format!("{v:?}"));
+        if v.is_empty() || v.contains([' ', '"', '\\']) || v.contains(format::needs_escape) {
+            s.push('"');
+            for c in v.chars() {
+                if matches!(c, '"' | '\\') {
+                    s.push('\\');
+                    s.push(c);
+                } else if format::needs_escape(c) {
+                    format::push_escaped(c, &mut s);
+                } else {
+                    s.push(c);
+                }
+            }
+            s.push('"');
         } else {
             s.push_str(v);
+        }
+    }
+    s
+}
+
+/// One line of `bulkhead logs --format json`: the event as JSON, with the characters a
+/// terminal would act on written as `\uXXXX` escapes. serde_json escapes C0 controls
+/// already; DEL, C1 controls (U+009B is a CSI) and the bidi overrides would go out raw.
+pub fn json_line(ev: &Event) -> String {
+    let raw = serde_json::to_string(ev).expect("serializes");
+    if !raw.contains(format::needs_escape) {
+        return raw;
+    }
+    let mut s = String::with_capacity(raw.len() + 16);
+    for c in raw.chars() {
+        if format::needs_escape(c) {
+            // only inside JSON strings (the structure is ASCII), and always in the BMP
+            s.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            s.push(c);
         }
     }
     s
@@ -374,6 +407,11 @@ pub fn drained() -> bool {
                     || s.connected.load(Ordering::Relaxed))
         })
 }
+
+/// The DHCP hostname of the synthetic lease event: text a client chose, with the characters
+/// the formats must escape (quotes, brackets, a newline that would forge a syslog line, a
+/// terminal escape sequence).
+pub const SYNTHETIC_HOSTNAME: &str = "pc \"7\" [x]\n<13>forged\x1b[31m";
 
 /// A synthetic event of each kind in turn (`i` picks the kind), with the fields a real one
 /// has: for tests and benchmarks of the shipping path (`bulkhead ship-test`).
@@ -396,7 +434,7 @@ pub fn synthetic(i: u64, tag: &str) -> Event {
         5 => Event::new(Kind::Confirm, Severity::Notice, "confirm: ok").with("result", "ok").with("entry", n).with("what", "confirm"),
         6 => Event::new(Kind::Link, Severity::Warning, "link eth0.30 (server) down").with("link", "eth0.30").with("state", "down").with("segment", "server"),
         7 => Event::new(Kind::Lease, Severity::Info, format!("lease bound: 198.18.20.{host} on internal"))
-            .with("action", "bound").with("segment", "internal").with("addr", format!("198.18.20.{host}")).with("mac", "02:00:00:00:00:14").with("hostname", "pc \"7\" [x]"),
+            .with("action", "bound").with("segment", "internal").with("addr", format!("198.18.20.{host}")).with("mac", "02:00:00:00:00:14").with("hostname", SYNTHETIC_HOSTNAME),
         _ => Event::new(Kind::Log, Severity::Info, "drift repaired").with("changes", 1).with("module", "bulkhead::supervisor"),
     };
     e.with("test", tag).with("n", n)
@@ -450,4 +488,43 @@ pub fn ship_test(
             serde_json::from_value(st["targets"].clone()).unwrap_or_default();
         Ok((done, targets, elapsed))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_text_line_shows_control_characters_as_escapes() {
+        let mut e = Event::new(
+            Kind::Lease,
+            Severity::Info,
+            "lease bound: pc\n<13>forged\x1b]0;owned\x07",
+        )
+        .with("hostname", "a\x1b[2Jb")
+        .with("vendor", "x\ny")
+        .with("plain", "ok");
+        e.time_us = 0;
+        let l = text_line(&e);
+        assert!(!l.chars().any(|c| c.is_control()), "{l:?}");
+        assert!(
+            l.ends_with(r#"lease bound: pc\n<13>forged\x1b]0;owned\x07 hostname="a\x1b[2Jb" vendor="x\ny" plain=ok"#),
+            "{l}"
+        );
+    }
+
+    #[test]
+    fn logs_json_line_escapes_what_a_terminal_would_act_on() {
+        let e = Event::new(
+            Kind::Lease,
+            Severity::Info,
+            "a\x1b[2J\u{9b}31m\u{7f}\u{202e}b",
+        )
+        .with("hostname", "x\ny\u{9b}");
+        let l = json_line(&e);
+        assert!(!l.chars().any(format::needs_escape), "{l:?}");
+        assert!(l.contains(r"a\u001b[2J\u009b31m\u007f\u202eb"), "{l}");
+        let back: Event = serde_json::from_str(&l).unwrap();
+        assert_eq!(back, e);
+    }
 }

@@ -211,7 +211,10 @@ pub fn decode_attrs(b: &[u8]) -> Record {
                 r.hook = v[2];
             }
             NFULA_TIMESTAMP if v.len() >= 16 => {
-                r.time_us = Some(be64(&v[0..8]) * 1_000_000 + be64(&v[8..16]));
+                // out of range (not a real clock): no time rather than an overflow
+                r.time_us = be64(&v[0..8])
+                    .checked_mul(1_000_000)
+                    .and_then(|t| t.checked_add(be64(&v[8..16])));
             }
             NFULA_IFINDEX_INDEV if v.len() >= 4 => r.indev = Some(be32(v)),
             NFULA_IFINDEX_OUTDEV if v.len() >= 4 => r.outdev = Some(be32(v)),
@@ -243,7 +246,7 @@ pub fn decode_datagram(mut b: &[u8]) -> Vec<Result<Record, i32>> {
         if typ == NLMSG_ERROR && body.len() >= 4 {
             let e = i32::from_ne_bytes(body[0..4].try_into().expect("4"));
             if e != 0 {
-                out.push(Err(-e));
+                out.push(Err(e.checked_neg().unwrap_or(i32::MAX)));
             }
         } else if typ == (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET && body.len() >= 4 {
             out.push(Ok(decode_attrs(&body[4..])));
@@ -498,6 +501,21 @@ mod tests {
         assert!(decode_datagram(&bad).is_empty());
         // attributes with a bad length are ignored
         assert_eq!(decode_attrs(&[2, 0, 1, 0]), Record::default());
+    }
+
+    #[test]
+    fn extreme_values_do_not_panic() {
+        // a timestamp whose microseconds do not fit in 64 bits is no timestamp
+        let mut a = Vec::new();
+        attr(&mut a, NFULA_TIMESTAMP, &[0xff; 16]);
+        assert_eq!(decode_attrs(&a).time_us, None);
+        // an NLMSG_ERROR with i32::MIN
+        let mut m = 36u32.to_ne_bytes().to_vec();
+        m.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        m.extend_from_slice(&[0; 10]);
+        m.extend_from_slice(&i32::MIN.to_ne_bytes());
+        m.extend_from_slice(&[0; 16]);
+        assert_eq!(decode_datagram(&m), vec![Err(i32::MAX)]);
     }
 
     #[test]

@@ -7,6 +7,13 @@
 //! has drained past it) and [`HOLD`] has passed since with the connection healthy. When the
 //! connection breaks, every unconfirmed frame goes back to the front of the spool and is
 //! sent again: the receiver may see a few events twice (counted as `resent`), never none.
+//!
+//! Syslog over TCP and TLS (RFC 6587, RFC 5425) has no acknowledgement from the receiving
+//! application, so "acknowledged" here means: written and flushed to the socket, acknowledged
+//! by the peer's TCP, and [`HOLD`] passed since with the connection still healthy. A spool
+//! chunk taken out for replay keeps its file until every one of its frames is acknowledged
+//! that way (see [`super::spool`]); a broken connection, a stop or a crash leave the
+//! unacknowledged frames on disk, and they are sent again.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -51,6 +58,8 @@ pub struct TargetStats {
     pub spooled: AtomicU64,
     /// Frames dropped because the spool was full (the oldest).
     pub dropped: AtomicU64,
+    /// Damaged spool frames (bad checksum, broken or torn) skipped on replay.
+    pub discarded: AtomicU64,
     /// Frames sent again after a broken connection (the receiver may have them twice).
     pub resent: AtomicU64,
     /// Frames in the spool now, and its size.
@@ -72,6 +81,8 @@ pub struct TargetStatus {
     pub sent: u64,
     pub spooled: u64,
     pub dropped: u64,
+    #[serde(default)]
+    pub discarded: u64,
     pub resent: u64,
     pub spool_frames: u64,
     pub spool_bytes: u64,
@@ -91,6 +102,7 @@ impl TargetStats {
             sent: AtomicU64::new(0),
             spooled: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            discarded: AtomicU64::new(0),
             resent: AtomicU64::new(0),
             spool_frames: AtomicU64::new(0),
             spool_bytes: AtomicU64::new(0),
@@ -110,6 +122,7 @@ impl TargetStats {
             sent: l(&self.sent),
             spooled: l(&self.spooled),
             dropped: l(&self.dropped),
+            discarded: l(&self.discarded),
             resent: l(&self.resent),
             spool_frames: l(&self.spool_frames),
             spool_bytes: l(&self.spool_bytes),
@@ -209,6 +222,8 @@ pub async fn run_target(
         queue_bytes: 0,
         tls,
     };
+    // what an earlier run left counts as undelivered from the start
+    s.st.note_spool(&s.spool);
     s.run().await;
 }
 
@@ -244,6 +259,9 @@ async fn udp(
         }
     }
 }
+
+/// How often the spool's fsync bound is checked while events are spooled.
+const SYNC_TICK: Duration = Duration::from_millis(100);
 
 struct StreamShipper {
     t: LogTarget,
@@ -287,6 +305,7 @@ impl StreamShipper {
                         .unwrap_or_else(|_| Err(std::io::Error::other("connect timed out")))
                 };
                 tokio::pin!(fut);
+                let mut tick = tokio::time::interval(SYNC_TICK);
                 loop {
                     tokio::select! {
                         r = &mut fut => break r,
@@ -294,6 +313,7 @@ impl StreamShipper {
                             Some(ev) => self.spool_event(&ev),
                             None => { self.persist(VecDeque::new()); return; }
                         },
+                        _ = tick.tick() => self.sync_spool(),
                     }
                 }
             };
@@ -320,6 +340,7 @@ impl StreamShipper {
                     // wait, still spooling what arrives
                     let sleep = tokio::time::sleep(backoff);
                     tokio::pin!(sleep);
+                    let mut tick = tokio::time::interval(SYNC_TICK);
                     loop {
                         tokio::select! {
                             _ = &mut sleep => break,
@@ -327,6 +348,7 @@ impl StreamShipper {
                                 Some(ev) => self.spool_event(&ev),
                                 None => { self.persist(VecDeque::new()); return; }
                             },
+                            _ = tick.tick() => self.sync_spool(),
                         }
                     }
                     let _ = self.spool.flush();
@@ -336,11 +358,61 @@ impl StreamShipper {
         }
     }
 
+    /// fsync the spool when its bound is due (see [`super::spool`]).
+    fn sync_spool(&mut self) {
+        if let Err(e) = self.spool.maybe_sync() {
+            self.st.error(format!("spool: {e}"));
+        }
+    }
+
+    /// Take the oldest spool chunk for sending; damaged frames in it are counted and
+    /// reported as a warning event.
+    fn pop_chunk(&mut self) -> Option<(u64, VecDeque<Vec<u8>>)> {
+        let r = self.spool.pop_chunk();
+        if let Ok(p) = &r {
+            // in flight before they leave the spool's count: never "drained" in between
+            self.st
+                .in_flight
+                .fetch_add(p.frames.len() as u64, Ordering::Relaxed);
+        }
+        self.st.note_spool(&self.spool);
+        let p = match r {
+            Ok(p) => p,
+            Err(e) => {
+                self.st.error(format!("spool: {e}"));
+                return None;
+            }
+        };
+        if p.damaged > 0 {
+            self.st.discarded.fetch_add(p.damaged, Ordering::Relaxed);
+            let msg = match &p.error {
+                None => format!(
+                    "spool of log target {}: {} damaged frame(s) discarded from {} (checksum or framing broken); the frames after them are sent",
+                    self.t.name, p.damaged, p.file
+                ),
+                Some(e) => format!(
+                    "spool of log target {}: {} frame(s) lost: cannot read {}: {e}; the chunks after it are sent",
+                    self.t.name, p.damaged, p.file
+                ),
+            };
+            tracing::warn!(target: "bulkhead::logship", "{msg}");
+            self.st.error(&msg);
+            super::emit(
+                Event::new(super::Kind::Log, super::Severity::Warning, msg)
+                    .with("module", "bulkhead::logship::spool")
+                    .with("target", &self.t.name)
+                    .with("discarded", p.damaged)
+                    .with("chunk", &p.file),
+            );
+        }
+        Some((p.num, p.frames.into()))
+    }
+
     fn spool_event(&mut self, ev: &Event) {
         let fr = self.f.frame(ev);
         if let Err(e) = self.spool.append([fr.as_slice()]) {
+            // counted as dropped by the spool
             self.st.error(format!("spool: {e}"));
-            self.st.dropped.fetch_add(1, Ordering::Relaxed);
         }
         self.st.note_spool(&self.spool);
     }
@@ -364,12 +436,19 @@ impl StreamShipper {
     }
 
     /// The daemon stops, or the connection broke: what was not confirmed goes back to the
-    /// front of the spool, the memory queue to its end.
+    /// front of the spool (durably, before the chunks it came from are deleted), the memory
+    /// queue to its end.
     fn persist(&mut self, unsent: VecDeque<Vec<u8>>) {
-        if !unsent.is_empty()
-            && let Err(e) = self.spool.prepend(unsent.iter().map(|x| x.as_slice()))
-        {
+        let r = self
+            .spool
+            .prepend(unsent.iter().map(|x| x.as_slice()))
+            .and_then(|()| self.spool.release_reading());
+        if let Err(e) = r {
             self.st.error(format!("spool: {e}"));
+            // the chunks being sent stay on disk: send them again, whole
+            if let Err(e) = self.spool.unread() {
+                self.st.error(format!("spool: {e}"));
+            }
         }
         self.spill_queue();
         let _ = self.spool.flush();
@@ -377,26 +456,38 @@ impl StreamShipper {
         self.st.in_flight.store(0, Ordering::Relaxed);
     }
 
+    /// A frame of spool chunk `chunk` (if it came from the spool) was delivered.
+    fn confirm(&mut self, chunk: Option<u64>) {
+        if let Some(n) = chunk
+            && let Err(e) = self.spool.confirm(n, 1)
+        {
+            self.st.error(format!("spool: {e}"));
+        }
+    }
+
     async fn connected(&mut self, c: transport::StreamConn) -> Lost {
         let probe = c.probe.clone();
         let (mut rd, mut wr) = tokio::io::split(c.io);
-        // (end offset in socket bytes, frame)
-        let mut unconfirmed: VecDeque<(u64, Vec<u8>)> = VecDeque::new();
+        // (end offset in socket bytes, spool chunk it came from, frame)
+        let mut unconfirmed: VecDeque<(u64, Option<u64>, Vec<u8>)> = VecDeque::new();
         // (time, acked bytes) samples
         let mut samples: VecDeque<(Instant, u64)> = VecDeque::new();
-        // frames taken out of the spool, not yet sent
+        // frames taken out of the spool (of chunk `current_chunk`), not yet sent
         let mut current: VecDeque<Vec<u8>> = VecDeque::new();
+        let mut current_chunk: Option<u64> = None;
         let mut buf = Vec::with_capacity(256 << 10);
         let mut rbuf = [0u8; 512];
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         let mut last_write = Instant::now();
-        let give_back = |unconfirmed: VecDeque<(u64, Vec<u8>)>, current: VecDeque<Vec<u8>>| {
+        let give_back = |unconfirmed: VecDeque<(u64, Option<u64>, Vec<u8>)>,
+                         current: VecDeque<Vec<u8>>| {
             let n = unconfirmed.len() as u64;
-            let mut v: VecDeque<Vec<u8>> = unconfirmed.into_iter().map(|(_, f)| f).collect();
+            let mut v: VecDeque<Vec<u8>> = unconfirmed.into_iter().map(|(_, _, f)| f).collect();
             v.extend(current);
             (n, v)
         };
         loop {
+            self.sync_spool();
             // confirm what the peer has had for long enough
             let now = Instant::now();
             if samples
@@ -412,12 +503,14 @@ impl StreamShipper {
             if let Some(&(t, a)) = samples.front()
                 && now.duration_since(t) >= HOLD
             {
-                while unconfirmed.front().is_some_and(|(end, _)| *end <= a) {
-                    unconfirmed.pop_front();
+                while unconfirmed.front().is_some_and(|(end, _, _)| *end <= a) {
+                    let (_, chunk, _) = unconfirmed.pop_front().expect("front");
+                    self.confirm(chunk);
                 }
             }
             while unconfirmed.len() > MAX_UNCONFIRMED {
-                unconfirmed.pop_front();
+                let (_, chunk, _) = unconfirmed.pop_front().expect("front");
+                self.confirm(chunk);
             }
             self.st.in_flight.store(
                 (unconfirmed.len() + current.len() + self.queue.len()) as u64,
@@ -436,16 +529,17 @@ impl StreamShipper {
                 }
             }
             // the next batch: the spool's frames first, then the memory queue
-            if current.is_empty() && !self.spool.is_empty() {
-                match self.spool.pop_chunk() {
-                    Ok(v) => current = v.into(),
-                    Err(e) => self.st.error(format!("spool: {e}")),
-                }
-                self.st.note_spool(&self.spool);
+            if current.is_empty()
+                && !self.spool.is_empty()
+                && let Some((num, frames)) = self.pop_chunk()
+            {
+                current = frames;
+                current_chunk = Some(num);
             }
             let mut batch: Vec<Vec<u8>> = Vec::new();
             buf.clear();
             let from_spool = !current.is_empty();
+            let chunk = if from_spool { current_chunk } else { None };
             while batch.len() < BATCH && buf.len() < (256 << 10) {
                 let next = if from_spool {
                     current.pop_front()
@@ -499,7 +593,7 @@ impl StreamShipper {
             let end = probe.written.load(Ordering::Relaxed);
             let n = batch.len() as u64;
             for fr in batch {
-                unconfirmed.push_back((end, fr));
+                unconfirmed.push_back((end, chunk, fr));
             }
             if let Err(e) = r {
                 let (n, v) = give_back(unconfirmed, current);

@@ -2,12 +2,12 @@
 //! alerts they raise) and link changes.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::alerts::{Detector, DropSeen};
+use super::alerts::{Detector, DropSeen, QuarantineVerdict, quarantine_verdict};
 use super::nflog::{self, L4, NflogSocket, Record};
 use super::{Event, Kind, Severity, emit, hub};
 use crate::model::Model;
@@ -116,7 +116,7 @@ impl Resolver {
                 (Some(s), Some(d)) => format!("{proto} {}:{s} -> {}:{d}", p.src, p.dst),
                 _ => format!("{proto} {} -> {}", p.src, p.dst),
             };
-            if !accept {
+            if !accept && super::alerts::counts_toward_alerts(chain, rkind) {
                 seen = Some(DropSeen {
                     src: p.src,
                     dst: p.dst,
@@ -221,18 +221,18 @@ fn nflog_loop(m: Model, may_quarantine: bool, quarantine: Quarantine) {
             let now_ms = t0.elapsed().as_millis() as u64;
             for a in det.observe(now_ms, &seen) {
                 st.alerts.fetch_add(1, Ordering::Relaxed);
-                let q = match (m.alerts.quarantine, a.src) {
-                    (Some(t), IpAddr::V4(v4))
-                        if may_quarantine
-                            && a.in_segment.as_deref() != Some(mgmt.as_str())
-                            && !own.contains(&v4) =>
-                    {
-                        Some((t, v4))
-                    }
+                let v = quarantine_verdict(&m.alerts, &a, may_quarantine, &mgmt, &own);
+                let t = match v {
+                    QuarantineVerdict::Quarantine { timeout, .. } => Some(timeout),
                     _ => None,
                 };
-                emit(alert_event(&a, q.map(|(t, _)| t)));
-                if let Some((_, addr)) = q {
+                let mut ev = alert_event(&a, t);
+                if v == QuarantineVerdict::Exempt {
+                    ev = ev.with("exempt", "never_quarantine");
+                    ev.msg.push_str("; not quarantined (never_quarantine)");
+                }
+                emit(ev);
+                if let QuarantineVerdict::Quarantine { addr, .. } = v {
                     st.quarantined.fetch_add(1, Ordering::Relaxed);
                     quarantine(addr);
                 }
@@ -365,5 +365,40 @@ mod tests {
         assert_eq!(ev.kind, Kind::Accept);
         assert_eq!(ev.field("rule"), Some("dmz-web-to-app"));
         assert!(seen.is_none());
+    }
+
+    #[test]
+    fn antispoof_drops_are_shipped_but_never_feed_the_alerts() {
+        let (m, _) = crate::model::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("overlay/etc/bulkhead/bulkhead.toml"),
+        )
+        .expect("shipped config");
+        let res = Resolver::new(&m);
+        // a packet on the guest segment claiming a server's address
+        let r = Record {
+            prefix: "bh:antispoof:antispoof:guest".into(),
+            indev: Some(7),
+            packet: Some(nflog::Packet {
+                src: "198.18.30.77".parse().unwrap(),
+                dst: "198.18.30.5".parse().unwrap(),
+                proto: 6,
+                len: 60,
+                l4: L4::Tcp {
+                    sport: 40000,
+                    dport: 1000,
+                    flags: 2,
+                },
+            }),
+            ..Record::default()
+        };
+        let (ev, seen) = res.event(&r, |_| Some("eth0.200".to_string()));
+        assert_eq!(ev.kind, Kind::Drop);
+        assert_eq!(ev.field("rule_kind"), Some("antispoof"));
+        assert_eq!(ev.field("src"), Some("198.18.30.77"));
+        assert!(
+            seen.is_none(),
+            "a spoofed source must not feed the detector"
+        );
     }
 }

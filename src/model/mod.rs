@@ -327,6 +327,9 @@ pub struct Alerts {
     pub sensitive_ports: Vec<PortRange>,
     /// Quarantine timeout in seconds, when quarantine is on.
     pub quarantine: Option<u64>,
+    /// Sources never quarantined (`never_quarantine`: groups resolved to their members, and
+    /// addresses or CIDR blocks); their alerts are still raised.
+    pub never_quarantine: Vec<AddrRange>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub(super) fn check(v: &mut V, a: &config::Alerts) -> Alerts {
+pub(super) fn check(v: &mut V, a: &config::Alerts, groups: &[Group]) -> Alerts {
     let drop_burst = a.drop_burst.as_ref().and_then(|d| {
         let w = v.duration("alerts.drop_burst.window", &d.window);
         if d.count < 1 {
@@ -45,10 +45,36 @@ pub(super) fn check(v: &mut V, a: &config::Alerts) -> Alerts {
             None => Some(600),
         }
     });
+    let never_quarantine = never_quarantine(v, a.never_quarantine.as_deref(), groups);
     Alerts {
         drop_burst,
         port_scan,
         sensitive_ports: merge_ports(sensitive_ports),
         quarantine,
+        never_quarantine,
     }
+}
+
+/// `alerts.never_quarantine`: each entry a host group of `[groups]` (its members) or an IPv4
+/// address, CIDR block or range.
+fn never_quarantine(v: &mut V, entries: Option<&[String]>, groups: &[Group]) -> Vec<AddrRange> {
+    let mut out = Vec::new();
+    for (i, e) in entries.unwrap_or_default().iter().enumerate() {
+        if let Some(g) = groups.iter().find(|g| g.name == *e) {
+            out.extend(g.members.iter().copied());
+            continue;
+        }
+        match AddrRange::parse(e) {
+            Ok(r) => out.push(r),
+            // a name-like entry is a group that does not exist; else a broken address
+            Err(_) if !e.is_empty() && !e.starts_with(|c: char| c.is_ascii_digit()) => v.err(
+                format!("alerts.never_quarantine[{i}]"),
+                format!(
+                    "`{e}` is not a group defined in [groups] (nor an IPv4 address or CIDR block)"
+                ),
+            ),
+            Err(err) => v.err(format!("alerts.never_quarantine[{i}]"), err),
+        }
+    }
+    addr::merge_ranges(out)
 }

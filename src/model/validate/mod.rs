@@ -300,7 +300,7 @@ pub fn build(src: &Source) -> Result<(Model, Report), Report> {
     let (rules, mut rule_names) = rules::check(&mut v, &c.rules, &names);
     let forwards = forwards::check(&mut v, &c.forwards, &mut rule_names, &segments, &names);
     let logging = logging::check(&mut v, &c.logging);
-    let alerts = alerts::check(&mut v, &c.alerts);
+    let alerts = alerts::check(&mut v, &c.alerts, &groups);
     let sysctl = sysctl::check(&mut v, &c.sysctl);
 
     let model = Model {
