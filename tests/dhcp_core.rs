@@ -554,34 +554,140 @@ fn reservation_wins_and_is_never_given_away() {
     );
 }
 
+/// dmz with the relay 198.18.2.254 listed in `relays`.
+fn dmz_relayed() -> PoolConfig {
+    let mut p = dmz();
+    p.relays = vec![ip("198.18.2.254")];
+    p
+}
+
 #[test]
-fn relay_selects_pool_by_giaddr() {
-    let mut s = server();
+fn relay_listed_for_the_arrival_segment_is_served_from_it() {
+    let mut s = Server::new();
+    s.add_pool(lan());
+    s.add_pool(dmz_relayed());
     let mut d = msg(MessageType::Discover, mac(1), 1);
     d.set_giaddr(ip("198.18.2.254"));
-    // Arrives on the lan socket, but the relay's giaddr is on dmz.
-    let o = feed(&mut s, T0, &rx_from("lan", ip("198.18.2.254")), &d);
+    let o = feed(&mut s, T0, &rx_from("dmz", ip("198.18.2.254")), &d);
     let (offer, dest) = only_reply(&o);
     assert_eq!(offer.yiaddr(), ip("198.18.2.100"));
     assert_eq!(offer.giaddr(), ip("198.18.2.254"));
     assert_eq!(dest, Destination::Relay(ip("198.18.2.254")));
     assert_eq!(dest.socket_addr().port(), 67);
     assert_eq!(o.replies[0].segment, "dmz");
-    // Unknown relay network: ignored.
+    // A relay that is not listed: ignored.
     let mut d = msg(MessageType::Discover, mac(1), 1);
-    d.set_giaddr(ip("198.19.9.1"));
-    let o = feed(&mut s, T0, &rx("lan"), &d);
-    assert!(o.replies.is_empty() && o.ignored.is_some());
+    d.set_giaddr(ip("198.18.2.253"));
+    let o = feed(&mut s, T0, &rx("dmz"), &d);
+    assert!(o.replies.is_empty(), "{o:?}");
+    assert!(o.ignored.unwrap().contains("relay"));
     // NAK through a relay goes to the relay with the broadcast bit.
     let mut r = with(
         msg(MessageType::Request, mac(5), 1),
         DhcpOption::RequestedIpAddress(ip("198.19.0.5")),
     );
     r.set_giaddr(ip("198.18.2.254"));
-    let (nak, dest) = only_reply(&feed(&mut s, T0, &rx("lan"), &r));
+    let (nak, dest) = only_reply(&feed(&mut s, T0, &rx("dmz"), &r));
     assert_eq!(mt(&nak), MessageType::Nak);
     assert!(nak.flags().broadcast());
     assert_eq!(dest, Destination::Relay(ip("198.18.2.254")));
+}
+
+#[test]
+fn giaddr_never_selects_another_segments_pool() {
+    // guest (198.18.9.0/24) and mgmt (198.18.1.0/24): a guest host forges
+    // giaddr = the mgmt gateway, or a relay listed for mgmt.
+    let mut s = Server::new();
+    let mut mgmt = lan();
+    mgmt.segment = "mgmt".into();
+    mgmt.relays = vec![ip("198.18.1.254")];
+    s.add_pool(mgmt);
+    s.add_pool(PoolConfig::new(
+        "guest",
+        "veth-guest",
+        ip("198.18.9.1"),
+        "198.18.9.0/24".parse().unwrap(),
+        vec![(ip("198.18.9.10"), ip("198.18.9.200"))],
+    ));
+    for (n, giaddr) in ["198.18.1.1", "198.18.1.254", "198.18.1.77"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut d = msg(MessageType::Discover, mac(10 + n as u8), 1);
+        d.set_giaddr(ip(giaddr));
+        let o = feed(&mut s, T0, &rx("guest"), &d);
+        assert!(o.replies.is_empty(), "giaddr {giaddr}: {o:?}");
+        assert!(o.changes.is_empty());
+        // REQUEST for a mgmt address with a forged giaddr: no ACK, no lease.
+        let mut r = with(
+            with(
+                msg(MessageType::Request, mac(10 + n as u8), 2),
+                DhcpOption::ServerIdentifier(ip("198.18.1.1")),
+            ),
+            DhcpOption::RequestedIpAddress(ip("198.18.1.10")),
+        );
+        r.set_giaddr(ip(giaddr));
+        let o = feed(&mut s, T0, &rx("guest"), &r);
+        assert!(o.replies.is_empty() && o.changes.is_empty(), "{o:?}");
+    }
+    assert!(s.leases().is_empty());
+    // The mgmt pool still has all its addresses for mgmt clients.
+    assert_eq!(dora(&mut s, T0, "mgmt", mac(1), None), ip("198.18.1.10"));
+    // Without giaddr a guest client gets a guest address.
+    assert_eq!(dora(&mut s, T0, "guest", mac(2), None), ip("198.18.9.10"));
+}
+
+#[test]
+fn release_and_decline_only_touch_the_arrival_segment() {
+    let mut s = Server::new();
+    let mut mgmt = lan();
+    mgmt.segment = "mgmt".into();
+    s.add_pool(mgmt);
+    s.add_pool(PoolConfig::new(
+        "guest",
+        "veth-guest",
+        ip("198.18.9.1"),
+        "198.18.9.0/24".parse().unwrap(),
+        vec![(ip("198.18.9.10"), ip("198.18.9.200"))],
+    ));
+    let victim = dora(&mut s, T0, "mgmt", mac(1), None);
+    // The guest host copies the victim's chaddr, with and without a forged giaddr.
+    for giaddr in [None, Some("198.18.1.1")] {
+        let mut rel = with(
+            msg(MessageType::Release, mac(1), 3),
+            DhcpOption::ServerIdentifier(ip("198.18.1.1")),
+        );
+        rel.set_ciaddr(victim);
+        if let Some(g) = giaddr {
+            rel.set_giaddr(ip(g));
+        }
+        let o = feed(&mut s, T0 + 1, &rx_from("guest", victim), &rel);
+        assert!(o.changes.is_empty() && o.events.is_empty(), "{o:?}");
+        let mut dec = with(
+            with(
+                msg(MessageType::Decline, mac(1), 4),
+                DhcpOption::ServerIdentifier(ip("198.18.1.1")),
+            ),
+            DhcpOption::RequestedIpAddress(victim),
+        );
+        if let Some(g) = giaddr {
+            dec.set_giaddr(ip(g));
+        }
+        let o = feed(&mut s, T0 + 1, &rx("guest"), &dec);
+        assert!(o.changes.is_empty() && o.events.is_empty(), "{o:?}");
+    }
+    let l = s.leases().get("mgmt", victim).unwrap();
+    assert_eq!(l.state, LeaseState::Bound);
+    assert!(l.is_active(T0 + 1));
+    // From its own segment the client may release it.
+    let mut rel = msg(MessageType::Release, mac(1), 5);
+    rel.set_ciaddr(victim);
+    let o = feed(&mut s, T0 + 2, &rx_from("mgmt", victim), &rel);
+    assert_eq!(o.events.len(), 1);
+    assert_eq!(
+        s.leases().get("mgmt", victim).unwrap().state,
+        LeaseState::Released
+    );
 }
 
 #[test]
@@ -730,14 +836,16 @@ fn malformed_packets_are_dropped_with_reason() {
 
 #[test]
 fn relay_agent_information_is_echoed() {
-    let mut s = server();
+    let mut s = Server::new();
+    s.add_pool(lan());
+    s.add_pool(dmz_relayed());
     let mut d = msg(MessageType::Discover, mac(1), 1);
     d.set_giaddr(ip("198.18.2.254"));
     let mut b = encode(&d);
     // Insert option 82 (circuit id "eth7") before END.
     let end = b.iter().rposition(|x| *x == 255).unwrap();
     b.splice(end..end, [82, 6, 1, 4, b'e', b't', b'h', b'7']);
-    let o = s.handle_packet(T0, &rx_from("lan", ip("198.18.2.254")), &b);
+    let o = s.handle_packet(T0, &rx_from("dmz", ip("198.18.2.254")), &b);
     assert_eq!(o.replies.len(), 1);
     let p = &o.replies[0].payload;
     assert!(
@@ -751,24 +859,6 @@ fn relay_agent_information_is_echoed() {
     b.splice(end..end, [82, 6, 1, 4, b'e', b't', b'h', b'7']);
     let o = s.handle_packet(T0, &rx("lan"), &b);
     assert!(!o.replies[0].payload.windows(2).any(|w| w == [82, 6]));
-}
-
-#[test]
-fn relay_prefers_most_specific_subnet() {
-    let mut s = server();
-    s.add_pool(PoolConfig::new(
-        "campus",
-        "veth-campus",
-        ip("198.18.0.1"),
-        "198.18.0.0/16".parse().unwrap(),
-        vec![(ip("198.18.200.1"), ip("198.18.200.10"))],
-    ));
-    for (giaddr, seg) in [("198.18.2.254", "dmz"), ("198.18.77.1", "campus")] {
-        let mut d = msg(MessageType::Discover, mac(1), 1);
-        d.set_giaddr(ip(giaddr));
-        let o = feed(&mut s, T0, &rx("lan"), &d);
-        assert_eq!(o.replies[0].segment, seg, "giaddr {giaddr}");
-    }
 }
 
 #[test]

@@ -447,27 +447,22 @@ impl Server {
             return ctx.ignore("no client identifier and empty chaddr");
         }
 
-        // Pool selection: by giaddr for relayed packets, else by segment.
-        let giaddr = msg.giaddr();
-        let segment = if !giaddr.is_unspecified() {
-            // Most specific subnet wins; ties by segment name (stable).
-            let best = self
-                .pools
-                .values()
-                .filter(|p| p.cfg.subnet.contains(&giaddr))
-                .max_by(|a, b| {
-                    (a.cfg.subnet.prefix_len(), &b.cfg.segment)
-                        .cmp(&(b.cfg.subnet.prefix_len(), &a.cfg.segment))
-                });
-            match best {
-                Some(p) => p.cfg.segment.clone(),
-                None => return ctx.ignore(format!("no pool for relay giaddr {giaddr}")),
-            }
-        } else if self.pools.contains_key(&rx.segment) {
-            rx.segment.clone()
-        } else {
+        // A packet is served only from the pool of the segment whose socket
+        // received it. A giaddr never selects another pool: it is accepted
+        // (replies go to the relay) only from the relays listed for this
+        // segment, so a host cannot reach another segment's pool or leases
+        // by forging one.
+        let Some(pool) = self.pools.get(&rx.segment) else {
             return ctx.ignore(format!("no pool on segment {:?}", rx.segment));
         };
+        let giaddr = msg.giaddr();
+        if !giaddr.is_unspecified() && !pool.cfg.relays.contains(&giaddr) {
+            return ctx.ignore(format!(
+                "giaddr {giaddr} is not a relay listed for segment {:?}",
+                rx.segment
+            ));
+        }
+        let segment = rx.segment.clone();
 
         match mt {
             MessageType::Discover => self.discover(now, &segment, &ctx),
