@@ -921,3 +921,84 @@ fn pool_config_json_as_documented() {
         serde_json::from_str(&serde_json::to_string(&pools).unwrap()).unwrap();
     assert_eq!(back, pools);
 }
+
+/// Insert raw option bytes right after the magic cookie (before every other option).
+fn with_raw_first(m: &Message, raw: &[u8]) -> Vec<u8> {
+    let mut b = encode(m);
+    b.splice(240..240, raw.iter().copied());
+    b
+}
+
+/// DISCOVER then REQUEST(selecting), both with `raw` options placed first; the ACK's outcome.
+fn dora_raw(s: &mut Server, m: [u8; 6], raw: &[u8]) -> Outcome {
+    let d = msg(MessageType::Discover, m, 1);
+    let o = s.handle_packet(T0, &rx("lan"), &with_raw_first(&d, raw));
+    let (offer, _) = only_reply(&o);
+    let r = with(
+        with(
+            msg(MessageType::Request, m, 2),
+            DhcpOption::ServerIdentifier(ip("198.18.1.1")),
+        ),
+        DhcpOption::RequestedIpAddress(offer.yiaddr()),
+    );
+    let o = s.handle_packet(T0, &rx("lan"), &with_raw_first(&r, raw));
+    assert_eq!(mt(&only_reply(&o).0), MessageType::Ack, "{o:?}");
+    o
+}
+
+#[test]
+fn hostile_hostname_is_stored_without_control_characters() {
+    let mut s = server();
+    let mut raw = vec![12u8];
+    let name = b"pc\n<13>forged: root login\x1b[2J\x1b]0;pwned\x07\x7f\xc2\x9b";
+    raw.push(name.len() as u8);
+    raw.extend_from_slice(name);
+    let o = dora_raw(&mut s, mac(1), &raw);
+    let want = r"pc\x0a<13>forged: root login\x1b[2J\x1b]0;pwned\x07\x7f\u{9b}";
+    assert_eq!(o.changes[0].hostname.as_deref(), Some(want));
+    assert_eq!(o.events[0].lease.hostname.as_deref(), Some(want));
+    let stored = s.leases().get("lan", o.changes[0].addr).unwrap();
+    assert_eq!(stored.hostname.as_deref(), Some(want));
+    assert!(!stored.hostname.as_ref().unwrap().chars().any(char::is_control));
+    // The same through the decoded-message entry point.
+    let mut s = server();
+    let d = with(
+        msg(MessageType::Discover, mac(2), 1),
+        DhcpOption::Hostname("a\r\nb\u{1b}[0m\u{202e}c".into()),
+    );
+    let offer = only_reply(&s.handle_message(T0, &rx("lan"), &d)).0;
+    let r = with(
+        with(
+            with(
+                msg(MessageType::Request, mac(2), 2),
+                DhcpOption::ServerIdentifier(ip("198.18.1.1")),
+            ),
+            DhcpOption::RequestedIpAddress(offer.yiaddr()),
+        ),
+        DhcpOption::Hostname("a\r\nb\u{1b}[0m\u{202e}c".into()),
+    );
+    let o = s.handle_message(T0, &rx("lan"), &r);
+    assert_eq!(
+        o.changes[0].hostname.as_deref(),
+        Some(r"a\x0d\x0ab\x1b[0m\u{202e}c")
+    );
+}
+
+#[test]
+fn undecodable_option_does_not_hide_the_options_after_it() {
+    // A host name that is not UTF-8, first in the packet: the message type,
+    // client id and lease time after it must still be read.
+    let mut s = server();
+    let mut raw = vec![12, 3, b'x', 0xff, 0xfe];
+    raw.extend_from_slice(&[61, 3, 0xaa, 0xbb, 0xcc]);
+    let o = dora_raw(&mut s, mac(3), &raw);
+    let l = &o.changes[0];
+    assert_eq!(l.hostname.as_deref(), Some(r"x\xff\xfe"));
+    assert_eq!(l.client_id.as_deref(), Some(&[0xaa, 0xbb, 0xcc][..]));
+    // An option with an impossible length (lease time of 3 bytes) is
+    // dropped alone; the rest of the packet is served.
+    let mut s = server();
+    let o = dora_raw(&mut s, mac(4), &[51, 3, 1, 2, 3, 12, 2, b'o', b'k']);
+    assert_eq!(o.changes[0].hostname.as_deref(), Some("ok"));
+    assert_eq!(o.changes[0].expires, T0 + 3600);
+}

@@ -834,8 +834,12 @@ impl Server {
         let seg = cfg.segment.as_str();
         let secs = lease_secs(cfg, ctx.msg);
         let reservation = cfg.reservation_for_addr(addr).filter(|r| r.mac == ctx.mac);
+        // Cleaned again: messages handed in decoded did not pass sanitize.
         let hostname = match ctx.msg.opts().get(OptionCode::Hostname) {
-            Some(DhcpOption::Hostname(h)) if !h.is_empty() => Some(h.clone()),
+            Some(DhcpOption::Hostname(h)) if !h.is_empty() => Some(super::text::clean_bytes(
+                h.as_bytes(),
+                super::text::MAX_HOSTNAME,
+            )),
             _ => reservation.and_then(|r| r.hostname.clone()),
         };
         let lease = Lease {
@@ -1065,8 +1069,12 @@ fn option_len_ok(code: u8, len: usize) -> Option<bool> {
 
 /// Rebuild the packet with only the options the server reads, each checked
 /// for a sane length (split options are joined, RFC 3396). The option
-/// decoder of the DHCP library trusts lengths of options it knows, so
-/// nothing else is handed to it.
+/// decoder of the DHCP library trusts lengths of options it knows and stops
+/// at the first option it cannot decode, dropping every option after it, so
+/// nothing is handed to it that it could fail on: an option with a bad
+/// length or that does not decode is dropped alone (and logged), the host
+/// name is cleaned of control characters and non-UTF-8 bytes
+/// ([`super::text`]), and a truncated option ends the option list.
 fn sanitize(bytes: &[u8]) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
     let mut kept: Vec<(u8, Vec<u8>)> = Vec::new();
     let mut relay: Option<Vec<u8>> = None;
@@ -1081,10 +1089,12 @@ fn sanitize(bytes: &[u8]) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
             _ => {}
         }
         let Some(&len) = bytes.get(pos + 1) else {
-            return Err(format!("option {code} truncated"));
+            tracing::debug!(code, "DHCP option truncated; options end here");
+            break;
         };
         let Some(data) = bytes.get(pos + 2..pos + 2 + usize::from(len)) else {
-            return Err(format!("option {code} runs past the end of the packet"));
+            tracing::debug!(code, "DHCP option runs past the end of the packet; options end here");
+            break;
         };
         pos += 2 + usize::from(len);
         if code == 82 {
@@ -1100,15 +1110,26 @@ fn sanitize(bytes: &[u8]) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
         }
     }
     let mut out = bytes[..240].to_vec();
-    for (code, data) in kept {
+    for (code, mut data) in kept {
+        if code == 12 {
+            data = super::text::clean_bytes(&data, super::text::MAX_HOSTNAME).into_bytes();
+        }
         if option_len_ok(code, data.len()) != Some(true) {
-            return Err(format!("option {code} has bad length {}", data.len()));
+            tracing::debug!(code, len = data.len(), "DHCP option with a bad length ignored");
+            continue;
         }
+        let mut enc = Vec::with_capacity(data.len() + 2 * data.len().div_ceil(255) + 1);
         for chunk in data.chunks(255) {
-            out.push(code);
-            out.push(chunk.len() as u8);
-            out.extend_from_slice(chunk);
+            enc.push(code);
+            enc.push(chunk.len() as u8);
+            enc.extend_from_slice(chunk);
         }
+        enc.push(255);
+        if let Err(e) = DhcpOption::decode(&mut Decoder::new(&enc)) {
+            tracing::debug!(code, error = %e, "undecodable DHCP option ignored");
+            continue;
+        }
+        out.extend_from_slice(&enc[..enc.len() - 1]);
     }
     out.push(255);
     Ok((out, relay))
