@@ -213,8 +213,7 @@ fn leases_output_escapes_client_text() {
     use bulkhead::dhcp::{Lease, LeaseState};
     let state = tempfile::tempdir().unwrap();
     // A record written before host names were cleaned on input.
-    let (store, _) =
-        LeaseStore::open(&state.path().join("dhcp"), StoreOptions::default()).unwrap();
+    let (store, _) = LeaseStore::open(&state.path().join("dhcp"), StoreOptions::default()).unwrap();
     store
         .commit(vec![Lease {
             segment: "guest".into(),
@@ -243,8 +242,19 @@ fn leases_output_escapes_client_text() {
         "{t:?}"
     );
     // JSON keeps the text as JSON escapes.
-    let o = bh(&["-c", &shipped(), "--state-dir", dir, "leases", "--format", "json"]);
+    let o = bh(&[
+        "-c",
+        &shipped(),
+        "--state-dir",
+        dir,
+        "leases",
+        "--format",
+        "json",
+    ]);
     let t = stdout(&o);
     assert!(!t.contains('\u{1b}') && !t.contains('\u{7}'), "{t:?}");
-    assert!(t.contains(r#""pc\n<13>forged\u001b[2J\u001b]0;x\u0007""#), "{t}");
+    assert!(
+        t.contains(r#""pc\n<13>forged\u001b[2J\u001b]0;x\u0007""#),
+        "{t}"
+    );
 }

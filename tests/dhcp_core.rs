@@ -959,7 +959,14 @@ fn hostile_hostname_is_stored_without_control_characters() {
     assert_eq!(o.events[0].lease.hostname.as_deref(), Some(want));
     let stored = s.leases().get("lan", o.changes[0].addr).unwrap();
     assert_eq!(stored.hostname.as_deref(), Some(want));
-    assert!(!stored.hostname.as_ref().unwrap().chars().any(char::is_control));
+    assert!(
+        !stored
+            .hostname
+            .as_ref()
+            .unwrap()
+            .chars()
+            .any(char::is_control)
+    );
     // The same through the decoded-message entry point.
     let mut s = server();
     let d = with(

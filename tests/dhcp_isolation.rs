@@ -93,7 +93,10 @@ fn in_netns<T: Send + 'static>(
     std::thread::spawn(move || {
         let fd = std::fs::File::open(&path).unwrap();
         // SAFETY: setns on a valid namespace fd; affects only this thread.
-        assert_eq!(unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        assert_eq!(
+            unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
         f()
     })
 }
@@ -107,7 +110,8 @@ fn hostile_socket(iface: &str) -> UdpSocket {
     s.bind_device(Some(iface.as_bytes())).unwrap();
     s.bind(&std::net::SocketAddr::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68)).into())
         .unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
     s.into()
 }
 
@@ -248,11 +252,17 @@ fn guest_host_cannot_reach_the_mgmt_pool_or_its_leases() {
                 "the guest host holds leases: {leases:?}"
             );
             // The real mgmt client still gets an address from its pool.
-            let got = run("cmgmt", vec![]).await.unwrap().expect("mgmt client leased");
+            let got = run("cmgmt", vec![])
+                .await
+                .unwrap()
+                .expect("mgmt client leased");
             assert!(got.starts_with("198.18.40.10"), "{got}");
             let victim: Ipv4Addr = got.parse().unwrap();
             let ev = events.recv().await.unwrap();
-            assert_eq!((ev.lease.segment.as_str(), ev.lease.mac), ("mgmt", mgmt_mac));
+            assert_eq!(
+                (ev.lease.segment.as_str(), ev.lease.mac),
+                ("mgmt", mgmt_mac)
+            );
 
             // 2. RELEASE and DECLINE of the mgmt client's lease, with its
             // chaddr, sent from the guest segment (with and without giaddr).
@@ -286,7 +296,10 @@ fn guest_host_cannot_reach_the_mgmt_pool_or_its_leases() {
                 .find(|l| l.segment == "mgmt" && l.addr == victim)
                 .unwrap();
             assert_eq!(l.state, LeaseState::Bound, "{l:?}");
-            assert!(events.try_recv().is_err(), "no lease event for the forged packets");
+            assert!(
+                events.try_recv().is_err(),
+                "no lease event for the forged packets"
+            );
 
             // 3. A real client on the guest segment with a host name that
             // carries a newline, a forged syslog header and escape sequences.
@@ -296,8 +309,7 @@ fn guest_host_cannot_reach_the_mgmt_pool_or_its_leases() {
                 .await
                 .unwrap()
                 .expect("guest client leased");
-            let want =
-                r"pc\x0a<13>Dec  1 10:00:00 gw1 sshd: root login\x1b[2J\x1b]0;pwned\x07";
+            let want = r"pc\x0a<13>Dec  1 10:00:00 gw1 sshd: root login\x1b[2J\x1b]0;pwned\x07";
             let ev = events.recv().await.unwrap();
             assert_eq!(ev.lease.mac, guest_mac);
             assert_eq!(ev.lease.addr.to_string(), got);
@@ -311,22 +323,36 @@ fn guest_host_cannot_reach_the_mgmt_pool_or_its_leases() {
     .unwrap();
 
     // What the operator sees: the journal on disk and `bulkhead leases`.
-    let on_disk =
-        bulkhead::dhcp::leases::read_leases(&state.join("dhcp"), bulkhead::dhcp::leases::unix_now())
-            .unwrap();
+    let on_disk = bulkhead::dhcp::leases::read_leases(
+        &state.join("dhcp"),
+        bulkhead::dhcp::leases::unix_now(),
+    )
+    .unwrap();
     assert!(on_disk.iter().all(|l| {
         l.hostname
             .as_deref()
             .is_none_or(|h| !h.chars().any(char::is_control))
     }));
-    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/overlay/etc/bulkhead/bulkhead.toml");
+    let shipped = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/overlay/etc/bulkhead/bulkhead.toml"
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
-        .args(["-c", shipped, "--state-dir", state.to_str().unwrap(), "leases"])
+        .args([
+            "-c",
+            shipped,
+            "--state-dir",
+            state.to_str().unwrap(),
+            "leases",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(!text.contains('\u{1b}') && !text.contains('\u{7}'), "{text:?}");
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{7}'),
+        "{text:?}"
+    );
     let rows: Vec<&str> = text.lines().collect();
     assert_eq!(rows.len(), 4, "header, two leases, count: {text}");
     assert!(

@@ -1093,7 +1093,10 @@ fn sanitize(bytes: &[u8]) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
             break;
         };
         let Some(data) = bytes.get(pos + 2..pos + 2 + usize::from(len)) else {
-            tracing::debug!(code, "DHCP option runs past the end of the packet; options end here");
+            tracing::debug!(
+                code,
+                "DHCP option runs past the end of the packet; options end here"
+            );
             break;
         };
         pos += 2 + usize::from(len);
@@ -1115,7 +1118,11 @@ fn sanitize(bytes: &[u8]) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
             data = super::text::clean_bytes(&data, super::text::MAX_HOSTNAME).into_bytes();
         }
         if option_len_ok(code, data.len()) != Some(true) {
-            tracing::debug!(code, len = data.len(), "DHCP option with a bad length ignored");
+            tracing::debug!(
+                code,
+                len = data.len(),
+                "DHCP option with a bad length ignored"
+            );
             continue;
         }
         let mut enc = Vec::with_capacity(data.len() + 2 * data.len().div_ceil(255) + 1);

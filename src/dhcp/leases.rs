@@ -746,8 +746,8 @@ fn scan_from(fmt: Fmt, bytes: &[u8], mut pos: usize, header_damaged: bool) -> Jo
                     }
                     None => {
                         let rest = &bytes[pos..];
-                        if matches!(bad, Frame::Torn) && !in_header
-                            || !in_header && rest.iter().all(|b| *b == 0)
+                        if !in_header
+                            && (matches!(bad, Frame::Torn) || rest.iter().all(|b| *b == 0))
                         {
                             sc.torn_tail = rest.len() as u64;
                         } else {
@@ -867,8 +867,10 @@ fn keep_corrupt_copy(dir: &Path, bytes: &[u8]) -> Result<PathBuf, StoreError> {
         n += 1;
         path = dir.join(format!("{CORRUPT_PREFIX}{stamp}-{n}"));
     }
-    crate::sys::fs::write_atomic(&path, bytes, 0o600)
-        .map_err(io_err(format!("keep corrupt journal as {}", path.display())))?;
+    crate::sys::fs::write_atomic(&path, bytes, 0o600).map_err(io_err(format!(
+        "keep corrupt journal as {}",
+        path.display()
+    )))?;
     Ok(path)
 }
 

@@ -1483,10 +1483,9 @@ fn dhcp_relays(v: &mut V, p: &str, relays: &[String]) -> Vec<Ipv4Addr> {
     for (i, s) in relays.iter().enumerate() {
         let rp = format!("{p}.relays[{i}]");
         match config::parse_ipv4(s) {
-            Ok(a) if a.is_unspecified() || a.is_broadcast() || a.is_multicast() => v.err(
-                rp,
-                format!("{a} cannot be a relay agent address (giaddr)"),
-            ),
+            Ok(a) if a.is_unspecified() || a.is_broadcast() || a.is_multicast() => {
+                v.err(rp, format!("{a} cannot be a relay agent address (giaddr)"))
+            }
             Ok(a) if out.contains(&a) => v.err(rp, format!("relay {a} is listed twice")),
             Ok(a) => out.push(a),
             Err(e) => v.err(rp, e),
