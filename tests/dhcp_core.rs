@@ -1009,3 +1009,36 @@ fn undecodable_option_does_not_hide_the_options_after_it() {
     assert_eq!(o.changes[0].hostname.as_deref(), Some("ok"));
     assert_eq!(o.changes[0].expires, T0 + 3600);
 }
+
+#[test]
+fn relays_key_reaches_the_pool() {
+    let text = r#"[uplink]
+interface = "wan0"
+
+[segments.lan]
+interface = "lan0"
+subnet = "198.18.1.0/24"
+gateway = "198.18.1.1"
+management = true
+
+[segments.lan.dhcp]
+ranges = ["198.18.1.10-198.18.1.50"]
+relays = ["198.18.7.1", "198.18.8.1"]
+
+[segments.guest]
+interface = "lan1"
+subnet = "198.18.9.0/24"
+gateway = "198.18.9.1"
+
+[segments.guest.dhcp]
+ranges = ["198.18.9.10-198.18.9.50"]
+"#;
+    let (m, _) = bulkhead::model::load_str("relays.toml", text).unwrap();
+    let plan = bulkhead::plan::build(&m, None);
+    let pools = bulkhead::supervisor::gateway::pools(&plan);
+    let lan = pools.iter().find(|p| p.segment == "lan").unwrap();
+    assert_eq!(lan.relays, vec![ip("198.18.7.1"), ip("198.18.8.1")]);
+    let guest = pools.iter().find(|p| p.segment == "guest").unwrap();
+    assert!(guest.relays.is_empty());
+    assert!(plan.text(None).contains("  relays 198.18.7.1, 198.18.8.1"));
+}
