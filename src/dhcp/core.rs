@@ -384,10 +384,7 @@ impl Server {
         if bytes[2] > 16 {
             return ignore_raw_chaddr(rx, xid, chaddr, format!("hlen {} > 16", bytes[2]));
         }
-        let (clean, relay_info) = match sanitize(bytes) {
-            Ok(c) => c,
-            Err(reason) => return ignore_raw_chaddr(rx, xid, chaddr, reason),
-        };
+        let (clean, relay_info) = sanitize(rx, bytes);
         match Message::decode(&mut Decoder::new(&clean)) {
             Ok(msg) => {
                 // Option 82 is echoed verbatim, never parsed.
@@ -1075,7 +1072,20 @@ fn option_len_ok(code: u8, len: usize) -> Option<bool> {
 /// length or that does not decode is dropped alone (and logged), the host
 /// name is cleaned of control characters and non-UTF-8 bytes
 /// ([`super::text`]), and a truncated option ends the option list.
-fn sanitize(bytes: &[u8]) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
+fn sanitize(rx: &RxInfo, bytes: &[u8]) -> (Vec<u8>, Option<Vec<u8>>) {
+    let xid = format!(
+        "{:#010x}",
+        u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]])
+    );
+    let dropped = |code: u8, why: &str| {
+        tracing::debug!(
+            xid = %xid,
+            segment = %rx.segment,
+            src = %rx.src,
+            option = code,
+            "DHCP option {why}"
+        );
+    };
     let mut kept: Vec<(u8, Vec<u8>)> = Vec::new();
     let mut relay: Option<Vec<u8>> = None;
     let mut pos = 240;
@@ -1089,14 +1099,11 @@ fn sanitize(bytes: &[u8]) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
             _ => {}
         }
         let Some(&len) = bytes.get(pos + 1) else {
-            tracing::debug!(code, "DHCP option truncated; options end here");
+            dropped(code, "truncated; options end here");
             break;
         };
         let Some(data) = bytes.get(pos + 2..pos + 2 + usize::from(len)) else {
-            tracing::debug!(
-                code,
-                "DHCP option runs past the end of the packet; options end here"
-            );
+            dropped(code, "runs past the end of the packet; options end here");
             break;
         };
         pos += 2 + usize::from(len);
@@ -1118,11 +1125,7 @@ fn sanitize(bytes: &[u8]) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
             data = super::text::clean_bytes(&data, super::text::MAX_HOSTNAME).into_bytes();
         }
         if option_len_ok(code, data.len()) != Some(true) {
-            tracing::debug!(
-                code,
-                len = data.len(),
-                "DHCP option with a bad length ignored"
-            );
+            dropped(code, &format!("has a bad length ({}); ignored", data.len()));
             continue;
         }
         let mut enc = Vec::with_capacity(data.len() + 2 * data.len().div_ceil(255) + 1);
@@ -1133,13 +1136,13 @@ fn sanitize(bytes: &[u8]) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
         }
         enc.push(255);
         if let Err(e) = DhcpOption::decode(&mut Decoder::new(&enc)) {
-            tracing::debug!(code, error = %e, "undecodable DHCP option ignored");
+            dropped(code, &format!("cannot be decoded ({e}); ignored"));
             continue;
         }
         out.extend_from_slice(&enc[..enc.len() - 1]);
     }
     out.push(255);
-    Ok((out, relay))
+    (out, relay)
 }
 
 fn client_id_missing_identity(ctx: &Ctx) -> bool {
