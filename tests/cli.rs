@@ -206,3 +206,55 @@ fn hostrules_for_a_group_and_unknown_group() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("no group named `nope`"));
 }
+
+#[test]
+fn leases_output_escapes_client_text() {
+    use bulkhead::dhcp::leases::{LeaseStore, StoreOptions};
+    use bulkhead::dhcp::{Lease, LeaseState};
+    let state = tempfile::tempdir().unwrap();
+    // A record written before host names were cleaned on input.
+    let (store, _) = LeaseStore::open(&state.path().join("dhcp"), StoreOptions::default()).unwrap();
+    store
+        .commit(vec![Lease {
+            segment: "guest".into(),
+            addr: "198.18.9.10".parse().unwrap(),
+            mac: [2, 0, 0, 0, 0, 9],
+            client_id: None,
+            hostname: Some("pc\n<13>forged\u{1b}[2J\u{1b}]0;x\u{7}".into()),
+            group: None,
+            expires: 4_000_000_000,
+            state: LeaseState::Bound,
+        }])
+        .wait_blocking()
+        .unwrap();
+    store.close();
+    let dir = state.path().to_str().unwrap();
+    let o = bh(&["-c", &shipped(), "--state-dir", dir, "leases"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t = stdout(&o);
+    assert!(!t.contains('\u{1b}') && !t.contains('\u{7}'), "{t:?}");
+    assert_eq!(t.lines().count(), 3, "{t:?}");
+    assert!(
+        t.lines()
+            .nth(1)
+            .unwrap()
+            .ends_with(r"pc\x0a<13>forged\x1b[2J\x1b]0;x\x07"),
+        "{t:?}"
+    );
+    // JSON keeps the text as JSON escapes.
+    let o = bh(&[
+        "-c",
+        &shipped(),
+        "--state-dir",
+        dir,
+        "leases",
+        "--format",
+        "json",
+    ]);
+    let t = stdout(&o);
+    assert!(!t.contains('\u{1b}') && !t.contains('\u{7}'), "{t:?}");
+    assert!(
+        t.contains(r#""pc\n<13>forged\u001b[2J\u001b]0;x\u0007""#),
+        "{t}"
+    );
+}

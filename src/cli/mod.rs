@@ -929,7 +929,8 @@ fn ops(g: &Global, command: Command) -> Result<ExitCode, CliError> {
                     crate::model::addr::fmt_mac(&l.mac),
                     format!("{:?}", l.state).to_lowercase(),
                     l.expires.saturating_sub(now),
-                    l.hostname.as_deref().unwrap_or("")
+                    // client-chosen text: no control character reaches the terminal
+                    crate::dhcp::text::escape(l.hostname.as_deref().unwrap_or(""))
                 )?;
             }
             writeln!(out, "{} leases", leases.len())?;

@@ -70,6 +70,8 @@ pub struct PoolPlan {
     pub mtu: Option<u32>,
     pub reservations: Vec<Reservation>,
     pub options: Vec<DhcpOption>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub relays: Vec<Ipv4Addr>,
 }
 
 /// The firewall as the chosen backend will load it.
@@ -237,6 +239,7 @@ fn pools(m: &Model) -> Vec<PoolPlan> {
                 mtu: s.mtu,
                 reservations: d.reservations.clone(),
                 options: d.options.clone(),
+                relays: d.relays.clone(),
             })
         })
         .collect()
@@ -345,6 +348,10 @@ impl Plan {
                 if !p.dns.is_empty() {
                     let d: Vec<String> = p.dns.iter().map(|a| a.to_string()).collect();
                     let _ = writeln!(o, "  dns {}", d.join(", "));
+                }
+                if !p.relays.is_empty() {
+                    let r: Vec<String> = p.relays.iter().map(|a| a.to_string()).collect();
+                    let _ = writeln!(o, "  relays {}", r.join(", "));
                 }
                 if let Some(d) = &p.domain {
                     let _ = writeln!(o, "  domain {d}");
