@@ -281,8 +281,8 @@ fn order_vlans_and_idempotence_on_the_shipped_config() {
     {
         let w = s.world.borrow();
         for (name, id, addr) in [
-            ("eth0.10", 10, "198.18.10.1/24"),
-            ("eth0.100", 100, "198.18.100.1/24"),
+            ("eth0.10", 10, "192.168.10.1/24"),
+            ("eth0.100", 100, "192.168.100.1/24"),
         ] {
             let l = w.links.iter().find(|l| l.name == name).unwrap();
             assert_eq!(l.vlan_id, Some(id));
@@ -375,7 +375,7 @@ fn diff_on_a_fresh_system_lists_everything_and_changes_nothing() {
     let has = |step: Step, obj: &str| d.changes.iter().any(|c| c.step == step && c.object == obj);
     assert!(has(Step::Sysctls, "net.ipv4.ip_forward"));
     assert!(has(Step::Links, "eth0.30"));
-    assert!(has(Step::Links, "eth0.30/198.18.30.1/24"));
+    assert!(has(Step::Links, "eth0.30/192.168.30.1/24"));
     assert!(has(Step::Links, "eth0"), "trunk down -> up");
     assert!(has(Step::Firewall, "table inet bulkhead"));
     // The sysctl of a VLAN not yet created cannot be read: diff says when it will be set.

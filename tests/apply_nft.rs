@@ -295,14 +295,14 @@ fn shipped_config_firewall_loads_in_both_backends() {
             fw.load(&text, work.path()).unwrap();
             let reload = t.elapsed();
             let t = std::time::Instant::now();
-            fw.set_add("web_nodes", &["198.18.30.50/32".parse().unwrap()])
+            fw.set_add("web_nodes", &["192.168.30.50/32".parse().unwrap()])
                 .unwrap();
             let add = t.elapsed();
             assert!(
                 fw.set_list("web_nodes")
                     .unwrap()
                     .iter()
-                    .any(|e| e.contains("198.18.30.50"))
+                    .any(|e| e.contains("192.168.30.50"))
             );
             (load, reload, add)
         });
