@@ -148,7 +148,12 @@ impl Sysctl for Sys {
                 source: std::io::Error::from(std::io::ErrorKind::NotFound),
             });
         }
-        Ok(w.sysctl.get(key).cloned().unwrap_or_else(|| "0".into()))
+        // the kernel's defaults: IPv6 router advertisements and SLAAC on, the rest off
+        let on = key.ends_with(".accept_ra") || key.ends_with(".autoconf");
+        Ok(w.sysctl
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| if on { "1" } else { "0" }.into()))
     }
     fn write(&self, key: &str, value: &str) -> Result<(), SysctlError> {
         self.0.borrow_mut().sysctl.insert(key.into(), value.into());
@@ -277,6 +282,25 @@ fn order_vlans_and_idempotence_on_the_shipped_config() {
     assert!(s.pos("fw fail-closed") < s.pos("add_vlan eth0.10 10"));
     assert!(s.pos("add_vlan eth0.200 200") < s.pos("sysctl net.ipv4.conf.eth0/10.rp_filter"));
     assert!(s.pos("sysctl net.ipv4.conf.eth0/10.rp_filter") < s.pos("fw full"));
+    // VLANs are created with router advertisements already off (the default.* keys come
+    // first), and each one's own keys are set once it exists, before the full firewall.
+    assert!(s.pos("sysctl net.ipv6.conf.default.accept_ra") < s.pos("add_vlan eth0.10 10"));
+    assert!(s.pos("sysctl net.ipv6.conf.default.autoconf") < s.pos("add_vlan eth0.10 10"));
+    assert!(s.pos("sysctl net.ipv6.conf.eth0.accept_ra") < s.pos("add_vlan eth0.10 10"));
+    for id in [10, 20, 30, 100, 200] {
+        for key in ["accept_ra", "autoconf"] {
+            let k = format!("sysctl net.ipv6.conf.eth0/{id}.{key}");
+            assert!(s.pos("add_vlan eth0.200 200") < s.pos(&k), "{k}");
+            assert!(s.pos(&k) < s.pos("fw full"), "{k}");
+        }
+    }
+    assert!(
+        !s.log
+            .borrow()
+            .iter()
+            .any(|e| e.starts_with("sysctl net.ipv6.conf.eth1.")),
+        "the uplink's IPv6 settings are left to the kernel"
+    );
     assert_eq!(r.generation, Some(1));
     {
         let w = s.world.borrow();
@@ -312,6 +336,7 @@ fn vlan_id_change_recreates_and_removed_segment_deletes_only_created_links() {
         }
     }
     plan.links.retain(|l| l.name != "eth0.200");
+    plan.sysctls.retain(|s| !s.key.contains(".eth0/200."));
     let r = a.apply(&plan).unwrap();
     let w = s.world.borrow();
     assert_eq!(

@@ -167,7 +167,9 @@ fn shipped_config_uses_the_seeds_address_plan() {
     ];
     assert_eq!(m.segments.len(), want.len());
     for (name, vlan, subnet, gateway) in want {
-        let s = m.segment(name).unwrap_or_else(|| panic!("no segment {name}"));
+        let s = m
+            .segment(name)
+            .unwrap_or_else(|| panic!("no segment {name}"));
         assert!(
             matches!(&s.link, SegmentLink::Vlan { id, .. } if *id == vlan),
             "{name}: {:?}",

@@ -243,7 +243,10 @@ fn an_unconfirmed_apply_is_undone_even_when_it_moved_the_management_address() {
     // move the management gateway address
     std::fs::write(
         &s.config,
-        orig.replace("gateway = \"192.168.100.1\"", "gateway = \"192.168.100.254\""),
+        orig.replace(
+            "gateway = \"192.168.100.1\"",
+            "gateway = \"192.168.100.254\"",
+        ),
     )
     .unwrap();
     let out = ok(
