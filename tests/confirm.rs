@@ -187,7 +187,10 @@ impl Gw {
     /// Write a config that moves the management address (the change under test).
     fn edit(&self) -> String {
         let orig = std::fs::read_to_string(&self.cfg).unwrap();
-        let moved = orig.replace("gateway = \"192.168.100.1\"", "gateway = \"192.168.100.254\"");
+        let moved = orig.replace(
+            "gateway = \"192.168.100.1\"",
+            "gateway = \"192.168.100.254\"",
+        );
         assert_ne!(orig, moved);
         std::fs::write(&self.cfg, &moved).unwrap();
         orig
@@ -432,7 +435,8 @@ fn a_corrupt_live_sets_file_is_set_aside_with_a_warning_event() {
     let l = std::fs::read_to_string(&p).unwrap();
     assert!(l.contains("192.168.30.51"), "{l}");
     assert!(
-        g.ok(&["set", "list", "web_nodes"]).contains("192.168.30.51"),
+        g.ok(&["set", "list", "web_nodes"])
+            .contains("192.168.30.51"),
         "{}",
         g.log()
     );
@@ -449,7 +453,10 @@ fn unconfirmed_applies_in_a_row_roll_back_to_the_last_confirmed_config() {
     assert!(g.mgmt_is(NEW));
     std::fs::write(
         &g.cfg,
-        orig.replace("gateway = \"192.168.100.1\"", "gateway = \"192.168.100.253\""),
+        orig.replace(
+            "gateway = \"192.168.100.1\"",
+            "gateway = \"192.168.100.253\"",
+        ),
     )
     .unwrap();
     g.ok(&["apply", "--confirm-within", "2s"]);

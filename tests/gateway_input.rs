@@ -204,9 +204,7 @@ fn site(backend: Backend) -> (Ns, Ns, Ns, TempDir) {
 
 #[test]
 fn rogue_router_advertisement_from_a_segment_configures_nothing() {
-    if !init() {
-        return;
-    }
+    init();
     let (gw, cl, up, state) = site(Backend::Nftables);
     let nft = Backend::Nftables;
     let gw_ll = link_local(&gw, "bhlan");
@@ -321,9 +319,7 @@ fn rogue_router_advertisement_from_a_segment_configures_nothing() {
 /// nothing to configure either.
 #[test]
 fn rogue_router_advertisement_with_the_iptables_backend_configures_nothing() {
-    if !init() {
-        return;
-    }
+    init();
     let (gw, cl, _up, _state) = site(Backend::Iptables);
     assert_eq!(proc_sys(&gw, "net.ipv6.conf.bhlan.accept_ra"), "0");
     let (c_mac, c_idx) = (mac(&cl, "c0"), ifindex(&cl, "c0"));
@@ -366,18 +362,8 @@ const UDHCPC_SCRIPT: &str = "#!/bin/sh\ncase \"$1\" in\n  deconfig) ip -4 addr f
 
 #[test]
 fn dhcp_exchange_leaves_no_drop() {
-    if !init() {
-        return;
-    }
-    if Command::new("busybox")
-        .arg("udhcpc")
-        .arg("--help")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: busybox udhcpc missing (tools/setup dhcp)");
-        return;
-    }
+    init();
+    apply_support::common::require_root_and(&["busybox"]);
     let gw = Ns::new("gw");
     let cl = Ns::new("cl");
     gw.sh("ip link add bhup type veth peer name bhup-p");

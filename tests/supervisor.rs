@@ -241,7 +241,10 @@ fn an_unconfirmed_apply_is_undone_even_when_it_moved_the_management_address() {
     let before = s.table();
     let orig = std::fs::read_to_string(&s.config).unwrap();
     // move the management gateway address
-    let moved = orig.replace("gateway = \"192.168.100.1\"", "gateway = \"192.168.100.254\"");
+    let moved = orig.replace(
+        "gateway = \"192.168.100.1\"",
+        "gateway = \"192.168.100.254\"",
+    );
     std::fs::write(&s.config, &moved).unwrap();
     let out = ok(
         s.ctl(&["apply", "--confirm-within", "3s"]),
