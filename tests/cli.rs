@@ -222,13 +222,21 @@ fn management_address_with_ssh_port_is_where_dropbear_listens() {
     let cfg = dir.path().join("ssh.toml");
     let text = std::fs::read_to_string(shipped()).unwrap();
     assert!(text.contains("\nssh_port = 22\n"));
-    std::fs::write(&cfg, text.replace("\nssh_port = 22\n", "\nssh_port = 2222\n")).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace("\nssh_port = 22\n", "\nssh_port = 2222\n"),
+    )
+    .unwrap();
     let o = bh(&["-c", cfg.to_str().unwrap(), "management-address", "--ssh"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o), format!("{addr}:2222\n"));
 
     // a bad port is named with its place, and nothing is printed
-    std::fs::write(&cfg, text.replace("\nssh_port = 22\n", "\nssh_port = 70000\n")).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace("\nssh_port = 22\n", "\nssh_port = 70000\n"),
+    )
+    .unwrap();
     let o = bh(&["-c", cfg.to_str().unwrap(), "management-address", "--ssh"]);
     assert_eq!(o.status.code(), Some(2));
     assert_eq!(stdout(&o), "");
