@@ -1,5 +1,7 @@
 //! The `bulkhead` command line.
 
+pub mod api_token;
+pub mod remote;
 pub mod setup;
 
 use std::io::Write;
@@ -42,6 +44,17 @@ pub struct Global {
     /// State directory (applied generations, leases, control socket); default from the config.
     #[arg(long, global = true)]
     pub state_dir: Option<PathBuf>,
+    /// Run the command on a remote gateway through its management API
+    /// (https://ADDR:PORT): status, leases, logs, check, apply, confirm, rollback, diff, set.
+    #[arg(long, global = true, env = "BULKHEAD_REMOTE")]
+    pub remote: Option<String>,
+    /// The API token for --remote (`bulkhead api-token add` on the gateway).
+    #[arg(long, global = true, env = "BULKHEAD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The SHA-256 fingerprint of the gateway's API certificate (`bulkhead status` on its
+    /// console shows it) that --remote trusts.
+    #[arg(long, global = true, env = "BULKHEAD_FINGERPRINT")]
+    pub fingerprint: Option<String>,
 }
 
 impl Global {
@@ -253,6 +266,11 @@ pub enum Command {
         #[command(subcommand)]
         command: LabCommand,
     },
+    /// Tokens of the management API: `add NAME --role admin|read` prints a new one once.
+    ApiToken {
+        #[command(subcommand)]
+        command: api_token::ApiTokenCommand,
+    },
     /// Print a host-based nftables file for one server of a group.
     Hostrules {
         /// The group (role) the server belongs to.
@@ -310,8 +328,12 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let cfg = &cli.global.config;
     let lab_mode = cli.global.lab_mode();
     let load = |cfg: &std::path::Path| load_as(cfg, lab_mode);
+    if let Some(url) = cli.global.remote.clone() {
+        return remote::run(&cli.global, &url, cli.command);
+    }
     let mut stdout = std::io::stdout().lock();
     match cli.command {
+        Command::ApiToken { command } => return api_token::run(&cli.global, command),
         Command::Check => {
             let (m, warnings) = match load(cfg) {
                 Ok(x) => x,
@@ -770,7 +792,6 @@ fn ops(g: &Global, command: Command) -> Result<ExitCode, CliError> {
     if matches!(command, Command::ConfirmWatchdog) {
         return watchdog(g, &state_dir);
     }
-    let mut out = std::io::stdout().lock();
     let confirm = match &command {
         Command::Apply {
             confirm_within: Some(s),
@@ -858,6 +879,16 @@ fn ops(g: &Global, command: Command) -> Result<ExitCode, CliError> {
             .expect("serializes")
         }
     };
+    print_data(command, data, confirm)
+}
+
+/// Print what the daemon (or a remote gateway) answered to `command`.
+fn print_data(
+    command: Command,
+    data: serde_json::Value,
+    confirm: Option<u64>,
+) -> Result<ExitCode, CliError> {
+    let mut out = std::io::stdout().lock();
     let json = matches!(
         command,
         Command::Apply {

@@ -57,6 +57,8 @@ pub enum Kind {
     Lease,
     /// Any other record of Bulkhead's own log.
     Log,
+    /// A change asked for by someone (API token, local user): who, what, the result.
+    Audit,
 }
 
 impl Kind {
@@ -71,6 +73,7 @@ impl Kind {
             Kind::Link => "link",
             Kind::Lease => "lease",
             Kind::Log => "log",
+            Kind::Audit => "audit",
         }
     }
 }
