@@ -131,7 +131,8 @@ async fn start(conf: &Conf, st: &Arc<AppState>) -> Result<(TcpListener, tokio_ru
         .await
         .map_err(|e| format!("listening on {addr}: {e}"))?;
     let url = format!("https://{addr}");
-    println!(
+    // stderr: the daemon's main thread holds stdout's lock while it runs
+    eprintln!(
         "bulkhead: management API on {url}, certificate SHA-256 {fp}{}",
         if made { " (generated now)" } else { "" }
     );

@@ -480,6 +480,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             }
         }
         Command::Run => {
+            // the daemon's threads print too: stdout must not stay locked by this one
+            drop(stdout);
             crate::supervisor::run(crate::supervisor::RunOptions {
                 config: cfg.clone(),
                 state_dir: cli.global.state_dir.clone(),
