@@ -525,6 +525,7 @@ ctx = ssl.create_default_context()
 ctx.check_hostname = False
 ctx.verify_mode = ssl.CERT_NONE
 s = ctx.wrap_socket(socket.create_connection(("198.18.81.1", 8443), timeout=60))
+print("handshake done", flush=True)
 t0 = time.time()
 try:
     for c in b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\n" * 100:
@@ -541,8 +542,16 @@ except OSError as e:
         c.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
         c.spawn().unwrap()
     };
-    let slow_client = py(slow, &[]);
-    let idle = py(holder, &["2000", "25"]);
+    let mut slow_client = py(slow, &[]);
+    // it holds its connection before the flood starts
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(slow_client.stdout.as_mut().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert_eq!(first.trim(), "handshake done");
+    let idle = py(holder, &["10000", "25"]);
     // meanwhile DHCP serves and the daemon stays small
     std::thread::sleep(Duration::from_secs(3));
     assert!(l.dhcp_lease(), "DHCP serves during the flood:\n{}", l.log());
