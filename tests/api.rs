@@ -93,10 +93,13 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duratio
 
 impl Lab {
     fn start(tag: &str) -> Lab {
+        common::require_root_and(&["ip", "nft", "curl", "ss", "busybox", "python3"]);
         let gw = common::Netns::new(&format!("api{tag}"));
         let mk = |dev: &str, client: &common::Netns, addr: Option<&str>, via: Option<&str>| {
             let peer = format!("{dev}p");
-            gw.ok(&["ip", "link", "add", dev, "type", "veth", "peer", "name", &peer]);
+            gw.ok(&[
+                "ip", "link", "add", dev, "type", "veth", "peer", "name", &peer,
+            ]);
             gw.ok(&["ip", "link", "set", &peer, "netns", &client.name]);
             client.ok(&["ip", "link", "set", &peer, "name", "eth0"]);
             client.ok(&["ip", "link", "set", "eth0", "up"]);
@@ -230,7 +233,18 @@ impl Lab {
     /// A DHCP lease for the lan client (busybox udhcpc, nothing configured).
     fn dhcp_lease(&self) -> bool {
         let o = self.lan.run(&[
-            "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "3", "-T", "2", "-s",
+            "busybox",
+            "udhcpc",
+            "-i",
+            "eth0",
+            "-n",
+            "-q",
+            "-f",
+            "-t",
+            "3",
+            "-T",
+            "2",
+            "-s",
             "/bin/true",
         ]);
         out(&o).contains("obtained")
@@ -279,7 +293,8 @@ fn tokens_guard_the_api_a_set_change_opens_a_flow_and_is_audited() {
 
     // the web server is not in the group yet: the lan client cannot reach it
     let web = "198.18.83.10";
-    l.srv.ok(&["ip", "addr", "add", "198.18.83.10/24", "dev", "eth0"]);
+    l.srv
+        .ok(&["ip", "addr", "add", "198.18.83.10/24", "dev", "eth0"]);
     let listen = format!(
         "import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('{web}', 80))\ns.listen(64)\nwhile True:\n    s.accept()[0].close()\n"
     );
@@ -296,10 +311,21 @@ fn tokens_guard_the_api_a_set_change_opens_a_flow_and_is_audited() {
     let (code, b) = l.curl(
         &l.mgmt,
         Some(&admin),
-        &["-X", "DELETE", "-H", "Content-Type: application/json", "-d", body, &api("/api/v1/sets/web")],
+        &[
+            "-X",
+            "DELETE",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            body,
+            &api("/api/v1/sets/web"),
+        ],
     );
     assert_eq!(code, 200, "{b}");
-    assert!(!l.lan_reaches_web(), "the flow is closed without the member");
+    assert!(
+        !l.lan_reaches_web(),
+        "the flow is closed without the member"
+    );
 
     // a read token may not change the set: 403
     let (code, b) = l.curl(
@@ -314,7 +340,13 @@ fn tokens_guard_the_api_a_set_change_opens_a_flow_and_is_audited() {
     let (code, b) = l.curl(
         &l.mgmt,
         Some(&admin),
-        &["-X", "POST", "-d", "{\"members\": [", &api("/api/v1/sets/web")],
+        &[
+            "-X",
+            "POST",
+            "-d",
+            "{\"members\": [",
+            &api("/api/v1/sets/web"),
+        ],
     );
     assert_eq!(code, 400, "{b}");
     assert!(b.contains("members"), "{b}");
@@ -350,8 +382,14 @@ fn tokens_guard_the_api_a_set_change_opens_a_flow_and_is_audited() {
             f("who") == who && f("what") == what && f("result") == result && f("via") == "api"
         })
     };
-    assert!(has("token ops", "set add web 198.18.83.10", "ok"), "{audit:#?}");
-    assert!(has("token ops", "set del web 198.18.83.10", "ok"), "{audit:#?}");
+    assert!(
+        has("token ops", "set add web 198.18.83.10", "ok"),
+        "{audit:#?}"
+    );
+    assert!(
+        has("token ops", "set del web 198.18.83.10", "ok"),
+        "{audit:#?}"
+    );
     assert!(has("token grafana", "set add web", "failed"), "{audit:#?}");
 
     // a change through the control socket is audited with the local user
@@ -383,7 +421,10 @@ fn the_api_listens_on_the_management_address_only() {
     // from the management client: it answers
     assert_eq!(l.curl(&l.mgmt, Some(&t), &[&api("/api/v1/status")]).0, 200);
     // from the client segment, to either address of the gateway: nothing answers
-    for url in [api("/api/v1/status"), "https://198.18.82.1:8443/api/v1/status".into()] {
+    for url in [
+        api("/api/v1/status"),
+        "https://198.18.82.1:8443/api/v1/status".into(),
+    ] {
         let (code, b) = l.curl(&l.lan, Some(&t), &["-m", "3", &url]);
         assert_eq!(code, 0, "{url} answered from the client segment: {b}");
     }
@@ -409,7 +450,17 @@ fn remote_apply_unconfirmed_rolls_back_and_a_lockout_is_refused_with_checks_diag
     assert!(l.log().contains(&fp), "the console shows it too");
     let remote = |cfg: &std::path::Path, args: &[&str]| -> Output {
         l.mgmt
-            .cmd(&[BIN, "-c", cfg.to_str().unwrap(), "--remote", API, "--token", &admin, "--fingerprint", &fp])
+            .cmd(&[
+                BIN,
+                "-c",
+                cfg.to_str().unwrap(),
+                "--remote",
+                API,
+                "--token",
+                &admin,
+                "--fingerprint",
+                &fp,
+            ])
             .args(args)
             .output()
             .unwrap()
@@ -439,22 +490,25 @@ fn remote_apply_unconfirmed_rolls_back_and_a_lockout_is_refused_with_checks_diag
     assert!(ruleset().contains("lan-to-srv-ssh"), "applied");
     let o = remote(&l.cfg, &["status"]);
     assert!(out(&o).contains("PENDING CONFIRMATION"), "{}", out(&o));
-    wait_for("the unconfirmed apply rolls back", Duration::from_secs(15), || {
-        !ruleset().contains("lan-to-srv-ssh")
-    });
+    wait_for(
+        "the unconfirmed apply rolls back",
+        Duration::from_secs(15),
+        || !ruleset().contains("lan-to-srv-ssh"),
+    );
     assert!(
-        !std::fs::read_to_string(&l.cfg).unwrap().contains("lan-to-srv-ssh"),
+        !std::fs::read_to_string(&l.cfg)
+            .unwrap()
+            .contains("lan-to-srv-ssh"),
         "the config file keeps the confirmed config"
     );
 
     // an apply that would lock every administrator out: refused, with check's diagnostics
     let bad = l.dir.path().join("bad.toml");
     std::fs::write(&bad, config("sources = []\n")).unwrap();
-    let local = l
-        .gw
-        .cmd(&[BIN, "-c", bad.to_str().unwrap(), "check"])
-        .output()
-        .unwrap();
+    let local =
+        l.gw.cmd(&[BIN, "-c", bad.to_str().unwrap(), "check"])
+            .output()
+            .unwrap();
     assert_eq!(local.status.code(), Some(2));
     let o = remote(&bad, &["apply"]);
     assert_eq!(o.status.code(), Some(2), "{}", out(&o));
@@ -472,13 +526,22 @@ fn remote_apply_unconfirmed_rolls_back_and_a_lockout_is_refused_with_checks_diag
     let (code, b) = l.curl(
         &l.mgmt,
         Some(&admin),
-        &["-X", "POST", "--data-binary", &format!("@{}", bad.display()), &api("/api/v1/apply")],
+        &[
+            "-X",
+            "POST",
+            "--data-binary",
+            &format!("@{}", bad.display()),
+            &api("/api/v1/apply"),
+        ],
     );
     assert_eq!(code, 422, "{b}");
     let v: serde_json::Value = serde_json::from_str(&b).unwrap();
     let d = &v["diagnostics"][0];
     assert_eq!(d["path"], "management.sources", "{b}");
-    assert!(d["line"].as_u64().unwrap() > 1 && d["column"].is_u64() && d["file"].is_string(), "{b}");
+    assert!(
+        d["line"].as_u64().unwrap() > 1 && d["column"].is_u64() && d["file"].is_string(),
+        "{b}"
+    );
     assert!(!ruleset().contains("lan-to-srv-ssh"));
     let (code, b) = l.curl(&l.mgmt, Some(&admin), &[&api("/api/v1/status")]);
     assert_eq!(code, 200, "management still works: {b}");
@@ -487,7 +550,6 @@ fn remote_apply_unconfirmed_rolls_back_and_a_lockout_is_refused_with_checks_diag
 #[test]
 fn big_bodies_idle_and_slow_clients_are_bounded_and_dhcp_keeps_serving() {
     require_root!();
-    common::require_root_and(&["busybox", "python3"]);
     let l = Lab::start("bound");
     let admin = l.token("ops", "admin");
     assert!(l.dhcp_lease(), "DHCP serves before:\n{}", l.log());
@@ -500,7 +562,15 @@ fn big_bodies_idle_and_slow_clients_are_bounded_and_dhcp_keeps_serving() {
     let (code, b) = l.curl(
         &l.mgmt,
         Some(&admin),
-        &["-m", "30", "-X", "POST", "--data-binary", &format!("@{}", big.display()), &api("/api/v1/config/check")],
+        &[
+            "-m",
+            "30",
+            "-X",
+            "POST",
+            "--data-binary",
+            &format!("@{}", big.display()),
+            &api("/api/v1/config/check"),
+        ],
     );
     assert_eq!(code, 413, "{b}");
     let rss1 = l.rss_kb();
@@ -538,7 +608,12 @@ except OSError as e:
     print("dropped after %.0f s" % (time.time() - t0), flush=True)
 "#;
     let py = |code: &str, args: &[&str]| -> Child {
-        let mut c = l.mgmt.cmd(&["bash", "-c", "ulimit -n 20000; exec python3 -c \"$0\" \"$@\"", code]);
+        let mut c = l.mgmt.cmd(&[
+            "bash",
+            "-c",
+            "ulimit -n 20000; exec python3 -c \"$0\" \"$@\"",
+            code,
+        ]);
         c.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
         c.spawn().unwrap()
     };
@@ -555,16 +630,28 @@ except OSError as e:
     // meanwhile DHCP serves and the daemon stays small
     std::thread::sleep(Duration::from_secs(3));
     assert!(l.dhcp_lease(), "DHCP serves during the flood:\n{}", l.log());
-    let fds = std::fs::read_dir(format!("/proc/{}/fd", l.pid)).unwrap().count();
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", l.pid))
+        .unwrap()
+        .count();
     assert!(fds < 200, "{fds} descriptors open");
     // the idle ones are dropped after the handshake timeout: the API answers again
-    let t = wait_for("the API answers during the flood", Duration::from_secs(25), || {
-        l.curl(&l.mgmt, Some(&admin), &["-m", "3", &api("/api/v1/status")]).0 == 200
-    });
+    let t = wait_for(
+        "the API answers during the flood",
+        Duration::from_secs(25),
+        || {
+            l.curl(&l.mgmt, Some(&admin), &["-m", "3", &api("/api/v1/status")])
+                .0
+                == 200
+        },
+    );
     eprintln!("the API answered again {t:?} into the flood");
     let o = slow_client.wait_with_output().unwrap();
     let s = String::from_utf8_lossy(&o.stdout);
-    assert!(s.contains("dropped after"), "{s}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        s.contains("dropped after"),
+        "{s}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let o = idle.wait_with_output().unwrap();
     eprintln!("{}", String::from_utf8_lossy(&o.stdout));
     let rss2 = l.rss_kb();

@@ -105,7 +105,12 @@ type Res<T> = Result<T, ApiError>;
 
 /// The token of the request, checked: who it is. `change` names a changing call (an admin
 /// token is needed, and a refusal is audited).
-fn authorize(st: &AppState, peer: SocketAddr, headers: &HeaderMap, change: Option<&str>) -> Res<Who> {
+fn authorize(
+    st: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    change: Option<&str>,
+) -> Res<Who> {
     let ip: IpAddr = peer.ip();
     if let Some(left) = st.limiter.blocked(ip) {
         return Err(ApiError::new(
@@ -125,10 +130,16 @@ fn authorize(st: &AppState, peer: SocketAddr, headers: &HeaderMap, change: Optio
         ApiError::new(StatusCode::UNAUTHORIZED, msg)
     };
     let Some(token) = token else {
-        return Err(fail("missing token: send `Authorization: Bearer TOKEN` (`bulkhead api-token add NAME`)"));
+        return Err(fail(
+            "missing token: send `Authorization: Bearer TOKEN` (`bulkhead api-token add NAME`)",
+        ));
     };
-    let tokens = auth::load(&st.state_dir)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the token store: {e}")))?;
+    let tokens = auth::load(&st.state_dir).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the token store: {e}"),
+        )
+    })?;
     let Some(t) = auth::find(&tokens, token) else {
         return Err(fail("wrong token"));
     };
@@ -184,7 +195,10 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Res<Bytes> {
     match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
         Err(_) => Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
-            format!("the body did not arrive within {} s", BODY_TIMEOUT.as_secs()),
+            format!(
+                "the body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
         )),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_big()),
         Ok(Err(e)) => Err(ApiError::bad(format!("reading the body: {e}"))),
@@ -486,7 +500,10 @@ async fn explain(
         ),
     };
     if matches!(proto, Proto::Tcp | Proto::Udp) && port.is_none() {
-        return Err(ApiError::bad(format!("`port` is needed with proto {}", proto.name())));
+        return Err(ApiError::bad(format!(
+            "`port` is needed with proto {}",
+            proto.name()
+        )));
     }
     let (m, _, _) = crate::supervisor::gateway::load(&st.config, st.lab)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
@@ -527,7 +544,7 @@ async fn members(h: &HeaderMap, body: Body) -> Res<Vec<ipnet::Ipv4Net>> {
         .enumerate()
         .map(|(i, a)| {
             a.parse::<ipnet::Ipv4Net>()
-                .or_else(|_| a.parse::<Ipv4Addr>().map(|x| ipnet::Ipv4Net::from(x)))
+                .or_else(|_| a.parse::<Ipv4Addr>().map(ipnet::Ipv4Net::from))
                 .map_err(|_| {
                     ApiError::bad(format!(
                         "members[{i}]: `{a}` is not an IPv4 address or CIDR block"
@@ -544,7 +561,14 @@ async fn set_list(
     Path(group): Path<String>,
 ) -> Res<axum::Json<Value>> {
     let who = authorize(&st, p, &h, None)?;
-    let v = call(&st, Request::SetList { group: group.clone() }, who).await?;
+    let v = call(
+        &st,
+        Request::SetList {
+            group: group.clone(),
+        },
+        who,
+    )
+    .await?;
     Ok(axum::Json(json!({ "group": group, "members": v })))
 }
 
@@ -557,7 +581,15 @@ async fn set_add(
 ) -> Res<axum::Json<Value>> {
     let who = authorize(&st, p, &h, Some(&format!("set add {group}")))?;
     let addrs = members(&h, body).await?;
-    call(&st, Request::SetAdd { group: group.clone(), addrs }, who.clone()).await?;
+    call(
+        &st,
+        Request::SetAdd {
+            group: group.clone(),
+            addrs,
+        },
+        who.clone(),
+    )
+    .await?;
     set_list(State(st), ConnectInfo(p), h, Path(group)).await
 }
 
@@ -570,7 +602,15 @@ async fn set_del(
 ) -> Res<axum::Json<Value>> {
     let who = authorize(&st, p, &h, Some(&format!("set del {group}")))?;
     let addrs = members(&h, body).await?;
-    call(&st, Request::SetDel { group: group.clone(), addrs }, who.clone()).await?;
+    call(
+        &st,
+        Request::SetDel {
+            group: group.clone(),
+            addrs,
+        },
+        who.clone(),
+    )
+    .await?;
     set_list(State(st), ConnectInfo(p), h, Path(group)).await
 }
 
@@ -586,7 +626,10 @@ async fn openapi(State(st): St, ConnectInfo(p): Peer, h: HeaderMap) -> Res<Respo
 async fn metrics(State(st): St, ConnectInfo(p): Peer, h: HeaderMap) -> Res<Response> {
     authorize(&st, p, &h, None)?;
     Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         super::metrics_text(),
     )
         .into_response())

@@ -60,7 +60,8 @@ fn load_or_make(
         }
     };
     let mut made = false;
-    if !own && !(cert.exists() && key.exists()) {
+    let have = cert.exists() && key.exists();
+    if !own && !have {
         let names = vec![conf.addr.to_string(), conf.hostname.clone()];
         let ck = rcgen::generate_simple_self_signed(names)
             .map_err(|e| format!("generating the API certificate: {e}"))?;
@@ -122,7 +123,10 @@ pub async fn run(mut rx: ModelRx, st: Arc<AppState>) {
     }
 }
 
-async fn start(conf: &Conf, st: &Arc<AppState>) -> Result<(TcpListener, tokio_rustls::TlsAcceptor), String> {
+async fn start(
+    conf: &Conf,
+    st: &Arc<AppState>,
+) -> Result<(TcpListener, tokio_rustls::TlsAcceptor), String> {
     let (certs, key, made) = load_or_make(conf, &st.state_dir)?;
     let fp = fingerprint(&certs[0]);
     let tls = tls_config(certs, key)?;
@@ -173,16 +177,19 @@ async fn serve((listener, acceptor): (TcpListener, tokio_rustls::TlsAcceptor), s
         let router = router.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+            let Ok(Ok(tls)) =
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
             else {
                 return;
             };
-            let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut()
-                    .insert(axum::extract::ConnectInfo(peer));
-                let mut r = router.clone();
-                async move { tower::Service::call(&mut r, req).await }
-            });
+            let svc = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    let mut r = router.clone();
+                    async move { tower::Service::call(&mut r, req).await }
+                },
+            );
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)

@@ -239,7 +239,11 @@ impl Remote {
             }
         }
         let body: Box<dyn BufRead> = if chunked {
-            Box::new(BufReader::new(Chunked { r, left: 0, done: false }))
+            Box::new(BufReader::new(Chunked {
+                r,
+                left: 0,
+                done: false,
+            }))
         } else if let Some(n) = len {
             Box::new(BufReader::new(r.take(n)))
         } else {
@@ -248,7 +252,12 @@ impl Remote {
         Ok(Answer { status, body })
     }
 
-    fn json(&self, method: &str, path: &str, body: Option<(&str, &[u8])>) -> Result<Value, CliError> {
+    fn json(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, &[u8])>,
+    ) -> Result<Value, CliError> {
         let (status, v) = self
             .request(method, path, body, Some(Duration::from_secs(150)))?
             .json()?;
@@ -344,93 +353,99 @@ pub fn run(g: &Global, url: &str, command: Command) -> Result<ExitCode, CliError
         std::fs::read(&g.config)
             .map_err(|e| CliError::Usage(format!("{}: {e}", g.config.display())))
     };
-    let data = match &command {
-        Command::Status { .. } => r.json("GET", "/api/v1/status", None)?,
-        Command::Leases { segment, .. } => {
-            let q = segment
-                .as_ref()
-                .map_or(String::new(), |s| format!("?segment={}", enc(s)));
-            r.json("GET", &format!("/api/v1/leases{q}"), None)?
-        }
-        Command::Diff => r.json("GET", "/api/v1/diff", None)?,
-        Command::Confirm => r.json("POST", "/api/v1/confirm", None)?,
-        Command::Rollback => r.json("POST", "/api/v1/rollback", None)?,
-        Command::Set { command } => {
-            let (method, group, addrs) = match command {
-                SetCommand::Add { group, addrs } => ("POST", group, Some(addrs)),
-                SetCommand::Del { group, addrs } => ("DELETE", group, Some(addrs)),
-                SetCommand::List { group } => ("GET", group, None),
-            };
-            let path = format!("/api/v1/sets/{}", enc(group));
-            let body = match addrs {
-                Some(a) => {
-                    let nets = parse_addrs(a)?;
-                    Some(serde_json::to_vec(&serde_json::json!({
+    let data =
+        match &command {
+            Command::Status { .. } => r.json("GET", "/api/v1/status", None)?,
+            Command::Leases { segment, .. } => {
+                let q = segment
+                    .as_ref()
+                    .map_or(String::new(), |s| format!("?segment={}", enc(s)));
+                r.json("GET", &format!("/api/v1/leases{q}"), None)?
+            }
+            Command::Diff => r.json("GET", "/api/v1/diff", None)?,
+            Command::Confirm => r.json("POST", "/api/v1/confirm", None)?,
+            Command::Rollback => r.json("POST", "/api/v1/rollback", None)?,
+            Command::Set { command } => {
+                let (method, group, addrs) = match command {
+                    SetCommand::Add { group, addrs } => ("POST", group, Some(addrs)),
+                    SetCommand::Del { group, addrs } => ("DELETE", group, Some(addrs)),
+                    SetCommand::List { group } => ("GET", group, None),
+                };
+                let path = format!("/api/v1/sets/{}", enc(group));
+                let body =
+                    match addrs {
+                        Some(a) => {
+                            let nets = parse_addrs(a)?;
+                            Some(serde_json::to_vec(&serde_json::json!({
                         "members": nets.iter().map(|n| n.to_string()).collect::<Vec<_>>()
                     })).expect("serializes"))
-                }
-                None => None,
-            };
-            let v = r.json(
-                method,
-                &path,
-                body.as_deref().map(|b| ("application/json", b)),
-            )?;
-            v["members"].clone()
-        }
-        Command::Check => {
-            let text = config_text()?;
-            let v = r.json("POST", "/api/v1/config/check", Some(("application/toml", &text)))?;
-            let errors = print_diagnostics(&v);
-            if errors || v["ok"] != true {
-                eprintln!("{}", v["error"].as_str().unwrap_or("errors"));
-                return Ok(ExitCode::from(2));
+                        }
+                        None => None,
+                    };
+                let v = r.json(
+                    method,
+                    &path,
+                    body.as_deref().map(|b| ("application/json", b)),
+                )?;
+                v["members"].clone()
             }
-            println!(
-                "{}: {}",
-                g.config.display(),
-                v["summary"].as_str().unwrap_or("ok")
-            );
-            return Ok(ExitCode::SUCCESS);
-        }
-        Command::Apply { confirm_within, .. } => {
-            let text = config_text()?;
-            let q = match confirm_within {
-                Some(s) => {
-                    let secs = crate::model::addr::parse_duration(s)
-                        .map_err(|e| CliError::Usage(format!("--confirm-within: {e}")))?;
-                    format!("?confirm_within={secs}")
-                }
-                None => String::new(),
-            };
-            let (status, v) = r
-                .request(
+            Command::Check => {
+                let text = config_text()?;
+                let v = r.json(
                     "POST",
-                    &format!("/api/v1/apply{q}"),
+                    "/api/v1/config/check",
                     Some(("application/toml", &text)),
-                    Some(Duration::from_secs(150)),
-                )?
-                .json()?;
-            if status / 100 != 2 {
-                if print_diagnostics(&v) {
-                    eprintln!("{}", v["error"].as_str().unwrap_or_default());
+                )?;
+                let errors = print_diagnostics(&v);
+                if errors || v["ok"] != true {
+                    eprintln!("{}", v["error"].as_str().unwrap_or("errors"));
                     return Ok(ExitCode::from(2));
                 }
-                return Err(CliError::Daemon(format!(
-                    "HTTP {status}: {}",
-                    v["error"].as_str().unwrap_or("(no message)")
-                )));
+                println!(
+                    "{}: {}",
+                    g.config.display(),
+                    v["summary"].as_str().unwrap_or("ok")
+                );
+                return Ok(ExitCode::SUCCESS);
             }
-            v
-        }
-        Command::Logs { follow, format } => return logs(&r, *follow, *format),
-        _ => {
-            return Err(CliError::Usage(
+            Command::Apply { confirm_within, .. } => {
+                let text = config_text()?;
+                let q = match confirm_within {
+                    Some(s) => {
+                        let secs = crate::model::addr::parse_duration(s)
+                            .map_err(|e| CliError::Usage(format!("--confirm-within: {e}")))?;
+                        format!("?confirm_within={secs}")
+                    }
+                    None => String::new(),
+                };
+                let (status, v) = r
+                    .request(
+                        "POST",
+                        &format!("/api/v1/apply{q}"),
+                        Some(("application/toml", &text)),
+                        Some(Duration::from_secs(150)),
+                    )?
+                    .json()?;
+                if status / 100 != 2 {
+                    if print_diagnostics(&v) {
+                        eprintln!("{}", v["error"].as_str().unwrap_or_default());
+                        return Ok(ExitCode::from(2));
+                    }
+                    return Err(CliError::Daemon(format!(
+                        "HTTP {status}: {}",
+                        v["error"].as_str().unwrap_or("(no message)")
+                    )));
+                }
+                v
+            }
+            Command::Logs { follow, format } => return logs(&r, *follow, *format),
+            _ => {
+                return Err(CliError::Usage(
                 "with --remote: status, leases, logs, check, apply, confirm, rollback, diff or set"
                     .into(),
             ));
-        }
-    };
+            }
+        };
     let confirm = match &command {
         Command::Apply {
             confirm_within: Some(s),
@@ -441,7 +456,11 @@ pub fn run(g: &Global, url: &str, command: Command) -> Result<ExitCode, CliError
     print_data(command, data, confirm)
 }
 
-fn print_event(out: &mut impl Write, ev: &crate::logship::Event, format: Format) -> std::io::Result<()> {
+fn print_event(
+    out: &mut impl Write,
+    ev: &crate::logship::Event,
+    format: Format,
+) -> std::io::Result<()> {
     match format {
         Format::Json => writeln!(out, "{}", crate::logship::json_line(ev)),
         Format::Text => writeln!(out, "{}", crate::logship::text_line(ev)),

@@ -78,15 +78,13 @@ fn bind(path: &Path) -> std::io::Result<UnixListener> {
 
 /// A local user for the audit trail: `uid N (NAME)`, the name from /etc/passwd when it has one.
 pub fn local_user(uid: u32) -> String {
-    let name = std::fs::read_to_string("/etc/passwd")
-        .ok()
-        .and_then(|p| {
-            p.lines().find_map(|l| {
-                let mut f = l.split(':');
-                let name = f.next()?;
-                (f.nth(1)? == uid.to_string()).then(|| name.to_string())
-            })
-        });
+    let name = std::fs::read_to_string("/etc/passwd").ok().and_then(|p| {
+        p.lines().find_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            (f.nth(1)? == uid.to_string()).then(|| name.to_string())
+        })
+    });
     match name {
         Some(n) => format!("uid {uid} ({n})"),
         None => format!("uid {uid}"),
