@@ -401,6 +401,30 @@ fn tokens_guard_the_api_a_set_change_opens_a_flow_and_is_audited() {
         "{b}"
     );
 
+    // the events as they happen, as server-sent events
+    let (_, b) = l.curl(
+        &l.mgmt,
+        Some(&read),
+        &["-N", "-m", "2", &api("/api/v1/events?follow=1")],
+    );
+    assert!(b.contains("event: audit") && b.contains("data: {"), "{b}");
+
+    // explain names the rule the set change opened
+    let (code, b) = l.curl(
+        &l.mgmt,
+        Some(&read),
+        &[&api(
+            "/api/v1/explain?from=198.18.82.50&to=198.18.83.10&proto=tcp&port=80",
+        )],
+    );
+    assert_eq!(code, 200, "{b}");
+    assert!(
+        b.contains("\"verdict\":\"accept\"") && b.contains("lan-to-web"),
+        "{b}"
+    );
+    let (code, b) = l.curl(&l.mgmt, Some(&read), &[&api("/api/v1/explain?from=x")]);
+    assert_eq!(code, 400, "{b}");
+
     // the OpenAPI document and the metrics need a token too
     let (code, b) = l.curl(&l.mgmt, Some(&read), &[&api("/api/v1/openapi.json")]);
     assert_eq!(code, 200);
@@ -500,6 +524,41 @@ fn remote_apply_unconfirmed_rolls_back_and_a_lockout_is_refused_with_checks_diag
             .unwrap()
             .contains("lan-to-srv-ssh"),
         "the config file keeps the confirmed config"
+    );
+
+    // the other commands, and the event stream with the audit trail of the above
+    for args in [
+        &["diff"][..],
+        &["leases"],
+        &["set", "list", "web"],
+        &["logs"],
+    ] {
+        let o = remote(&l.cfg, args);
+        assert!(o.status.success(), "{args:?}: {}", out(&o));
+    }
+    assert!(out(&remote(&l.cfg, &["set", "list", "web"])).contains("198.18.83.10"));
+    let o = l
+        .mgmt
+        .cmd(&[
+            "timeout",
+            "3",
+            BIN,
+            "--remote",
+            API,
+            "--token",
+            &admin,
+            "--fingerprint",
+            &fp,
+        ])
+        .args(["logs", "--follow", "--format", "json"])
+        .output()
+        .unwrap();
+    let s = out(&o);
+    assert!(
+        s.contains("\"audit\"")
+            && s.contains("token ops")
+            && s.contains("apply (confirm within 3 s)"),
+        "{s}"
     );
 
     // an apply that would lock every administrator out: refused, with check's diagnostics
