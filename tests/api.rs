@@ -713,6 +713,30 @@ except OSError as e:
     );
     let o = idle.wait_with_output().unwrap();
     eprintln!("{}", String::from_utf8_lossy(&o.stdout));
+    // a kept-alive connection idle after its request is dropped too
+    let keepalive = format!(
+        r#"
+import socket, ssl, time
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+s = ctx.wrap_socket(socket.create_connection(("198.18.81.1", 8443), timeout=60))
+s.sendall(b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {admin}\r\n\r\n")
+print(s.recv(100)[:12].decode(), flush=True)
+t0 = time.time()
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+print("closed after %.0f s" % (time.time() - t0), flush=True)
+"#
+    );
+    let o = l
+        .mgmt
+        .run(&["timeout", "40", "python3", "-c", &keepalive]);
+    let s = out(&o);
+    assert!(s.starts_with("HTTP/1.1 200") && s.contains("closed after"), "{s}");
+    eprintln!("kept-alive idle connection: {}", s.lines().last().unwrap_or_default());
     let rss2 = l.rss_kb();
     eprintln!("RSS: {rss0} kB before, {rss1} kB after 100 MiB, {rss2} kB after the flood");
     assert!(rss2 < rss0 + 16 * 1024, "RSS grew from {rss0} to {rss2} kB");
