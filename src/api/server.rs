@@ -29,6 +29,8 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MAX_BODY: usize = 1024 * 1024;
 const MAX_HEAD: usize = 16 * 1024;
+/// How long a listener that could not start waits before trying again.
+pub const RETRY: Duration = Duration::from_secs(5);
 
 /// The generated certificate and key, in the state directory.
 pub fn cert_paths(state_dir: &Path) -> (PathBuf, PathBuf) {
@@ -97,14 +99,19 @@ fn tls_config(
     Ok(c)
 }
 
-/// Follow the model: listen where it says, stop when `api_port` goes away.
+/// Follow the model: listen where it says, stop when `api_port` goes away. A listener that
+/// cannot start (the address not there yet, an unreadable certificate) is tried again every
+/// [`RETRY`], its error logged once until it changes.
 pub async fn run(mut rx: ModelRx, st: Arc<AppState>) {
+    let mut last_error: Option<String> = None;
     loop {
         let conf = rx.borrow_and_update().clone();
+        let mut retry = false;
         match conf {
             None => super::set_status(None),
             Some(conf) => match start(&conf, &st).await {
                 Ok(listener) => {
+                    last_error = None;
                     tokio::select! {
                         () = serve(listener, st.clone()) => {}
                         r = rx.changed() => if r.is_err() { return },
@@ -112,12 +119,24 @@ pub async fn run(mut rx: ModelRx, st: Arc<AppState>) {
                     continue;
                 }
                 Err(e) => {
-                    tracing::error!("the management API does not run: {e}");
+                    if last_error.as_ref() != Some(&e) {
+                        tracing::error!(
+                            "the management API does not run: {e}; trying again every {} s",
+                            RETRY.as_secs()
+                        );
+                        last_error = Some(e.clone());
+                    }
                     super::set_status(Some(serde_json::json!({"error": e})));
+                    retry = true;
                 }
             },
         }
-        if rx.changed().await.is_err() {
+        if retry {
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return },
+                () = tokio::time::sleep(RETRY) => {}
+            }
+        } else if rx.changed().await.is_err() {
             return;
         }
     }

@@ -1054,6 +1054,15 @@ fn print_status(
     for (k, v) in &s.extra {
         if k == "logship" {
             print_logship(out, v)?;
+        } else if k == "api" {
+            match (v["url"].as_str(), v["fingerprint_sha256"].as_str()) {
+                (Some(url), Some(fp)) => writeln!(out, "api: {url}, certificate SHA-256 {fp}")?,
+                _ => writeln!(
+                    out,
+                    "api: NOT RUNNING: {}",
+                    v["error"].as_str().unwrap_or("unknown")
+                )?,
+            }
         } else {
             writeln!(out, "{k}: {v}")?;
         }
