@@ -93,6 +93,11 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duratio
 
 impl Lab {
     fn start(tag: &str) -> Lab {
+        Lab::start_with(tag, |_| String::new())
+    }
+
+    /// A lab whose config gets `extra(dir)` in its `[management]` section.
+    fn start_with(tag: &str, extra: impl FnOnce(&std::path::Path) -> String) -> Lab {
         common::require_root_and(&["ip", "nft", "curl", "ss", "busybox", "python3"]);
         let gw = common::Netns::new(&format!("api{tag}"));
         let mk = |dev: &str, client: &common::Netns, addr: Option<&str>, via: Option<&str>| {
@@ -120,7 +125,7 @@ impl Lab {
         mk("up0", &up, Some("198.18.80.1/24"), None);
         let dir = common::TempDir::new(&format!("api-{tag}"));
         let cfg = dir.path().join("bulkhead.toml");
-        std::fs::write(&cfg, config("")).unwrap();
+        std::fs::write(&cfg, config(&extra(dir.path()))).unwrap();
         let state = dir.path().join("state");
         let mut l = Lab {
             gw,
@@ -745,4 +750,85 @@ print("closed after %.0f s" % (time.time() - t0), flush=True)
     eprintln!("RSS: {rss0} kB before, {rss1} kB after 100 MiB, {rss2} kB after the flood");
     assert!(rss2 < rss0 + 16 * 1024, "RSS grew from {rss0} to {rss2} kB");
     assert!(l.dhcp_lease(), "DHCP serves after");
+}
+
+/// `api_cert` and `api_key` come together, as absolute paths; `bulkhead check` names the key.
+#[test]
+fn api_cert_and_key_are_checked_with_their_place() {
+    let dir = common::TempDir::new("api-keys");
+    let check = |extra: &str| -> (Option<i32>, String) {
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, config(extra)).unwrap();
+        let o = Command::new(BIN)
+            .arg("-c")
+            .arg(&p)
+            .arg("check")
+            .output()
+            .unwrap();
+        (o.status.code(), out(&o))
+    };
+    let (code, s) = check("api_cert = \"/etc/bulkhead/api.pem\"\n");
+    assert_eq!(code, Some(2), "{s}");
+    assert!(
+        s.contains("c.toml:29:12: management.api_cert: api_cert needs api_key"),
+        "{s}"
+    );
+    let (code, s) = check("api_cert = \"api.pem\"\napi_key = \"/k.pem\"\n");
+    assert_eq!(code, Some(2), "{s}");
+    assert!(
+        s.contains("management.api_cert: must be an absolute path"),
+        "{s}"
+    );
+    let (code, s) = check("api_cert = \"/c.pem\"\napi_key = \"/k.pem\"\n");
+    assert_eq!(code, Some(0), "{s}");
+}
+
+/// The operator's own certificate (`api_cert`, `api_key`) is the one served, and its
+/// fingerprint the one `bulkhead status` shows.
+#[test]
+fn the_operators_certificate_is_served() {
+    require_root!();
+    common::require_root_and(&["openssl"]);
+    let l = Lab::start_with("own", |d| {
+        let o = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args(["-nodes", "-subj", "/CN=gw.example", "-days", "2", "-keyout"])
+            .arg(d.join("k.pem"))
+            .arg("-out")
+            .arg(d.join("c.pem"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", out(&o));
+        format!(
+            "api_cert = \"{}\"\napi_key = \"{}\"\n",
+            d.join("c.pem").display(),
+            d.join("k.pem").display()
+        )
+    });
+    let o = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(l.dir.path().join("c.pem"))
+        .output()
+        .unwrap();
+    let want = out(&o).trim().rsplit('=').next().unwrap().to_string();
+    let st = out(&l.cli(&["status"]));
+    assert!(
+        st.contains(&format!("certificate SHA-256 {want}")),
+        "{want}\n{st}"
+    );
+    assert!(!l.state.join("api/cert.pem").exists(), "nothing generated");
+    // and a client sees that certificate
+    let o = l.mgmt.run(&[
+        "bash",
+        "-c",
+        "openssl s_client -connect 198.18.81.1:8443 </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256",
+    ]);
+    assert!(out(&o).contains(&want), "{}", out(&o));
 }

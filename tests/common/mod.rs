@@ -59,6 +59,7 @@ pub fn tool_source(tool: &str) -> (&'static str, &'static str) {
         "logger" => ("bsdutils", "tools/setup syslog"),
         "ip" | "ss" => ("iproute2", "tools/setup"),
         "curl" => ("curl", "tools/setup"),
+        "openssl" => ("openssl", "tools/setup"),
         "python3" => ("python3", "tools/setup"),
         "nft" => ("nftables", "tools/setup"),
         "iptables" | "iptables-restore" | "iptables-save" => ("iptables", "tools/setup"),
