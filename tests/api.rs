@@ -457,6 +457,21 @@ fn the_api_listens_on_the_management_address_only() {
         let (code, b) = l.curl(&l.lan, Some(&t), &["-m", "3", &url]);
         assert_eq!(code, 0, "{url} answered from the client segment: {b}");
     }
+    // failed attempts are limited per source: after 10 wrong tokens even the right one waits
+    for i in 0..10 {
+        let (code, _) = l.curl(
+            &l.mgmt,
+            Some(&format!("bh_guess{i}")),
+            &[&api("/api/v1/status")],
+        );
+        assert_eq!(code, 401);
+    }
+    let (code, b) = l.curl(&l.mgmt, Some(&t), &[&api("/api/v1/status")]);
+    assert_eq!(code, 429, "{b}");
+    assert!(
+        b.contains("too many failed attempts from 198.18.81.50"),
+        "{b}"
+    );
 }
 
 /// A remote apply through `bulkhead --remote` with its confirm window left to expire, and
