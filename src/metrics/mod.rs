@@ -540,6 +540,31 @@ pub fn encode_snapshot(s: &Snapshot) -> String {
         out.clear();
         let _ = writeln!(out, "# EOF");
     }
+    sort_samples(&out)
+}
+
+/// The samples of each metric in label order (the registry keeps them in no order), so
+/// that two texts compare line by line.
+fn sort_samples(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut run: Vec<&str> = Vec::new();
+    let flush = |run: &mut Vec<&str>, out: &mut String| {
+        run.sort_unstable();
+        for l in run.drain(..) {
+            out.push_str(l);
+            out.push('\n');
+        }
+    };
+    for line in text.lines() {
+        if line.starts_with('#') {
+            flush(&mut run, &mut out);
+            out.push_str(line);
+            out.push('\n');
+        } else {
+            run.push(line);
+        }
+    }
+    flush(&mut run, &mut out);
     out
 }
 
