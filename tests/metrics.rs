@@ -351,3 +351,153 @@ fn a_lease_raises_pool_used_and_the_request_counter() {
         assert!(n.is_some_and(|n| n >= 1.0), "{dir} {kind}: {n:?}\n{after}");
     }
 }
+
+/// A PromQL query against the Prometheus server at `addr` in the gateway's namespace (with
+/// busybox wget there): the values of the result vector.
+fn promql(lab: &Lab, addr: &str, query: &str) -> Result<Vec<f64>, String> {
+    let enc: String = query
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let o = lab
+        .gw
+        .cmd(&["busybox", "wget", "-q", "-O", "-"])
+        .arg(format!("http://{addr}/api/v1/query?query={enc}"))
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !o.status.success() {
+        return Err(format!(
+            "query failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).map_err(|e| e.to_string())?;
+    let res = v["data"]["result"]
+        .as_array()
+        .ok_or_else(|| format!("no result: {v}"))?;
+    Ok(res
+        .iter()
+        .filter_map(|r| r["value"][1].as_str()?.parse().ok())
+        .collect())
+}
+
+/// A real Prometheus server scrapes the daemon's metrics (served live by `bulkhead metrics`
+/// behind busybox httpd's CGI; the HTTPS `/metrics` of the API serves the same text) and a
+/// PromQL query of a rule's counter rises after traffic through that rule.
+#[test]
+fn prometheus_scrapes_the_metrics_and_sees_a_rule_counter_rise() {
+    common::require_root_and(&["prometheus"]);
+    let mut lab = Lab::start("mts");
+    lab.office
+        .ok(&["ip", "addr", "add", "198.18.81.10/24", "dev", "eth0"]);
+    lab.office
+        .ok(&["ip", "route", "add", "default", "via", "198.18.81.1"]);
+    let listener = lab
+        .printer
+        .cmd(&["nc", "-lk", "198.18.82.10", "9100"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    lab.others.push(listener);
+
+    // the exporter: every scrape runs `bulkhead metrics` against the daemon
+    let www = lab.dir.path().join("www");
+    std::fs::create_dir_all(www.join("cgi-bin")).unwrap();
+    let cgi = www.join("cgi-bin/metrics");
+    std::fs::write(
+        &cgi,
+        format!(
+            "#!/bin/sh\nprintf 'Content-Type: text/plain; version=0.0.4\\r\\n\\r\\n'\nexec {BIN} --state-dir {} metrics\n",
+            lab.state.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&cgi, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let httpd = lab
+        .gw
+        .cmd(&["busybox", "httpd", "-f", "-p", "127.0.0.1:9199", "-h"])
+        .arg(&www)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    lab.others.push(httpd);
+
+    let prom_cfg = lab.dir.path().join("prometheus.yml");
+    std::fs::write(
+        &prom_cfg,
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: bulkhead\n    metrics_path: /cgi-bin/metrics\n    static_configs:\n      - targets: ['127.0.0.1:9199']\n",
+    )
+    .unwrap();
+    let prom_log = std::fs::File::create(lab.dir.path().join("prometheus.log")).unwrap();
+    let prom = lab
+        .gw
+        .cmd(&["prometheus"])
+        .arg(format!("--config.file={}", prom_cfg.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            lab.dir.path().join("tsdb").display()
+        ))
+        .arg("--web.listen-address=127.0.0.1:9190")
+        .stdout(prom_log.try_clone().unwrap())
+        .stderr(prom_log)
+        .spawn()
+        .unwrap();
+    lab.others.push(prom);
+    let prom_said = || {
+        std::fs::read_to_string(lab.dir.path().join("prometheus.log"))
+            .unwrap_or_default()
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let addr = "127.0.0.1:9190";
+    wait_for(
+        "Prometheus scrapes the gateway",
+        Duration::from_secs(60),
+        || promql(&lab, addr, "up{job=\"bulkhead\"}").is_ok_and(|v| v == [1.0]),
+        prom_said,
+    );
+    let q = "bulkhead_rule_packets_total{rule=\"office-print\",chain=\"forward\"}";
+    let mut v0 = Vec::new();
+    wait_for(
+        "the rule's counter is in Prometheus",
+        Duration::from_secs(30),
+        || {
+            v0 = promql(&lab, addr, q).unwrap_or_default();
+            v0.len() == 1
+        },
+        prom_said,
+    );
+    let mut connected = false;
+    for _ in 0..50 {
+        if lab
+            .office
+            .run(&["nc", "-z", "-w", "2", "198.18.82.10", "9100"])
+            .status
+            .success()
+        {
+            connected = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(connected, "office could not reach the printer on 9100");
+    wait_for(
+        "the rule's counter rises in Prometheus",
+        Duration::from_secs(30),
+        || promql(&lab, addr, q).is_ok_and(|v| v.len() == 1 && v[0] > v0[0]),
+        prom_said,
+    );
+    // the whole text was taken in
+    let up = promql(&lab, addr, "scrape_samples_scraped{job=\"bulkhead\"}").unwrap();
+    assert!(up.first().is_some_and(|n| *n > 50.0), "{up:?}");
+}
