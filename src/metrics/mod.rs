@@ -514,12 +514,12 @@ pub fn encode_snapshot(s: &Snapshot) -> String {
     if let Some(la) = &st.last_apply {
         let at = b.gauge(
             "last_apply_timestamp_seconds",
-            "Unix time of the last apply attempt (start, reload, apply, confirm, rollback, repair)",
+            "Unix time of the last apply attempt (apply, reload, rollback or repair of drift)",
         );
         set(&at, &[], la.at);
         let ok = b.gauge(
             "last_apply_success",
-            "1 when the last apply attempt succeeded, 0 when it failed; label what: which kind of apply it was",
+            "1 when the last apply attempt succeeded, 0 when it failed; label what: apply, reload, rollback or repair",
         );
         set(&ok, &[("what", &la.what)], u64::from(la.ok));
         let ch = b.gauge(
