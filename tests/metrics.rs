@@ -501,3 +501,54 @@ fn prometheus_scrapes_the_metrics_and_sees_a_rule_counter_rise() {
     let up = promql(&lab, addr, "scrape_samples_scraped{job=\"bulkhead\"}").unwrap();
     assert!(up.first().is_some_and(|n| *n > 50.0), "{up:?}");
 }
+
+/// Every query of docs/grafana-dashboard.json is PromQL that promtool accepts (as recording
+/// rules, with the dashboard's variables filled in).
+#[test]
+fn the_dashboard_queries_parse() {
+    assert!(
+        common::have_tool("promtool"),
+        "needs promtool: install prometheus (tools/setup)"
+    );
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(common::root().join("docs/grafana-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let mut exprs = Vec::new();
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            exprs.push(
+                t["expr"]
+                    .as_str()
+                    .unwrap()
+                    .replace("$gateway", ".*")
+                    .replace("$__rate_interval", "1m"),
+            );
+        }
+    }
+    assert!(exprs.len() > 20, "{exprs:?}");
+    let rules: Vec<serde_json::Value> = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| serde_json::json!({"record": format!("dashboard:query{i}"), "expr": e}))
+        .collect();
+    let dir = common::TempDir::new("mtq");
+    // JSON is YAML
+    let file = dir.path().join("rules.yml");
+    std::fs::write(
+        &file,
+        serde_json::json!({"groups": [{"name": "dashboard", "rules": rules}]}).to_string(),
+    )
+    .unwrap();
+    let o = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "promtool check rules: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

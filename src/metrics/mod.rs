@@ -633,7 +633,12 @@ mod tests {
                 interface: "eth1.10".into(),
                 role: "segment".into(),
                 segment: "office".into(),
-                stats: vec![("rx_bytes", 1000), ("tx_packets", 4)],
+                stats: vec![
+                    ("rx_bytes", 1000),
+                    ("tx_packets", 4),
+                    ("rx_errors", 0),
+                    ("tx_dropped", 0),
+                ],
             }],
         }
     }
@@ -660,6 +665,79 @@ mod tests {
             assert!(t.lines().any(|l| l == line), "{line} missing from:\n{t}");
         }
         assert!(t.ends_with("# EOF\n"), "{t}");
+    }
+
+    /// The metric names of a text, with a counter's `_total`.
+    fn names(classic_text: &str) -> std::collections::BTreeSet<String> {
+        classic_text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The metric names in backticks in `text` (docs, dashboard expressions).
+    fn mentioned(text: &str) -> std::collections::BTreeSet<String> {
+        let mut v = std::collections::BTreeSet::new();
+        let mut rest = text;
+        while let Some(i) = rest.find("bulkhead_") {
+            let n: String = rest[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[i + n.len()..];
+            v.insert(n);
+        }
+        v
+    }
+
+    #[test]
+    fn docs_and_dashboard_name_exactly_the_metrics_written() {
+        let mut s = snapshot();
+        s.log_targets = vec![crate::logship::ship::TargetStatus {
+            name: "siem".into(),
+            addr: "198.18.0.9:514".into(),
+            transport: "tcp".into(),
+            connected: true,
+            sent: 10,
+            spooled: 2,
+            dropped: 0,
+            discarded: 0,
+            resent: 1,
+            spool_frames: 0,
+            spool_bytes: 0,
+            errors: 1,
+            in_flight: 0,
+            last_error: None,
+        }];
+        s.status.pending_confirm = Some(crate::supervisor::gateway::Pending {
+            entry: 5,
+            deadline: 1_700_000_060,
+            promote: None,
+            restore: None,
+            keys: vec![],
+        });
+        let written = names(&classic(&encode_snapshot(&s)));
+        let root = env!("CARGO_MANIFEST_DIR");
+        let docs = std::fs::read_to_string(format!("{root}/docs/metrics.md")).unwrap();
+        // `bulkhead_rule_*` and the like name groups, not metrics
+        let documented: std::collections::BTreeSet<String> = mentioned(&docs)
+            .into_iter()
+            .filter(|n| !n.ends_with('_'))
+            .collect();
+        assert_eq!(documented, written, "docs/metrics.md vs the text");
+        let dash = std::fs::read_to_string(format!("{root}/docs/grafana-dashboard.json")).unwrap();
+        let _: serde_json::Value = serde_json::from_str(&dash).expect("the dashboard is JSON");
+        let used: std::collections::BTreeSet<String> = mentioned(&dash)
+            .into_iter()
+            .filter(|n| !n.ends_with('_'))
+            .collect();
+        let unknown: Vec<_> = used.difference(&written).collect();
+        assert!(
+            unknown.is_empty(),
+            "the dashboard uses unknown metrics: {unknown:?}"
+        );
     }
 
     #[test]
