@@ -98,7 +98,7 @@ impl Lab {
 
     /// A lab whose config gets `extra(dir)` in its `[management]` section.
     fn start_with(tag: &str, extra: impl FnOnce(&std::path::Path) -> String) -> Lab {
-        common::require_root_and(&["ip", "nft", "curl", "ss", "busybox", "python3"]);
+        common::require_root_and(&["ip", "nft", "curl", "ss", "busybox", "python3", "promtool"]);
         let gw = common::Netns::new(&format!("api{tag}"));
         let mk = |dev: &str, client: &common::Netns, addr: Option<&str>, via: Option<&str>| {
             let peer = format!("{dev}p");
@@ -435,7 +435,19 @@ fn tokens_guard_the_api_a_set_change_opens_a_flow_and_is_audited() {
     assert_eq!(code, 200);
     assert!(b.contains("/sets/{group}"), "{b}");
     assert_eq!(l.curl(&l.mgmt, None, &[&api("/metrics")]).0, 401);
-    assert_eq!(l.curl(&l.mgmt, Some(&read), &[&api("/metrics")]).0, 200);
+    let (code, b) = l.curl(&l.mgmt, Some(&read), &[&api("/metrics")]);
+    assert_eq!(code, 200, "{b}");
+    assert!(b.contains("bulkhead_rule_packets_total{"), "{b}");
+    assert!(b.contains("rule=\"lan-to-web\""), "{b}");
+    // promtool reads it as Prometheus does
+    let m = l.dir.path().join("metrics.txt");
+    std::fs::write(&m, &b).unwrap();
+    let o = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&m).unwrap())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out(&o));
 }
 
 #[test]

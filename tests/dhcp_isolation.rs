@@ -16,21 +16,6 @@ use bulkhead::dhcp::{LeaseState, PoolConfig, serve};
 use dhcproto::v4::{DhcpOption, Flags, Message, MessageType};
 use dhcproto::{Encodable, Encoder};
 
-struct Netns(String);
-
-impl Netns {
-    fn new(name: String) -> Netns {
-        sh(&["ip", "netns", "add", &name]);
-        Netns(name)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
 fn sh(args: &[&str]) -> String {
     let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
     assert!(
@@ -151,20 +136,19 @@ fn send_hostile(ns: &str, iface: &'static str, packets: Vec<Vec<u8>>) -> usize {
 fn guest_host_cannot_reach_the_mgmt_pool_or_its_leases() {
     common::require_root_and(&["busybox"]);
     let tmp = tempfile::tempdir().unwrap();
-    let pid = std::process::id();
-    let srv = Netns::new(format!("bhd-isrv-{pid}"));
-    let cli = Netns::new(format!("bhd-icli-{pid}"));
+    let srv = common::Netns::new("isrv");
+    let cli = common::Netns::new("icli");
     for (s, c, addr) in [
         ("smgmt", "cmgmt", "198.18.40.1/24"),
         ("sguest", "cguest", "198.18.41.1/24"),
     ] {
         sh(&[
-            "ip", "link", "add", s, "netns", &srv.0, "type", "veth", "peer", "name", c, "netns",
-            &cli.0,
+            "ip", "link", "add", s, "netns", &srv.name, "type", "veth", "peer", "name", c, "netns",
+            &cli.name,
         ]);
-        sh(&["ip", "-n", &srv.0, "addr", "add", addr, "dev", s]);
-        sh(&["ip", "-n", &srv.0, "link", "set", s, "up"]);
-        sh(&["ip", "-n", &cli.0, "link", "set", c, "up"]);
+        sh(&["ip", "-n", &srv.name, "addr", "add", addr, "dev", s]);
+        sh(&["ip", "-n", &srv.name, "link", "set", s, "up"]);
+        sh(&["ip", "-n", &cli.name, "link", "set", c, "up"]);
     }
     // A small mgmt pool: three addresses, easy to drain.
     let mgmt = PoolConfig::new(
@@ -184,10 +168,10 @@ fn guest_host_cannot_reach_the_mgmt_pool_or_its_leases() {
     let state = tmp.path().join("state");
     let dhcp_dir = state.join("dhcp");
     let dir = tmp.path().to_path_buf();
-    let ns_path = format!("/var/run/netns/{}", srv.0);
-    let cli_ns = cli.0.clone();
-    let mgmt_mac = mac_of(&cli.0, "cmgmt");
-    let guest_mac = mac_of(&cli.0, "cguest");
+    let ns_path = format!("/var/run/netns/{}", srv.name);
+    let cli_ns = cli.name.clone();
+    let mgmt_mac = mac_of(&cli.name, "cmgmt");
+    let guest_mac = mac_of(&cli.name, "cguest");
     std::thread::spawn(move || {
         let f = std::fs::File::open(&ns_path).unwrap();
         // SAFETY: setns on a valid namespace fd; affects only this thread.

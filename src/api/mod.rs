@@ -90,9 +90,3 @@ pub fn spawn(
     let st = routes::AppState::new(state_dir.to_path_buf(), config.to_path_buf(), submit, lab);
     tokio::spawn(server::run(rx, st));
 }
-
-/// The Prometheus text served at `GET /metrics`.
-// METRICS HOOK: becomes `crate::metrics::render()` once the metrics module is merged.
-pub fn metrics_text() -> String {
-    "# bulkhead: the metrics module is not built into this binary yet\n".to_string()
-}

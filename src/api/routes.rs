@@ -625,19 +625,24 @@ async fn openapi(State(st): St, ConnectInfo(p): Peer, h: HeaderMap) -> Res<Respo
 
 async fn metrics(State(st): St, ConnectInfo(p): Peer, h: HeaderMap) -> Res<Response> {
     let who = authorize(&st, p, &h, None)?;
-    let (content_type, text) = metrics_body(&st, who).await?;
-    Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())
-}
-
-/// The metrics text and its content type.
-// METRICS HOOK: once the metrics module (`crate::metrics`, with `Request::Metrics` answered
-// by the engine) is merged, this becomes:
-//     let resp = st.submit.call(Request::Metrics, who).await.map_err(..503..)?;
-//     let text = crate::metrics::from_response(&resp).map_err(..500..)?;
-//     Ok((crate::metrics::CLASSIC_CONTENT_TYPE, crate::metrics::classic(&text)))
-async fn metrics_body(_st: &AppState, _who: Who) -> Res<(&'static str, String)> {
-    Ok((
-        "text/plain; version=0.0.4; charset=utf-8",
-        super::metrics_text(),
-    ))
+    // a scraper that asks for OpenMetrics gets it; anyone else the Prometheus text 0.0.4
+    let openmetrics = h
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    let resp =
+        st.submit.call(Request::Metrics, who).await.map_err(|_| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping")
+        })?;
+    let text = crate::metrics::from_response(&resp)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    Ok(if openmetrics {
+        ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, crate::metrics::CLASSIC_CONTENT_TYPE)],
+            crate::metrics::classic(&text),
+        )
+            .into_response()
+    })
 }

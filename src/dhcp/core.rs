@@ -122,6 +122,9 @@ pub struct Outcome {
     /// The pool was exhausted and this call decided to log it (at most
     /// once per [`EXHAUSTION_LOG_INTERVAL`] per segment).
     pub exhaustion_logged: bool,
+    /// The type of the received message, when it was decoded far enough to
+    /// have one (answered or not).
+    pub received: Option<MessageType>,
 }
 
 #[derive(Debug, Clone)]
@@ -404,6 +407,20 @@ impl Server {
     }
 
     fn handle(
+        &mut self,
+        now: u64,
+        rx: &RxInfo,
+        msg: &Message,
+        relay_info: Option<DhcpOption>,
+    ) -> Outcome {
+        let mut o = self.handle_typed(now, rx, msg, relay_info);
+        if let Some(DhcpOption::MessageType(mt)) = msg.opts().get(OptionCode::MessageType) {
+            o.received = Some(*mt);
+        }
+        o
+    }
+
+    fn handle_typed(
         &mut self,
         now: u64,
         rx: &RxInfo,
