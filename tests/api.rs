@@ -6,6 +6,9 @@
 //!   the change (`POST sets/{group}`) opens a flow for real; changes are audit events;
 //! - the API listens only on the management address: `ss` shows it there, and from the client
 //!   segment its port does not answer;
+//! - a real Prometheus server in the management client's namespace scrapes `/metrics` over
+//!   HTTPS with a bearer token, trusting the generated certificate, and a PromQL query of a
+//!   rule's counter rises after traffic through the rule;
 //! - `bulkhead --remote`: an apply with a confirm window that is not confirmed rolls back; an
 //!   apply that would lock out management is refused with `check`'s diagnostics;
 //! - bad input: malformed JSON 400, a 100 MiB body 413 without the daemon's memory growing,
@@ -484,6 +487,160 @@ fn the_api_listens_on_the_management_address_only() {
         b.contains("too many failed attempts from 198.18.81.50"),
         "{b}"
     );
+}
+
+/// A PromQL query against the Prometheus server at `addr` in namespace `ns` (busybox wget):
+/// the values of the result vector.
+fn promql(ns: &common::Netns, addr: &str, query: &str) -> Result<Vec<f64>, String> {
+    let enc: String = query
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let o = ns
+        .cmd(&["busybox", "wget", "-q", "-O", "-"])
+        .arg(format!("http://{addr}/api/v1/query?query={enc}"))
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !o.status.success() {
+        return Err(format!("query failed: {}", out(&o)));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).map_err(|e| e.to_string())?;
+    let res = v["data"]["result"]
+        .as_array()
+        .ok_or_else(|| format!("no result: {v}"))?;
+    Ok(res
+        .iter()
+        .filter_map(|r| r["value"][1].as_str()?.parse().ok())
+        .collect())
+}
+
+/// A child process killed (by its pid) and reaped when the test ends, however it ends.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A real Prometheus server in the management client's namespace scrapes
+/// `https://198.18.81.1:8443/metrics` with a bearer token (`credentials_file`), trusting only
+/// the certificate the daemon generated in its state directory (`tls_config.ca_file`, so the
+/// name and the chain are verified for real), and a PromQL query of a rule's packet counter
+/// rises after traffic through that rule.
+#[test]
+fn prometheus_in_the_management_segment_scrapes_with_a_token_and_sees_a_rule_counter_rise() {
+    common::require_root_and(&["prometheus"]);
+    let l = Lab::start("prom");
+    let token = l.token("prometheus", "read");
+    let tok_file = l.dir.path().join("prometheus.token");
+    std::fs::write(&tok_file, &token).unwrap();
+    let (cert, _) = bulkhead::api::server::cert_paths(&l.state);
+    assert!(
+        cert.exists(),
+        "no generated certificate at {}",
+        cert.display()
+    );
+
+    // the web server behind the rule lan-to-web
+    l.srv
+        .ok(&["ip", "addr", "add", "198.18.83.10/24", "dev", "eth0"]);
+    let listen = "import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('198.18.83.10', 80))\ns.listen(64)\nwhile True:\n    s.accept()[0].close()\n";
+    let _server = Reaped(
+        l.srv
+            .cmd(&["python3", "-c", listen])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+
+    let prom_cfg = l.dir.path().join("prometheus.yml");
+    std::fs::write(
+        &prom_cfg,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: bulkhead\n    scheme: https\n    metrics_path: /metrics\n    authorization:\n      type: Bearer\n      credentials_file: {}\n    tls_config:\n      ca_file: {}\n    static_configs:\n      - targets: ['198.18.81.1:8443']\n",
+            tok_file.display(),
+            cert.display()
+        ),
+    )
+    .unwrap();
+    let prom_log = l.dir.path().join("prometheus.log");
+    let log_file = std::fs::File::create(&prom_log).unwrap();
+    let _prom = Reaped(
+        l.mgmt
+            .cmd(&["prometheus"])
+            .arg(format!("--config.file={}", prom_cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                l.dir.path().join("tsdb").display()
+            ))
+            .arg("--web.listen-address=127.0.0.1:9190")
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .unwrap(),
+    );
+    let said = || {
+        let s = std::fs::read_to_string(&prom_log).unwrap_or_default();
+        let tail: Vec<&str> = s.lines().rev().take(30).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    };
+    let addr = "127.0.0.1:9190";
+    let until = |what: &str, limit: Duration, f: &mut dyn FnMut() -> bool| {
+        let t0 = Instant::now();
+        while !f() {
+            assert!(
+                t0.elapsed() < limit,
+                "{what}: not within {limit:?}\nprometheus:\n{}\ndaemon:\n{}",
+                said(),
+                l.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    // the scrape succeeds over HTTPS with the token (up is 0 on a TLS or 401 failure)
+    until(
+        "Prometheus scrapes the gateway",
+        Duration::from_secs(60),
+        &mut || promql(&l.mgmt, addr, "up{job=\"bulkhead\"}").is_ok_and(|v| v == [1.0]),
+    );
+    let q = "bulkhead_rule_packets_total{rule=\"lan-to-web\",chain=\"forward\"}";
+    let mut v0 = Vec::new();
+    until(
+        "the rule's counter is in Prometheus",
+        Duration::from_secs(30),
+        &mut || {
+            v0 = promql(&l.mgmt, addr, q).unwrap_or_default();
+            v0.len() == 1
+        },
+    );
+    let mut connected = false;
+    for _ in 0..30 {
+        if l.lan_reaches_web() {
+            connected = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        connected,
+        "the lan client could not reach the web server on 80"
+    );
+    until(
+        "the rule's counter rises in Prometheus",
+        Duration::from_secs(30),
+        &mut || promql(&l.mgmt, addr, q).is_ok_and(|v| v.len() == 1 && v[0] > v0[0]),
+    );
+    // the whole text was taken in
+    let n = promql(&l.mgmt, addr, "scrape_samples_scraped{job=\"bulkhead\"}").unwrap();
+    assert!(n.first().is_some_and(|n| *n > 50.0), "{n:?}");
 }
 
 /// A remote apply through `bulkhead --remote` with its confirm window left to expire, and
