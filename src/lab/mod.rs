@@ -667,6 +667,11 @@ impl Lab {
         let serial = format!("file:{}", console.display());
         let uplink_spec = format!("tap:{up_tap}");
         let disk = vm.disk.as_ref().map(|d| d.to_string_lossy().into_owned());
+        // a test image (image/build --test) answers commands on a control socket
+        // (tests/vm/guestctl.py); a release image has no agent, so none is offered to it
+        let test_image = std::fs::read_to_string(vm.image_out.join("manifest.txt"))
+            .is_ok_and(|m| m.lines().any(|l| l == "variant test"));
+        let ctl = test_image.then(|| self.dir.join("ctl.sock").to_string_lossy().into_owned());
         self.spawn_here(
             st,
             &[
@@ -688,6 +693,7 @@ impl Lab {
             ]
             .into_iter()
             .chain(disk.iter().flat_map(|d| ["--disk", d.as_str()]))
+            .chain(ctl.iter().flat_map(|c| ["--ctl", c.as_str()]))
             .collect::<Vec<_>>(),
             "qemu.log",
         )?;

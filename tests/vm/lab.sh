@@ -5,7 +5,10 @@
 # takes its address by DHCP from the lab's internet router. Then the lab's policy matrix is
 # opened for real across the VLANs: every allowed flow, a sample of denied ones, SSH to the
 # gateway (it answers only from the management VLAN) and internet flows, which must arrive
-# masqueraded as the uplink address. Needs root and a built image (image/build).
+# masqueraded as the uplink address. After a reboot on the same disk: SSH and the HTTPS
+# management API (8443) answer from the management VLAN only, and the guest listens for the API
+# on the management address only (netstat over the test image's control socket). Needs root and
+# a built test image (image/build --test).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -86,3 +89,38 @@ if ip netns exec "bhl-$NAME-c-internal" env HOME="$TMP" timeout 10 dbclient -y -
   echo "FAIL: SSH to the management address answered from the internal VLAN"; exit 1
 fi
 echo "PASS: no SSH from the internal VLAN (neither its gateway address nor the management one)"
+
+# the HTTPS management API (api_port = 8443 in the shipped config) answers on the management
+# VLAN only, and the guest listens on the management address only
+for i in $(seq 60); do
+  grep -q "management API on https://192.168.100.1:8443" "$con" && break; sleep 1
+done
+api_code() {  # NS URL [CURL ARGS]: the HTTP status, 000 when nothing answered
+  local ns=$1 url=$2; shift 2
+  ip netns exec "$ns" curl -sk -o /dev/null -w '%{http_code}' -m 5 "$@" "$url" || true
+}
+code=$(api_code "bhl-$NAME-c-mgmt" https://192.168.100.1:8443/api/v1/status)
+[ "$code" = 401 ] || {
+  grep -iE "api|8443" "$con" | tail -20
+  echo "FAIL: the API from the management VLAN without a token gave $code, not 401"; exit 1
+}
+ctl=/run/bulkhead-lab/$NAME/ctl.sock
+tok=$(python3 "$HERE/guestctl.py" --timeout 60 "$ctl" 'bulkhead api-token add lab --role read 2>/dev/null' |
+  grep -o 'bh_[A-Za-z0-9_-]*' | head -1) || true
+[ -n "$tok" ] || { echo "FAIL: bulkhead api-token add in the guest gave no token"; exit 1; }
+code=$(api_code "bhl-$NAME-c-mgmt" https://192.168.100.1:8443/api/v1/status -H "Authorization: Bearer $tok")
+[ "$code" = 200 ] || { echo "FAIL: the API from the management VLAN with a token gave $code, not 200"; exit 1; }
+echo "PASS: the API answers on the management VLAN (401 without a token, 200 with one)"
+for seg in internal:192.168.20.1 guest:192.168.200.1; do
+  ns=bhl-$NAME-c-${seg%%:*}
+  for addr in "${seg#*:}" 192.168.100.1; do
+    code=$(api_code "$ns" "https://$addr:8443/api/v1/status" -H "Authorization: Bearer $tok")
+    [ "$code" = 000 ] || { echo "FAIL: the API at $addr:8443 answered $code on the ${seg%%:*} VLAN"; exit 1; }
+  done
+done
+echo "PASS: from the internal and guest VLANs the API port answers at neither the segment's gateway address nor the management one"
+listen=$(python3 "$HERE/guestctl.py" --timeout 60 "$ctl" 'netstat -ltn' | grep ':8443 ') || true
+[ "$(grep -c . <<<"$listen")" = 1 ] && grep -qE ' 192\.168\.100\.1:8443 ' <<<"$listen" || {
+  echo "$listen"; echo "FAIL: the guest's listener on 8443 is not the management address alone"; exit 1
+}
+echo "PASS: in the guest, netstat shows the API listening on 192.168.100.1:8443 only"
