@@ -3,7 +3,8 @@
 //! real nftables ruleset between them.
 //!
 //! - tokens: 200 with one, 401 without or with a wrong one, 403 for a read token on a change;
-//!   the change (`POST sets/{group}`) opens a flow for real; changes are audit events;
+//!   the change (`POST sets/{group}`) opens a flow for real; changes are audit events, so are
+//!   `api-token add`/`del` (through the control socket, as the local user);
 //! - the API listens only on the management address: `ss` shows it there, and from the client
 //!   segment its port does not answer;
 //! - a real Prometheus server in the management client's namespace scrapes `/metrics` over
@@ -487,6 +488,56 @@ fn the_api_listens_on_the_management_address_only() {
         b.contains("too many failed attempts from 198.18.81.50"),
         "{b}"
     );
+}
+
+/// `bulkhead api-token add` and `del` run in the CLI's process, beside the daemon: with a daemon
+/// running, each is an audit event of the local user (through the control socket), the
+/// refused one too.
+#[test]
+fn api_token_changes_are_audit_events_of_the_local_user() {
+    require_root!();
+    let l = Lab::start("aud");
+    let read = l.token("grafana", "read");
+    l.token("ci", "admin");
+    let o = l.cli(&["api-token", "del", "ci"]);
+    assert!(o.status.success(), "{}", out(&o));
+    let o = l.cli(&["api-token", "del", "nobody"]);
+    assert!(!o.status.success(), "{}", out(&o));
+
+    let (code, b) = l.curl(&l.mgmt, Some(&read), &[&api("/api/v1/events")]);
+    assert_eq!(code, 200, "{b}");
+    let evs: Vec<serde_json::Value> = serde_json::from_str(&b).unwrap();
+    let audit: Vec<&serde_json::Value> = evs.iter().filter(|e| e["kind"] == "audit").collect();
+    let has = |what: &str, result: &str| {
+        audit.iter().any(|e| {
+            let f = |k: &str| {
+                e["fields"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|p| p[0] == k)
+                    .map(|p| p[1].as_str().unwrap().to_string())
+                    .unwrap_or_default()
+            };
+            f("who").starts_with("uid 0")
+                && f("via") == "control-socket"
+                && f("what") == what
+                && f("result") == result
+        })
+    };
+    for (what, result) in [
+        ("api-token add grafana --role read", "ok"),
+        ("api-token add ci --role admin", "ok"),
+        ("api-token del ci", "ok"),
+        ("api-token del nobody", "failed"),
+    ] {
+        assert!(
+            has(what, result),
+            "no audit event {what}: {result}\n{audit:#?}"
+        );
+    }
+    // the token itself is never in the trail
+    assert!(!b.contains(&read), "{b}");
 }
 
 /// A PromQL query against the Prometheus server at `addr` in namespace `ns` (busybox wget):

@@ -31,7 +31,13 @@ pub fn run(g: &Global, command: ApiTokenCommand) -> Result<ExitCode, CliError> {
     let mut out = std::io::stdout().lock();
     match command {
         ApiTokenCommand::Add { name, role } => {
-            let t = auth::add(&state_dir, &name, role).map_err(CliError::Usage)?;
+            let r = auth::add(&state_dir, &name, role);
+            audit(
+                &state_dir,
+                format!("api-token add {name} --role {}", role.name()),
+                r.as_ref().err(),
+            );
+            let t = r.map_err(CliError::Usage)?;
             writeln!(out, "{t}")?;
             eprintln!(
                 "token `{name}` ({}) made: it is shown this once; send it as `Authorization: Bearer TOKEN`",
@@ -53,9 +59,34 @@ pub fn run(g: &Global, command: ApiTokenCommand) -> Result<ExitCode, CliError> {
             writeln!(out, "{} tokens", v.len())?;
         }
         ApiTokenCommand::Del { name } => {
-            auth::del(&state_dir, &name).map_err(CliError::Usage)?;
+            let r = auth::del(&state_dir, &name);
+            audit(
+                &state_dir,
+                format!("api-token del {name}"),
+                r.as_ref().err(),
+            );
+            r.map_err(CliError::Usage)?;
             writeln!(out, "deleted token `{name}`")?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The change as an audit event of this user, through the running daemon's control socket
+/// (which ships it like every event). Without a daemon there is no event stream to add it to:
+/// nothing is recorded. A daemon that cannot be reached is reported, the change stands.
+fn audit(state_dir: &std::path::Path, what: String, error: Option<&String>) {
+    let req = crate::control::Request::Audit {
+        what,
+        error: error.cloned(),
+    };
+    match crate::control::call(state_dir, &req, std::time::Duration::from_secs(10)) {
+        None => {}
+        Some(Ok(r)) if r.ok => {}
+        Some(Ok(r)) => eprintln!(
+            "warning: the change was not audited: the daemon: {}",
+            r.error.unwrap_or_default()
+        ),
+        Some(Err(e)) => eprintln!("warning: the change was not audited: the daemon: {e}"),
+    }
 }

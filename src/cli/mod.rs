@@ -888,6 +888,7 @@ fn ops(g: &Global, command: Command) -> Result<ExitCode, CliError> {
                 Request::Metrics => serde_json::to_value(crate::metrics::render(&gw)),
                 Request::Leases { .. } => unreachable!("handled above"),
                 Request::Logs { .. } => unreachable!("`bulkhead logs` reads the socket itself"),
+                Request::Audit { .. } => unreachable!("`bulkhead api-token` sends it itself"),
             }
             .expect("serializes")
         }

@@ -61,6 +61,14 @@ pub enum Request {
     /// The Prometheus metrics (`crate::metrics::render`): `data` is one string, OpenMetrics
     /// text.
     Metrics,
+    /// Record a change made beside the daemon (`bulkhead api-token add`/`del` edit the state
+    /// directory themselves) as an audit event of the connection's user; `error` when it
+    /// failed. Changes nothing.
+    Audit {
+        what: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

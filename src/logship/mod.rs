@@ -294,6 +294,7 @@ pub fn audit(who: &str, via: &str, req: &crate::control::Request, resp: &crate::
         Request::Rollback => "rollback".into(),
         Request::SetAdd { group, addrs } => format!("set add {group} {}", join_nets(addrs)),
         Request::SetDel { group, addrs } => format!("set del {group} {}", join_nets(addrs)),
+        Request::Audit { what, error } => return audit_event(who, via, what, error.as_deref()),
         _ => return,
     };
     audit_event(who, via, &what, resp.error.as_deref());
