@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # bench/image.sh: the appliance image - boot time under TCG, sizes, the supervisor's memory.
 #
-#   sudo image/build && sudo bench/image.sh      (REPS=3 boots; LEASES=10000)
+#   sudo image/build --test && sudo bench/image.sh      (REPS=3 boots; LEASES=10000)
+#   (the test image in image/out-test: the measurements go through its control channel)
 #
-# 1. Sizes of image/out: initramfs, disk.img (allocated), disk.qcow2, and disk.img
+# 1. Sizes of the image: initramfs, disk.img (allocated), disk.qcow2, and disk.img
 #    compressed with gzip -9 and xz -9 (goal: disk image <= 32 MiB compressed).
 # 2. Boot: REPS boots of the ELF kernel (image/run --mode elf, TCG, 1 vCPU, no disk) with the
 #    shipped config. Timed from qemu's start to the console line `bulkhead: ready`, which
@@ -20,7 +21,7 @@ set -euo pipefail
 need_root
 need qemu-system-x86_64 qemu-system-x86
 need perfdhcp kea-admin
-OUT=${OUT:-$ROOT/image/out}
+OUT=${OUT:-$ROOT/image/out-test}
 LEASES=${LEASES:-10000}
 # leases/s offered to the guest: a TCG guest serves ~70/s at best; above that it drops and
 # the dropped exchanges' outstanding offers slow it down further (see docs/benchmarks.md)
@@ -41,14 +42,14 @@ VM=0 QPID=
 boot() { # MODE [image/run options] -> sets QPID, CON, T0
   VM=$((VM + 1)); CON=$W/vm$VM.console CTL=$W/vm$VM.ctl; : > "$CON"
   T0=$EPOCHREALTIME
-  "$ROOT/image/run" --mode "$1" --serial "file:$CON" --ctl "$CTL" --timeout 600 --no-reboot "${@:2}" > "$W/vm$VM.qemu.log" 2>&1 &
+  "$ROOT/image/run" --out "$OUT" --mode "$1" --serial "file:$CON" --ctl "$CTL" --timeout 600 --no-reboot "${@:2}" > "$W/vm$VM.qemu.log" 2>&1 &
   QPID=$!; BH_PIDS+=("$QPID")
 }
 boot_in_ns() { # NS MODE [options]: the same, qemu inside a namespace (its tap is created there)
   local ns; ns=$(nsname "$1"); shift
   VM=$((VM + 1)); CON=$W/vm$VM.console CTL=$W/vm$VM.ctl; : > "$CON"
   T0=$EPOCHREALTIME
-  ip netns exec "$ns" "$ROOT/image/run" --mode "$1" --serial "file:$CON" --ctl "$CTL" --timeout 900 --no-reboot "${@:2}" > "$W/vm$VM.qemu.log" 2>&1 &
+  ip netns exec "$ns" "$ROOT/image/run" --out "$OUT" --mode "$1" --serial "file:$CON" --ctl "$CTL" --timeout 900 --no-reboot "${@:2}" > "$W/vm$VM.qemu.log" 2>&1 &
   QPID=$!; BH_PIDS+=("$QPID")
 }
 # wait_line REGEX SECS -> seconds since T0 when REGEX first appeared on the console

@@ -206,3 +206,39 @@ fn hostrules_for_a_group_and_unknown_group() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("no group named `nope`"));
 }
+
+#[test]
+fn management_address_with_ssh_port_is_where_dropbear_listens() {
+    // the init starts dropbear on exactly this ADDR:PORT
+    let o = bh(&["-c", &shipped(), "management-address"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let addr = stdout(&o).trim().to_string();
+    assert!(addr.parse::<std::net::Ipv4Addr>().is_ok(), "{addr}");
+    let o = bh(&["-c", &shipped(), "management-address", "--ssh"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), format!("{addr}:22\n"));
+
+    let dir = common::TempDir::new("cli-ssh");
+    let cfg = dir.path().join("ssh.toml");
+    let text = std::fs::read_to_string(shipped()).unwrap();
+    assert!(text.contains("\nssh_port = 22\n"));
+    std::fs::write(
+        &cfg,
+        text.replace("\nssh_port = 22\n", "\nssh_port = 2222\n"),
+    )
+    .unwrap();
+    let o = bh(&["-c", cfg.to_str().unwrap(), "management-address", "--ssh"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), format!("{addr}:2222\n"));
+
+    // a bad port is named with its place, and nothing is printed
+    std::fs::write(
+        &cfg,
+        text.replace("\nssh_port = 22\n", "\nssh_port = 70000\n"),
+    )
+    .unwrap();
+    let o = bh(&["-c", cfg.to_str().unwrap(), "management-address", "--ssh"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(stdout(&o), "");
+    assert!(stderr(&o).contains("management.ssh_port"), "{}", stderr(&o));
+}

@@ -240,7 +240,11 @@ pub enum Command {
         format: Format,
     },
     /// Print the gateway's address on the management segment (for the SSH server).
-    ManagementAddress,
+    ManagementAddress {
+        /// Print ADDR:PORT with the SSH port (`management.ssh_port`): where SSH must listen.
+        #[arg(long)]
+        ssh: bool,
+    },
     /// The lab: the whole site in network namespaces, and proof that the policy holds.
     Lab {
         /// Name of the lab (several can run side by side).
@@ -441,12 +445,17 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 ExitCode::from(1)
             });
         }
-        Command::ManagementAddress => {
+        Command::ManagementAddress { ssh } => {
             let (m, _) = match load(cfg) {
                 Ok(x) => x,
                 Err(code) => return Ok(code),
             };
-            writeln!(stdout, "{}", m.management_segment().gateway)?;
+            let addr = m.management_segment().gateway;
+            if ssh {
+                writeln!(stdout, "{addr}:{}", m.management.ssh_port)?;
+            } else {
+                writeln!(stdout, "{addr}")?;
+            }
         }
         Command::Run => {
             crate::supervisor::run(crate::supervisor::RunOptions {

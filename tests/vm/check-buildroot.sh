@@ -64,6 +64,45 @@ cmd_grub=$(sed -n 's|^linux /vmlinuz ||p' "$BR/board/bulkhead/grub.cfg")
 [ -n "$cmd_mkdisk" ] && [ "$cmd_mkdisk" = "$cmd_grub" ] && ok "GRUB config has the same kernel command line as image/mkdisk" \
   || notok "kernel command line differs: mkdisk '$cmd_mkdisk' grub.cfg '$cmd_grub'"
 
+# ---- release and test images (image/test-only, BR2_BULKHEAD_TEST_BUILD) -------------------
+grep -q '^config BR2_BULKHEAD_TEST_BUILD$' "$BR/Config.in" && ok "Config.in offers BR2_BULKHEAD_TEST_BUILD" \
+  || notok "Config.in lacks BR2_BULKHEAD_TEST_BUILD (the test-image option)"
+grep -qx 'BR2_BULKHEAD_TEST_BUILD=y' "$DEFCONFIG" && notok "the defconfig builds a test image" \
+  || ok "the defconfig builds a release image"
+# run post-build.sh on a stand-in target directory, once per variant
+postbuild() {  # VARIANT -> $PB/target
+  PB=$(mktemp -d); mkdir -p "$PB/target"
+  cp -a "$ROOT/overlay/." "$PB/target/"
+  for f in /usr/sbin/mke2fs /usr/sbin/dropbear /usr/bin/dropbearkey /usr/sbin/ip /usr/sbin/nft; do
+    mkdir -p "$PB/target$(dirname "$f")"; : > "$PB/target$f"
+  done
+  if [ "$1" = test ]; then echo 'BR2_BULKHEAD_TEST_BUILD=y' > "$PB/config"; else echo '# BR2_BULKHEAD_TEST_BUILD is not set' > "$PB/config"; fi
+  BR2_CONFIG=$PB/config BR2_EXTERNAL_BULKHEAD_PATH=$BR sh "$BR/board/bulkhead/post-build.sh" "$PB/target" > "$PB/log" 2>&1
+}
+testonly=$(grep -v '^[[:space:]]*\(#\|$\)' "$ROOT/image/test-only" | awk '{print $1}')
+[ -n "$testonly" ] && ok "image/test-only lists the test-only paths" || notok "image/test-only is empty or missing"
+for variant in release test; do
+  if postbuild "$variant"; then
+    ok "post-build.sh runs ($variant)"
+    grep -qx "BULKHEAD_IMAGE_VARIANT=$variant" "$PB/target/etc/bulkhead/image-release" \
+      && ok "$variant: image-release says BULKHEAD_IMAGE_VARIANT=$variant" || notok "$variant: image-release lacks BULKHEAD_IMAGE_VARIANT=$variant"
+    for p in $testonly; do
+      if [ "$variant" = release ]; then
+        [ -e "$PB/target/$p" ] && notok "release: post-build.sh left /$p" || ok "release: no /$p"
+      else
+        [ -e "$PB/target/$p" ] && ok "test: /$p kept" || notok "test: post-build.sh removed /$p"
+      fi
+    done
+  else
+    notok "post-build.sh failed ($variant):"; sed 's/^/    /' "$PB/log"
+  fi
+  rm -rf "$PB"
+done
+grep -q 'BR2_BULKHEAD_TEST_BUILD' "$BR/board/bulkhead/post-image.sh" && grep -q 'export VARIANT' "$BR/board/bulkhead/post-image.sh" \
+  && ok "post-image.sh passes the variant to image/mkdisk" || notok "post-image.sh does not pass VARIANT to image/mkdisk"
+grep -qx 'set superusers="[a-z]*"' "$BR/board/bulkhead/grub.cfg" && grep -qx 'export superusers' "$BR/board/bulkhead/grub.cfg" \
+  && ok "GRUB config sets superusers (no entry editing, no GRUB shell)" || notok "GRUB config does not lock editing (set superusers)"
+
 # ---- kernel fragment vs. the module list ----------------------------------------------------
 # module name -> Kconfig symbol that builds it
 declare -A SYM=(

@@ -14,14 +14,16 @@ cd "$ROOT"
 BH=${BULKHEAD:-$ROOT/target/x86_64-unknown-linux-gnu/release/bulkhead}
 [ -x "$BH" ] || BH=$ROOT/target/release/bulkhead
 [ -x "$BH" ] || { echo "tests/vm/lab.sh: build bulkhead first (cargo build)"; exit 1; }
-[ -e image/out/vmlinux ] || { echo "tests/vm/lab.sh: no image (run image/build)"; exit 1; }
+# the test image, like every VM test (image/build --test)
+IMG=${OUT:-$ROOT/image/out-test}
+[ -e "$IMG/vmlinux" ] || { echo "tests/vm/lab.sh: no image in $IMG (run image/build --test)"; exit 1; }
 NAME=vm$$
 TMP=$(mktemp -d)
 trap '"$BH" lab --name "$NAME" down >/dev/null 2>&1 || true; rm -rf "$TMP"' EXIT
 # a fresh copy of the disk image: its data partition keeps leases and state across boots
-cp --sparse=always image/out/disk.img "$TMP/disk.img"
+cp --sparse=always "$IMG/disk.img" "$TMP/disk.img"
 t0=$(date +%s.%N)
-"$BH" -c overlay/etc/bulkhead/bulkhead.toml lab --name "$NAME" up --vm --disk "$TMP/disk.img"
+"$BH" -c overlay/etc/bulkhead/bulkhead.toml lab --name "$NAME" up --vm --image-out "$IMG" --disk "$TMP/disk.img"
 t1=$(date +%s.%N)
 awk -v a="$t0" -v b="$t1" 'BEGIN { printf "appliance up and every VLAN client leased in %.1f s\n", b - a }'
 grep -q "created vlan link" "/run/bulkhead-lab/$NAME/console.log"
@@ -53,7 +55,7 @@ debugfs -w -R "write $TMP/id.pub authorized_keys" "$TMP/data.ext4" >/dev/null 2>
 debugfs -R "stat authorized_keys" "$TMP/data.ext4" >/dev/null 2>&1 || { echo "FAIL: debugfs could not write the key"; exit 1; }
 dd if="$TMP/data.ext4" of="$TMP/disk.img" bs=512 seek="$start" conv=notrunc status=none
 rm -f "$TMP/data.ext4"
-"$BH" -c overlay/etc/bulkhead/bulkhead.toml lab --name "$NAME" up --vm --disk "$TMP/disk.img" >/dev/null
+"$BH" -c overlay/etc/bulkhead/bulkhead.toml lab --name "$NAME" up --vm --image-out "$IMG" --disk "$TMP/disk.img" >/dev/null
 con=/run/bulkhead-lab/$NAME/console.log
 grep -q "data partition .* mounted" "$con" || { echo "FAIL: data partition not mounted"; exit 1; }
 loaded=$(sed -n 's/.*lease store loaded leases=\([0-9]*\).*/\1/p' "$con" | head -1)

@@ -7,7 +7,8 @@ set -euo pipefail
 
 VM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$VM_DIR/../.." && pwd)
-OUT=${OUT:-$ROOT/image/out}
+# the test image (image/build --test): the control agent, rctl=1, the fw_cfg command line
+OUT=${OUT:-$ROOT/image/out-test}
 VM_TIMEOUT=${VM_TIMEOUT:-300}         # hard limit for each qemu
 MARKER_TIMEOUT=${MARKER_TIMEOUT:-120}  # boot to init marker
 BHID=$(printf '%04x' $((RANDOM)))
@@ -58,7 +59,9 @@ trap 'exit 130' INT TERM
 require() {
   [ "$(id -u)" = 0 ] || { echo "VM tests need root (netns, tap)" >&2; exit 2; }
   local f
-  for f in "$@"; do [ -f "$OUT/$f" ] || { echo "missing $OUT/$f: run image/build first" >&2; exit 2; }; done
+  for f in "$@"; do [ -f "$OUT/$f" ] || { echo "missing $OUT/$f: run image/build --test first" >&2; exit 2; }; done
+  grep -qx 'variant test' "$OUT/manifest.txt" 2>/dev/null ||
+    { echo "$OUT is not a test image (no 'variant test' in its manifest.txt): run image/build --test" >&2; exit 2; }
   command -v qemu-system-x86_64 >/dev/null || "$ROOT/image/run" --dry-run >/dev/null
   command -v busybox >/dev/null || { echo "busybox is needed on the host (apt-get install busybox-static)" >&2; exit 2; }
 }
@@ -70,7 +73,7 @@ netns_add() { ip netns add "$1"; NETNS+=("$1"); ip -n "$1" link set lo up; }
 start_vm() {
   local name=$1; shift
   : > "$TMP/$name.console"
-  "$ROOT/image/run" --serial "file:$TMP/$name.console" --ctl "$TMP/$name.ctl" \
+  "$ROOT/image/run" --out "$OUT" --serial "file:$TMP/$name.console" --ctl "$TMP/$name.ctl" \
     --timeout "$VM_TIMEOUT" "$@" > "$TMP/$name.qemu.log" 2>&1 &
   PIDS+=($!)
   eval "VMPID_$name=\$!"

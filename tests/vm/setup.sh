@@ -23,7 +23,7 @@ fi
 
 # the console on a socket to type on, its output in $TMP/vm.console as usual
 : > "$TMP/vm.console"
-"$ROOT/image/run" --mode "$MODE" --disk "$TMP/disk.img" \
+"$ROOT/image/run" --out "$OUT" --mode "$MODE" --disk "$TMP/disk.img" \
   --serial "unix:$TMP/vm.serial" --serial-log "$TMP/vm.console" \
   --ctl "$TMP/vm.ctl" --timeout "$VM_TIMEOUT" > "$TMP/vm.qemu.log" 2>&1 &
 PIDS+=($!)

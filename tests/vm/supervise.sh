@@ -19,7 +19,7 @@ while :; do sleep 1; done
 FAKE
 chmod 755 "$TMP/fake-bulkhead"
 log "building an initramfs with the stand-in binary"
-OUT="$TMP/out" BULKHEAD_BIN="$TMP/fake-bulkhead" "$ROOT/image/build" --no-deps --no-cargo --no-disk > "$TMP/build.log" 2>&1 \
+OUT="$TMP/out" BULKHEAD_BIN="$TMP/fake-bulkhead" "$ROOT/image/build" --test --no-deps --no-cargo --no-disk > "$TMP/build.log" 2>&1 \
   || { tail -20 "$TMP/build.log"; notok "image/build with the stand-in"; finish; }
 OUT="$TMP/out"
 
