@@ -1,6 +1,7 @@
 //! The `bulkhead` command line.
 
 pub mod setup;
+pub mod upgrade;
 
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -253,6 +254,10 @@ pub enum Command {
         #[command(subcommand)]
         command: LabCommand,
     },
+    /// A/B firmware upgrade: `upgrade FILE [--reboot]` installs a signed bundle into the
+    /// inactive slot (a bad signature or compatible string: refused, exit 2); `upgrade
+    /// status` shows the slots, their versions, which one booted and the last result.
+    Upgrade(upgrade::UpgradeArgs),
     /// Print a host-based nftables file for one server of a group.
     Hostrules {
         /// The group (role) the server belongs to.
@@ -409,6 +414,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
         Command::Lab { name, command } => return lab(cfg, &name, command),
         Command::Setup(args) => return setup::run(&cli.global, args),
+        Command::Upgrade(args) => return Ok(upgrade::run(args)),
         Command::Logs { follow, format } => return logs(&cli.global, follow, format),
         Command::ShipTest {
             count,

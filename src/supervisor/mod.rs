@@ -356,6 +356,8 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         }
         mark_ready(&state_dir);
         println!("bulkhead: ready");
+        // a slot of an A/B disk is marked good only now (and a pending upgrade settled)
+        crate::upgrade::after_ready();
         let mut tick = tokio::time::interval(opts.check_every);
         loop {
             tokio::select! {
