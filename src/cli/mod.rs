@@ -1,5 +1,6 @@
 //! The `bulkhead` command line.
 
+pub mod backup;
 pub mod setup;
 pub mod upgrade;
 
@@ -258,6 +259,12 @@ pub enum Command {
     /// inactive slot (a bad signature or compatible string: refused, exit 2); `upgrade
     /// status` shows the slots, their versions, which one booted and the last result.
     Upgrade(upgrade::UpgradeArgs),
+    /// One archive of the config, the admin and SSH host keys and the leases (private TLS
+    /// keys only with --with-secrets).
+    Backup(backup::BackupArgs),
+    /// Restore a backup: the config is validated with this firmware before anything is
+    /// touched, then keys and leases are put back and the config applied with commit-confirm.
+    Restore(backup::RestoreArgs),
     /// Print a host-based nftables file for one server of a group.
     Hostrules {
         /// The group (role) the server belongs to.
@@ -415,6 +422,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Lab { name, command } => return lab(cfg, &name, command),
         Command::Setup(args) => return setup::run(&cli.global, args),
         Command::Upgrade(args) => return Ok(upgrade::run(args)),
+        Command::Backup(args) => return backup::backup(&cli.global, args),
+        Command::Restore(args) => return backup::restore(&cli.global, args),
         Command::Logs { follow, format } => return logs(&cli.global, follow, format),
         Command::ShipTest {
             count,

@@ -165,7 +165,7 @@ fn install(file: &Path, reboot: bool) -> ExitCode {
     if reboot {
         println!("bulkhead upgrade: rebooting");
         let _ = std::io::stdout().flush();
-        if let Err(e) = Command::new("reboot").status() {
+        if let Err(e) = Command::new("/sbin/reboot").status() {
             eprintln!("bulkhead upgrade: reboot failed: {e}");
             return ExitCode::from(1);
         }
