@@ -110,7 +110,8 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<usize> {
         let t = e.file_type()?;
         if t.is_dir() {
             n += copy_tree(&e.path(), &to.join(e.file_name()))?;
-        } else if t.is_file() {
+        } else if t.is_file() && !e.file_name().to_string_lossy().ends_with(".lock") {
+            // (lock files belong to the running daemon)
             std::fs::copy(e.path(), to.join(e.file_name()))?;
             n += 1;
         }
