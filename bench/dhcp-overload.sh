@@ -26,7 +26,8 @@ start() { # bulkhead|kea
   if [ "$1" = bulkhead ]; then
     printf '%s\n' '[uplink]' 'interface = "up0"' 'address = "198.18.0.2/30"' '[segments.lan]' \
       'interface = "veth-srv"' 'subnet = "10.0.0.0/8"' 'gateway = "10.0.0.1"' 'management = true' \
-      '[segments.lan.dhcp]' 'ranges = ["10.1.0.0-10.254.255.254"]' 'lease_time = 4000' > "$dir.toml"
+      '[segments.lan.dhcp]' 'ranges = ["10.1.0.0-10.254.255.254"]' 'lease_time = 4000' \
+      'relays = ["10.0.0.2"]' > "$dir.toml"
     bg_in dsrv taskset -c 1 "$BULKHEAD" -c "$dir.toml" --state-dir "$dir" run > "$dir.log" 2>&1
     for _ in $(seq 300); do [ -e "$dir/ready" ] && break; sleep 0.1; done
   else

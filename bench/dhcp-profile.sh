@@ -20,7 +20,8 @@ dir=$W/bulkhead; [ "$STORE" = tmpfs ] && dir=$SHM/bulkhead
 mkdir -p "$dir"
 printf '%s\n' '[uplink]' 'interface = "up0"' 'address = "198.18.0.2/30"' '[segments.lan]' \
   'interface = "veth-srv"' 'subnet = "10.0.0.0/8"' 'gateway = "10.0.0.1"' 'management = true' \
-  '[segments.lan.dhcp]' 'ranges = ["10.1.0.0-10.254.255.254"]' 'lease_time = 4000' > "$W/bh.toml"
+  '[segments.lan.dhcp]' 'ranges = ["10.1.0.0-10.254.255.254"]' 'lease_time = 4000' \
+  'relays = ["10.0.0.2"]' > "$W/bh.toml"
 bg_in dsrv taskset -c 1 "$BULKHEAD" -c "$W/bh.toml" --state-dir "$dir" run > "$W/bh.log" 2>&1
 SRV=$BGPID
 for _ in $(seq 300); do [ -e "$dir/ready" ] && break; sleep 0.1; done

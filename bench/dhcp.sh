@@ -61,6 +61,7 @@ management = true
 [segments.lan.dhcp]
 ranges = ["10.1.0.0-10.254.255.254"]
 lease_time = 4000
+relays = ["10.0.0.2"]
 TOML
       bg_in dsrv taskset -c 1 "$BULKHEAD" -c "$dir.toml" --state-dir "$dir" run > "$dir.log" 2>&1
       SRVPID=$BGPID

@@ -108,6 +108,7 @@ management = true
 [segments.lan.dhcp]
 ranges = ["10.0.1.0-10.0.255.254"]
 lease_time = "12h"
+relays = ["10.0.0.2"]
 TOML
 bulkhead -c /etc/bulkhead/bulkhead.toml check
 SCRIPT

@@ -15,6 +15,7 @@ pub mod dhcp;
 pub mod diag;
 pub mod lab;
 pub mod logship;
+pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod supervisor;

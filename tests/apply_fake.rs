@@ -148,7 +148,12 @@ impl Sysctl for Sys {
                 source: std::io::Error::from(std::io::ErrorKind::NotFound),
             });
         }
-        Ok(w.sysctl.get(key).cloned().unwrap_or_else(|| "0".into()))
+        // the kernel's defaults: IPv6 router advertisements and SLAAC on, the rest off
+        let on = key.ends_with(".accept_ra") || key.ends_with(".autoconf");
+        Ok(w.sysctl
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| if on { "1" } else { "0" }.into()))
     }
     fn write(&self, key: &str, value: &str) -> Result<(), SysctlError> {
         self.0.borrow_mut().sysctl.insert(key.into(), value.into());
@@ -277,12 +282,31 @@ fn order_vlans_and_idempotence_on_the_shipped_config() {
     assert!(s.pos("fw fail-closed") < s.pos("add_vlan eth0.10 10"));
     assert!(s.pos("add_vlan eth0.200 200") < s.pos("sysctl net.ipv4.conf.eth0/10.rp_filter"));
     assert!(s.pos("sysctl net.ipv4.conf.eth0/10.rp_filter") < s.pos("fw full"));
+    // VLANs are created with router advertisements already off (the default.* keys come
+    // first), and each one's own keys are set once it exists, before the full firewall.
+    assert!(s.pos("sysctl net.ipv6.conf.default.accept_ra") < s.pos("add_vlan eth0.10 10"));
+    assert!(s.pos("sysctl net.ipv6.conf.default.autoconf") < s.pos("add_vlan eth0.10 10"));
+    assert!(s.pos("sysctl net.ipv6.conf.eth0.accept_ra") < s.pos("add_vlan eth0.10 10"));
+    for id in [10, 20, 30, 100, 200] {
+        for key in ["accept_ra", "autoconf"] {
+            let k = format!("sysctl net.ipv6.conf.eth0/{id}.{key}");
+            assert!(s.pos("add_vlan eth0.200 200") < s.pos(&k), "{k}");
+            assert!(s.pos(&k) < s.pos("fw full"), "{k}");
+        }
+    }
+    assert!(
+        !s.log
+            .borrow()
+            .iter()
+            .any(|e| e.starts_with("sysctl net.ipv6.conf.eth1.")),
+        "the uplink's IPv6 settings are left to the kernel"
+    );
     assert_eq!(r.generation, Some(1));
     {
         let w = s.world.borrow();
         for (name, id, addr) in [
-            ("eth0.10", 10, "198.18.10.1/24"),
-            ("eth0.100", 100, "198.18.100.1/24"),
+            ("eth0.10", 10, "192.168.10.1/24"),
+            ("eth0.100", 100, "192.168.100.1/24"),
         ] {
             let l = w.links.iter().find(|l| l.name == name).unwrap();
             assert_eq!(l.vlan_id, Some(id));
@@ -312,6 +336,7 @@ fn vlan_id_change_recreates_and_removed_segment_deletes_only_created_links() {
         }
     }
     plan.links.retain(|l| l.name != "eth0.200");
+    plan.sysctls.retain(|s| !s.key.contains(".eth0/200."));
     let r = a.apply(&plan).unwrap();
     let w = s.world.borrow();
     assert_eq!(
@@ -375,7 +400,7 @@ fn diff_on_a_fresh_system_lists_everything_and_changes_nothing() {
     let has = |step: Step, obj: &str| d.changes.iter().any(|c| c.step == step && c.object == obj);
     assert!(has(Step::Sysctls, "net.ipv4.ip_forward"));
     assert!(has(Step::Links, "eth0.30"));
-    assert!(has(Step::Links, "eth0.30/198.18.30.1/24"));
+    assert!(has(Step::Links, "eth0.30/192.168.30.1/24"));
     assert!(has(Step::Links, "eth0"), "trunk down -> up");
     assert!(has(Step::Firewall, "table inet bulkhead"));
     // The sysctl of a VLAN not yet created cannot be read: diff says when it will be set.
@@ -425,6 +450,7 @@ fn diff_lists_exactly_what_apply_then_does() {
         }
     }
     plan.links.retain(|l| l.name != "eth0.200");
+    plan.sysctls.retain(|s| !s.key.contains(".eth0/200."));
     let d = a.diff(&plan).unwrap();
     assert!(
         d.changes

@@ -115,7 +115,7 @@ fn plan_is_deterministic_and_only_firewall_is_the_script() {
     assert_eq!(v["dhcp"].as_array().unwrap().len(), 5);
     let links = stdout(&bh(&["-c", &shipped(), "plan", "--only", "links"]));
     assert!(
-        links.contains("vlan eth0.100 on eth0 id 100 address 198.18.100.1/24 up  # segment:mgmt"),
+        links.contains("vlan eth0.100 on eth0 id 100 address 192.168.100.1/24 up  # segment:mgmt"),
         "{links}"
     );
 }
@@ -140,7 +140,7 @@ fn explain_names_the_rule_and_its_line() {
         }
         bh(&args)
     };
-    let o = e("198.18.20.50", "198.18.10.10", "tcp", Some("443"));
+    let o = e("192.168.20.50", "192.168.10.10", "tcp", Some("443"));
     assert!(o.status.success());
     let text = stdout(&o);
     assert!(
@@ -149,28 +149,28 @@ fn explain_names_the_rule_and_its_line() {
     );
     assert!(text.contains("bulkhead.toml:121)"), "{text}");
 
-    let o = e("198.18.200.77", "198.18.20.50", "tcp", Some("22"));
+    let o = e("192.168.200.77", "192.168.20.50", "tcp", Some("22"));
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).starts_with("DROP by default drop of chain forward"));
 
-    let o = e("198.18.20.50", "198.18.100.1", "tcp", Some("22"));
+    let o = e("192.168.20.50", "192.168.100.1", "tcp", Some("22"));
     assert_eq!(
         o.status.code(),
         Some(1),
         "SSH from internal must be dropped"
     );
 
-    let o = e("198.18.100.20", "198.18.100.1", "tcp", Some("22"));
+    let o = e("192.168.100.20", "192.168.100.1", "tcp", Some("22"));
     assert!(o.status.success(), "SSH from mgmt must be accepted");
 
-    let o = e("198.18.30.50", "198.51.100.7", "udp", Some("123"));
+    let o = e("192.168.30.50", "198.51.100.7", "udp", Some("123"));
     assert!(
         stdout(&o).contains("egress dns") || stdout(&o).contains("egress minimal_os:server"),
         "{}",
         stdout(&o)
     );
 
-    let o = e("198.18.30.50", "198.51.100.7", "tcp", None);
+    let o = e("192.168.30.50", "198.51.100.7", "tcp", None);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("--port is needed"));
 
@@ -179,9 +179,9 @@ fn explain_names_the_rule_and_its_line() {
         &cfg,
         "explain",
         "--from",
-        "198.18.20.5",
+        "192.168.20.5",
         "--to",
-        "198.18.10.10",
+        "192.168.10.10",
         "--proto",
         "icmp",
         "--format",
@@ -205,6 +205,58 @@ fn hostrules_for_a_group_and_unknown_group() {
     let o = bh(&["-c", &shipped(), "hostrules", "--role", "nope"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("no group named `nope`"));
+}
+
+#[test]
+fn leases_output_escapes_client_text() {
+    use bulkhead::dhcp::leases::{LeaseStore, StoreOptions};
+    use bulkhead::dhcp::{Lease, LeaseState};
+    let state = tempfile::tempdir().unwrap();
+    // A record written before host names were cleaned on input.
+    let (store, _) = LeaseStore::open(&state.path().join("dhcp"), StoreOptions::default()).unwrap();
+    store
+        .commit(vec![Lease {
+            segment: "guest".into(),
+            addr: "198.18.9.10".parse().unwrap(),
+            mac: [2, 0, 0, 0, 0, 9],
+            client_id: None,
+            hostname: Some("pc\n<13>forged\u{1b}[2J\u{1b}]0;x\u{7}".into()),
+            group: None,
+            expires: 4_000_000_000,
+            state: LeaseState::Bound,
+        }])
+        .wait_blocking()
+        .unwrap();
+    store.close();
+    let dir = state.path().to_str().unwrap();
+    let o = bh(&["-c", &shipped(), "--state-dir", dir, "leases"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t = stdout(&o);
+    assert!(!t.contains('\u{1b}') && !t.contains('\u{7}'), "{t:?}");
+    assert_eq!(t.lines().count(), 3, "{t:?}");
+    assert!(
+        t.lines()
+            .nth(1)
+            .unwrap()
+            .ends_with(r"pc\x0a<13>forged\x1b[2J\x1b]0;x\x07"),
+        "{t:?}"
+    );
+    // JSON keeps the text as JSON escapes.
+    let o = bh(&[
+        "-c",
+        &shipped(),
+        "--state-dir",
+        dir,
+        "leases",
+        "--format",
+        "json",
+    ]);
+    let t = stdout(&o);
+    assert!(!t.contains('\u{1b}') && !t.contains('\u{7}'), "{t:?}");
+    assert!(
+        t.contains(r#""pc\n<13>forged\u001b[2J\u001b]0;x\u0007""#),
+        "{t}"
+    );
 }
 
 #[test]

@@ -20,8 +20,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_bulkhead");
 static N: AtomicUsize = AtomicUsize::new(0);
 
 /// The management address of the shipped config, and the one an operator moves it to.
-const OLD: &str = "198.18.100.1/24";
-const NEW: &str = "198.18.100.254/24";
+const OLD: &str = "192.168.100.1/24";
+const NEW: &str = "192.168.100.254/24";
 
 fn out(o: &Output) -> String {
     format!(
@@ -187,7 +187,10 @@ impl Gw {
     /// Write a config that moves the management address (the change under test).
     fn edit(&self) -> String {
         let orig = std::fs::read_to_string(&self.cfg).unwrap();
-        let moved = orig.replace("gateway = \"198.18.100.1\"", "gateway = \"198.18.100.254\"");
+        let moved = orig.replace(
+            "gateway = \"192.168.100.1\"",
+            "gateway = \"192.168.100.254\"",
+        );
         assert_ne!(orig, moved);
         std::fs::write(&self.cfg, &moved).unwrap();
         orig
@@ -273,7 +276,7 @@ fn sigkill_during_the_window_keeps_the_pending_confirmation_and_rolls_back_at_th
     assert!(
         std::fs::read_to_string(g.dir.path().join("bulkhead.toml.rejected"))
             .unwrap()
-            .contains("198.18.100.254")
+            .contains("192.168.100.254")
     );
     // and the same again, confirmed after the restart: it stays
     g.edit();
@@ -394,15 +397,15 @@ fn a_corrupt_live_sets_file_is_set_aside_with_a_warning_event() {
     require_root!();
     let mut g = Gw::new("sets");
     g.start();
-    g.ok(&["set", "add", "web_nodes", "198.18.30.50"]);
+    g.ok(&["set", "add", "web_nodes", "192.168.30.50"]);
     let p = g.state.join("live-sets.json");
     assert!(
         std::fs::read_to_string(&p)
             .unwrap()
-            .contains("198.18.30.50")
+            .contains("192.168.30.50")
     );
     g.kill9();
-    std::fs::write(&p, "{\"groups\": {\"web_nodes\": {\"added\": [\"198.18.3").unwrap();
+    std::fs::write(&p, "{\"groups\": {\"web_nodes\": {\"added\": [\"192.168.3").unwrap();
     g.start();
     let aside: Vec<PathBuf> = std::fs::read_dir(&g.state)
         .unwrap()
@@ -418,7 +421,7 @@ fn a_corrupt_live_sets_file_is_set_aside_with_a_warning_event() {
     assert!(
         std::fs::read_to_string(&aside[0])
             .unwrap()
-            .contains("198.18.3")
+            .contains("192.168.3")
     );
     // a warning event, in the daemon's event stream
     let ev = g.ok(&["logs"]);
@@ -428,11 +431,12 @@ fn a_corrupt_live_sets_file_is_set_aside_with_a_warning_event() {
         "{ev}"
     );
     // the daemon goes on: set changes work and are kept again
-    g.ok(&["set", "add", "web_nodes", "198.18.30.51"]);
+    g.ok(&["set", "add", "web_nodes", "192.168.30.51"]);
     let l = std::fs::read_to_string(&p).unwrap();
-    assert!(l.contains("198.18.30.51"), "{l}");
+    assert!(l.contains("192.168.30.51"), "{l}");
     assert!(
-        g.ok(&["set", "list", "web_nodes"]).contains("198.18.30.51"),
+        g.ok(&["set", "list", "web_nodes"])
+            .contains("192.168.30.51"),
         "{}",
         g.log()
     );
@@ -449,11 +453,14 @@ fn unconfirmed_applies_in_a_row_roll_back_to_the_last_confirmed_config() {
     assert!(g.mgmt_is(NEW));
     std::fs::write(
         &g.cfg,
-        orig.replace("gateway = \"198.18.100.1\"", "gateway = \"198.18.100.253\""),
+        orig.replace(
+            "gateway = \"192.168.100.1\"",
+            "gateway = \"192.168.100.253\"",
+        ),
     )
     .unwrap();
     g.ok(&["apply", "--confirm-within", "2s"]);
-    assert!(g.addrs("eth0.100").contains("198.18.100.253/24"));
+    assert!(g.addrs("eth0.100").contains("192.168.100.253/24"));
     // neither was confirmed: back to the config the daemon started with, not to the first
     wait_for("the rollback", Duration::from_secs(10), || {
         g.addrs("eth0.100").contains(OLD)

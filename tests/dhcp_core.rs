@@ -554,34 +554,140 @@ fn reservation_wins_and_is_never_given_away() {
     );
 }
 
+/// dmz with the relay 198.18.2.254 listed in `relays`.
+fn dmz_relayed() -> PoolConfig {
+    let mut p = dmz();
+    p.relays = vec![ip("198.18.2.254")];
+    p
+}
+
 #[test]
-fn relay_selects_pool_by_giaddr() {
-    let mut s = server();
+fn relay_listed_for_the_arrival_segment_is_served_from_it() {
+    let mut s = Server::new();
+    s.add_pool(lan());
+    s.add_pool(dmz_relayed());
     let mut d = msg(MessageType::Discover, mac(1), 1);
     d.set_giaddr(ip("198.18.2.254"));
-    // Arrives on the lan socket, but the relay's giaddr is on dmz.
-    let o = feed(&mut s, T0, &rx_from("lan", ip("198.18.2.254")), &d);
+    let o = feed(&mut s, T0, &rx_from("dmz", ip("198.18.2.254")), &d);
     let (offer, dest) = only_reply(&o);
     assert_eq!(offer.yiaddr(), ip("198.18.2.100"));
     assert_eq!(offer.giaddr(), ip("198.18.2.254"));
     assert_eq!(dest, Destination::Relay(ip("198.18.2.254")));
     assert_eq!(dest.socket_addr().port(), 67);
     assert_eq!(o.replies[0].segment, "dmz");
-    // Unknown relay network: ignored.
+    // A relay that is not listed: ignored.
     let mut d = msg(MessageType::Discover, mac(1), 1);
-    d.set_giaddr(ip("198.19.9.1"));
-    let o = feed(&mut s, T0, &rx("lan"), &d);
-    assert!(o.replies.is_empty() && o.ignored.is_some());
+    d.set_giaddr(ip("198.18.2.253"));
+    let o = feed(&mut s, T0, &rx("dmz"), &d);
+    assert!(o.replies.is_empty(), "{o:?}");
+    assert!(o.ignored.unwrap().contains("relay"));
     // NAK through a relay goes to the relay with the broadcast bit.
     let mut r = with(
         msg(MessageType::Request, mac(5), 1),
         DhcpOption::RequestedIpAddress(ip("198.19.0.5")),
     );
     r.set_giaddr(ip("198.18.2.254"));
-    let (nak, dest) = only_reply(&feed(&mut s, T0, &rx("lan"), &r));
+    let (nak, dest) = only_reply(&feed(&mut s, T0, &rx("dmz"), &r));
     assert_eq!(mt(&nak), MessageType::Nak);
     assert!(nak.flags().broadcast());
     assert_eq!(dest, Destination::Relay(ip("198.18.2.254")));
+}
+
+#[test]
+fn giaddr_never_selects_another_segments_pool() {
+    // guest (198.18.9.0/24) and mgmt (198.18.1.0/24): a guest host forges
+    // giaddr = the mgmt gateway, or a relay listed for mgmt.
+    let mut s = Server::new();
+    let mut mgmt = lan();
+    mgmt.segment = "mgmt".into();
+    mgmt.relays = vec![ip("198.18.1.254")];
+    s.add_pool(mgmt);
+    s.add_pool(PoolConfig::new(
+        "guest",
+        "veth-guest",
+        ip("198.18.9.1"),
+        "198.18.9.0/24".parse().unwrap(),
+        vec![(ip("198.18.9.10"), ip("198.18.9.200"))],
+    ));
+    for (n, giaddr) in ["198.18.1.1", "198.18.1.254", "198.18.1.77"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut d = msg(MessageType::Discover, mac(10 + n as u8), 1);
+        d.set_giaddr(ip(giaddr));
+        let o = feed(&mut s, T0, &rx("guest"), &d);
+        assert!(o.replies.is_empty(), "giaddr {giaddr}: {o:?}");
+        assert!(o.changes.is_empty());
+        // REQUEST for a mgmt address with a forged giaddr: no ACK, no lease.
+        let mut r = with(
+            with(
+                msg(MessageType::Request, mac(10 + n as u8), 2),
+                DhcpOption::ServerIdentifier(ip("198.18.1.1")),
+            ),
+            DhcpOption::RequestedIpAddress(ip("198.18.1.10")),
+        );
+        r.set_giaddr(ip(giaddr));
+        let o = feed(&mut s, T0, &rx("guest"), &r);
+        assert!(o.replies.is_empty() && o.changes.is_empty(), "{o:?}");
+    }
+    assert!(s.leases().is_empty());
+    // The mgmt pool still has all its addresses for mgmt clients.
+    assert_eq!(dora(&mut s, T0, "mgmt", mac(1), None), ip("198.18.1.10"));
+    // Without giaddr a guest client gets a guest address.
+    assert_eq!(dora(&mut s, T0, "guest", mac(2), None), ip("198.18.9.10"));
+}
+
+#[test]
+fn release_and_decline_only_touch_the_arrival_segment() {
+    let mut s = Server::new();
+    let mut mgmt = lan();
+    mgmt.segment = "mgmt".into();
+    s.add_pool(mgmt);
+    s.add_pool(PoolConfig::new(
+        "guest",
+        "veth-guest",
+        ip("198.18.9.1"),
+        "198.18.9.0/24".parse().unwrap(),
+        vec![(ip("198.18.9.10"), ip("198.18.9.200"))],
+    ));
+    let victim = dora(&mut s, T0, "mgmt", mac(1), None);
+    // The guest host copies the victim's chaddr, with and without a forged giaddr.
+    for giaddr in [None, Some("198.18.1.1")] {
+        let mut rel = with(
+            msg(MessageType::Release, mac(1), 3),
+            DhcpOption::ServerIdentifier(ip("198.18.1.1")),
+        );
+        rel.set_ciaddr(victim);
+        if let Some(g) = giaddr {
+            rel.set_giaddr(ip(g));
+        }
+        let o = feed(&mut s, T0 + 1, &rx_from("guest", victim), &rel);
+        assert!(o.changes.is_empty() && o.events.is_empty(), "{o:?}");
+        let mut dec = with(
+            with(
+                msg(MessageType::Decline, mac(1), 4),
+                DhcpOption::ServerIdentifier(ip("198.18.1.1")),
+            ),
+            DhcpOption::RequestedIpAddress(victim),
+        );
+        if let Some(g) = giaddr {
+            dec.set_giaddr(ip(g));
+        }
+        let o = feed(&mut s, T0 + 1, &rx("guest"), &dec);
+        assert!(o.changes.is_empty() && o.events.is_empty(), "{o:?}");
+    }
+    let l = s.leases().get("mgmt", victim).unwrap();
+    assert_eq!(l.state, LeaseState::Bound);
+    assert!(l.is_active(T0 + 1));
+    // From its own segment the client may release it.
+    let mut rel = msg(MessageType::Release, mac(1), 5);
+    rel.set_ciaddr(victim);
+    let o = feed(&mut s, T0 + 2, &rx_from("mgmt", victim), &rel);
+    assert_eq!(o.events.len(), 1);
+    assert_eq!(
+        s.leases().get("mgmt", victim).unwrap().state,
+        LeaseState::Released
+    );
 }
 
 #[test]
@@ -730,14 +836,16 @@ fn malformed_packets_are_dropped_with_reason() {
 
 #[test]
 fn relay_agent_information_is_echoed() {
-    let mut s = server();
+    let mut s = Server::new();
+    s.add_pool(lan());
+    s.add_pool(dmz_relayed());
     let mut d = msg(MessageType::Discover, mac(1), 1);
     d.set_giaddr(ip("198.18.2.254"));
     let mut b = encode(&d);
     // Insert option 82 (circuit id "eth7") before END.
     let end = b.iter().rposition(|x| *x == 255).unwrap();
     b.splice(end..end, [82, 6, 1, 4, b'e', b't', b'h', b'7']);
-    let o = s.handle_packet(T0, &rx_from("lan", ip("198.18.2.254")), &b);
+    let o = s.handle_packet(T0, &rx_from("dmz", ip("198.18.2.254")), &b);
     assert_eq!(o.replies.len(), 1);
     let p = &o.replies[0].payload;
     assert!(
@@ -751,24 +859,6 @@ fn relay_agent_information_is_echoed() {
     b.splice(end..end, [82, 6, 1, 4, b'e', b't', b'h', b'7']);
     let o = s.handle_packet(T0, &rx("lan"), &b);
     assert!(!o.replies[0].payload.windows(2).any(|w| w == [82, 6]));
-}
-
-#[test]
-fn relay_prefers_most_specific_subnet() {
-    let mut s = server();
-    s.add_pool(PoolConfig::new(
-        "campus",
-        "veth-campus",
-        ip("198.18.0.1"),
-        "198.18.0.0/16".parse().unwrap(),
-        vec![(ip("198.18.200.1"), ip("198.18.200.10"))],
-    ));
-    for (giaddr, seg) in [("198.18.2.254", "dmz"), ("198.18.77.1", "campus")] {
-        let mut d = msg(MessageType::Discover, mac(1), 1);
-        d.set_giaddr(ip(giaddr));
-        let o = feed(&mut s, T0, &rx("lan"), &d);
-        assert_eq!(o.replies[0].segment, seg, "giaddr {giaddr}");
-    }
 }
 
 #[test]
@@ -830,4 +920,125 @@ fn pool_config_json_as_documented() {
     let back: Vec<PoolConfig> =
         serde_json::from_str(&serde_json::to_string(&pools).unwrap()).unwrap();
     assert_eq!(back, pools);
+}
+
+/// Insert raw option bytes right after the magic cookie (before every other option).
+fn with_raw_first(m: &Message, raw: &[u8]) -> Vec<u8> {
+    let mut b = encode(m);
+    b.splice(240..240, raw.iter().copied());
+    b
+}
+
+/// DISCOVER then REQUEST(selecting), both with `raw` options placed first; the ACK's outcome.
+fn dora_raw(s: &mut Server, m: [u8; 6], raw: &[u8]) -> Outcome {
+    let d = msg(MessageType::Discover, m, 1);
+    let o = s.handle_packet(T0, &rx("lan"), &with_raw_first(&d, raw));
+    let (offer, _) = only_reply(&o);
+    let r = with(
+        with(
+            msg(MessageType::Request, m, 2),
+            DhcpOption::ServerIdentifier(ip("198.18.1.1")),
+        ),
+        DhcpOption::RequestedIpAddress(offer.yiaddr()),
+    );
+    let o = s.handle_packet(T0, &rx("lan"), &with_raw_first(&r, raw));
+    assert_eq!(mt(&only_reply(&o).0), MessageType::Ack, "{o:?}");
+    o
+}
+
+#[test]
+fn hostile_hostname_is_stored_without_control_characters() {
+    let mut s = server();
+    let mut raw = vec![12u8];
+    let name = b"pc\n<13>forged: root login\x1b[2J\x1b]0;pwned\x07\x7f\xc2\x9b";
+    raw.push(name.len() as u8);
+    raw.extend_from_slice(name);
+    let o = dora_raw(&mut s, mac(1), &raw);
+    let want = r"pc\x0a<13>forged: root login\x1b[2J\x1b]0;pwned\x07\x7f\u{9b}";
+    assert_eq!(o.changes[0].hostname.as_deref(), Some(want));
+    assert_eq!(o.events[0].lease.hostname.as_deref(), Some(want));
+    let stored = s.leases().get("lan", o.changes[0].addr).unwrap();
+    assert_eq!(stored.hostname.as_deref(), Some(want));
+    assert!(
+        !stored
+            .hostname
+            .as_ref()
+            .unwrap()
+            .chars()
+            .any(char::is_control)
+    );
+    // The same through the decoded-message entry point.
+    let mut s = server();
+    let d = with(
+        msg(MessageType::Discover, mac(2), 1),
+        DhcpOption::Hostname("a\r\nb\u{1b}[0m\u{202e}c".into()),
+    );
+    let offer = only_reply(&s.handle_message(T0, &rx("lan"), &d)).0;
+    let r = with(
+        with(
+            with(
+                msg(MessageType::Request, mac(2), 2),
+                DhcpOption::ServerIdentifier(ip("198.18.1.1")),
+            ),
+            DhcpOption::RequestedIpAddress(offer.yiaddr()),
+        ),
+        DhcpOption::Hostname("a\r\nb\u{1b}[0m\u{202e}c".into()),
+    );
+    let o = s.handle_message(T0, &rx("lan"), &r);
+    assert_eq!(
+        o.changes[0].hostname.as_deref(),
+        Some(r"a\x0d\x0ab\x1b[0m\u{202e}c")
+    );
+}
+
+#[test]
+fn undecodable_option_does_not_hide_the_options_after_it() {
+    // A host name that is not UTF-8, first in the packet: the message type,
+    // client id and lease time after it must still be read.
+    let mut s = server();
+    let mut raw = vec![12, 3, b'x', 0xff, 0xfe];
+    raw.extend_from_slice(&[61, 3, 0xaa, 0xbb, 0xcc]);
+    let o = dora_raw(&mut s, mac(3), &raw);
+    let l = &o.changes[0];
+    assert_eq!(l.hostname.as_deref(), Some(r"x\xff\xfe"));
+    assert_eq!(l.client_id.as_deref(), Some(&[0xaa, 0xbb, 0xcc][..]));
+    // An option with an impossible length (lease time of 3 bytes) is
+    // dropped alone; the rest of the packet is served.
+    let mut s = server();
+    let o = dora_raw(&mut s, mac(4), &[51, 3, 1, 2, 3, 12, 2, b'o', b'k']);
+    assert_eq!(o.changes[0].hostname.as_deref(), Some("ok"));
+    assert_eq!(o.changes[0].expires, T0 + 3600);
+}
+
+#[test]
+fn relays_key_reaches_the_pool() {
+    let text = r#"[uplink]
+interface = "wan0"
+
+[segments.lan]
+interface = "lan0"
+subnet = "198.18.1.0/24"
+gateway = "198.18.1.1"
+management = true
+
+[segments.lan.dhcp]
+ranges = ["198.18.1.10-198.18.1.50"]
+relays = ["198.18.7.1", "198.18.8.1"]
+
+[segments.guest]
+interface = "lan1"
+subnet = "198.18.9.0/24"
+gateway = "198.18.9.1"
+
+[segments.guest.dhcp]
+ranges = ["198.18.9.10-198.18.9.50"]
+"#;
+    let (m, _) = bulkhead::model::load_str("relays.toml", text).unwrap();
+    let plan = bulkhead::plan::build(&m, None);
+    let pools = bulkhead::supervisor::gateway::pools(&plan);
+    let lan = pools.iter().find(|p| p.segment == "lan").unwrap();
+    assert_eq!(lan.relays, vec![ip("198.18.7.1"), ip("198.18.8.1")]);
+    let guest = pools.iter().find(|p| p.segment == "guest").unwrap();
+    assert!(guest.relays.is_empty());
+    assert!(plan.text(None).contains("  relays 198.18.7.1, 198.18.8.1"));
 }

@@ -88,6 +88,9 @@ fn torn_last_record_at_every_offset() {
         let (store, loaded) = LeaseStore::open(d.path(), opts()).unwrap();
         let want = if cut == full.len() { 6 } else { 5 };
         assert_eq!(loaded.len(), want, "cut at {cut}");
+        // A torn tail is a crash, not damage: no copy, no recovery report.
+        assert!(store.recovery().is_none(), "cut at {cut}");
+        assert!(corrupt_copies(d.path()).is_empty(), "cut at {cut}");
         for n in 0..5 {
             assert!(loaded.contains(&lease("lan", n, LeaseState::Bound, FAR)));
         }
@@ -255,4 +258,224 @@ fn a_store_bigger_than_the_threshold_does_not_compact_on_every_commit() {
         "compactions after the fill: {} ({st:?})",
         st.compactions - after_fill
     );
+}
+
+/// Ten records, one commit each; returns the journal size after each commit (index 0: before
+/// the first).
+fn ten_records(dir: &std::path::Path) -> Vec<u64> {
+    let (store, _) = LeaseStore::open(dir, opts()).unwrap();
+    let size = || fs::metadata(dir.join(JOURNAL_FILE)).unwrap().len();
+    let mut sizes = vec![size()];
+    for n in 0..10 {
+        store
+            .commit(vec![lease("lan", n, LeaseState::Bound, FAR)])
+            .wait_blocking()
+            .unwrap();
+        sizes.push(size());
+    }
+    store.close();
+    sizes
+}
+
+/// The corrupt copies kept in a state directory.
+fn corrupt_copies(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("leases.journal.corrupt-")
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The warning event the store emitted for `dir`, if any.
+fn recovery_event(dir: &std::path::Path) -> Option<bulkhead::logship::event::Event> {
+    let (backlog, _) = bulkhead::logship::subscribe();
+    let want = dir.join(JOURNAL_FILE).display().to_string();
+    backlog
+        .iter()
+        .rev()
+        .find(|e| e.field("journal") == Some(want.as_str()))
+        .map(|e| (**e).clone())
+}
+
+#[test]
+fn flipped_byte_in_the_middle_keeps_every_other_record() {
+    bulkhead::logship::activate();
+    let dir = tempfile::tempdir().unwrap();
+    let sizes = ten_records(dir.path());
+    let path = dir.path().join(JOURNAL_FILE);
+    let orig = fs::read(&path).unwrap();
+    // One flipped byte inside the payload of the fifth record (n = 4).
+    let mut bad = orig.clone();
+    bad[sizes[4] as usize + 20] ^= 0x04;
+    fs::write(&path, &bad).unwrap();
+
+    let (store, loaded) = LeaseStore::open(dir.path(), opts()).unwrap();
+    let want: Vec<Lease> = (0..10)
+        .filter(|n| *n != 4)
+        .map(|n| lease("lan", n, LeaseState::Bound, FAR))
+        .collect();
+    assert_eq!(loaded, want, "every record after the damaged one is kept");
+    // The damaged file is kept aside, byte for byte.
+    let copies = corrupt_copies(dir.path());
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert_eq!(fs::read(&copies[0]).unwrap(), bad);
+    // A warning event says how many records were lost and where the copy is.
+    let ev = recovery_event(dir.path()).expect("a journal recovery event");
+    assert_eq!(ev.severity, bulkhead::logship::event::Severity::Warning);
+    assert_eq!(ev.field("lost"), Some("1"));
+    assert_eq!(ev.field("recovered"), Some("9"));
+    assert_eq!(
+        ev.field("corrupt_copy"),
+        Some(copies[0].display().to_string().as_str())
+    );
+    // The journal is whole again: appends survive, no second copy on the next open.
+    store
+        .commit(vec![lease("lan", 50, LeaseState::Bound, FAR)])
+        .wait_blocking()
+        .unwrap();
+    store.close();
+    let (_s, again) = LeaseStore::open(dir.path(), opts()).unwrap();
+    assert_eq!(again.len(), 10);
+    assert_eq!(corrupt_copies(dir.path()).len(), 1);
+    // The read-only listing recovers the same way from a damaged file.
+    let d2 = tempfile::tempdir().unwrap();
+    fs::write(d2.path().join(JOURNAL_FILE), &bad).unwrap();
+    assert_eq!(read_leases(d2.path(), 1_000).unwrap(), want);
+    // Damage to a record's length or checksum field is recovered from too.
+    for off in [0usize, 2, 5, 9] {
+        let d = tempfile::tempdir().unwrap();
+        let mut bad = orig.clone();
+        bad[sizes[4] as usize + off] ^= 0x80;
+        fs::write(d.path().join(JOURNAL_FILE), &bad).unwrap();
+        let (_s, loaded) = LeaseStore::open(d.path(), opts()).unwrap();
+        assert_eq!(loaded, want, "flip at frame offset {off}");
+        assert_eq!(corrupt_copies(d.path()).len(), 1);
+    }
+}
+
+#[test]
+fn bad_header_does_not_wipe_the_journal() {
+    bulkhead::logship::activate();
+    let dir = tempfile::tempdir().unwrap();
+    ten_records(dir.path());
+    let path = dir.path().join(JOURNAL_FILE);
+    let mut bad = fs::read(&path).unwrap();
+    bad[0] ^= 0xff;
+    bad[5] = b'?';
+    fs::write(&path, &bad).unwrap();
+    let (store, loaded) = LeaseStore::open(dir.path(), opts()).unwrap();
+    assert_eq!(loaded.len(), 10, "{loaded:?}");
+    let copies = corrupt_copies(dir.path());
+    assert_eq!(copies.len(), 1);
+    assert_eq!(fs::read(&copies[0]).unwrap(), bad);
+    let ev = recovery_event(dir.path()).expect("a journal recovery event");
+    assert_eq!(ev.field("lost"), Some("0"));
+    assert_eq!(ev.field("recovered"), Some("10"));
+    store.close();
+    let (_s, again) = LeaseStore::open(dir.path(), opts()).unwrap();
+    assert_eq!(again.len(), 10);
+    assert_eq!(corrupt_copies(dir.path()).len(), 1);
+}
+
+/// A journal of the previous format (header BHLEASE1, frames `len | crc32(payload) | payload`).
+fn v1_journal(leases: &[Lease]) -> Vec<u8> {
+    let mut b = b"BHLEASE1".to_vec();
+    for l in leases {
+        let p = serde_json::to_vec(l).unwrap();
+        b.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        b.extend_from_slice(&crc32fast::hash(&p).to_le_bytes());
+        b.extend_from_slice(&p);
+    }
+    b
+}
+
+#[test]
+fn previous_format_is_read_and_rewritten() {
+    let all: Vec<Lease> = (0..6)
+        .map(|n| lease("lan", n, LeaseState::Bound, FAR))
+        .collect();
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join(JOURNAL_FILE);
+    fs::write(&path, v1_journal(&all)).unwrap();
+    let (store, loaded) = LeaseStore::open(d.path(), opts()).unwrap();
+    assert_eq!(loaded, all);
+    assert!(store.recovery().is_none());
+    assert!(corrupt_copies(d.path()).is_empty());
+    assert!(fs::read(&path).unwrap().starts_with(b"BHLEASE2"));
+    store.close();
+    // Damage in the middle of an old journal is recovered from as well.
+    let d = tempfile::tempdir().unwrap();
+    let mut bad = v1_journal(&all);
+    let third = 8 + 2 * (8 + serde_json::to_vec(&all[0]).unwrap().len()) + 30;
+    bad[third] ^= 0x01;
+    fs::write(d.path().join(JOURNAL_FILE), &bad).unwrap();
+    let (store, loaded) = LeaseStore::open(d.path(), opts()).unwrap();
+    assert_eq!(loaded.len(), 5, "{loaded:?}");
+    assert!(!loaded.contains(&all[2]));
+    assert_eq!(store.recovery().unwrap().lost, 1);
+    assert_eq!(corrupt_copies(d.path()).len(), 1);
+}
+
+mod damage {
+    use super::*;
+    use bulkhead::dhcp::leases::{encode_journal, scan_journal};
+    use proptest::prelude::*;
+
+    fn journal() -> (Vec<Lease>, Vec<u8>) {
+        let all: Vec<Lease> = (0..12)
+            .map(|n| lease("lan", n, LeaseState::Bound, FAR))
+            .collect();
+        let image = encode_journal(&all);
+        (all, image)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Any number of flipped bytes in one record loses that record only;
+        /// the file's other records all come back, and the loss is reported.
+        #[test]
+        fn damage_in_one_record_loses_only_it(victim in 0usize..11, flips in proptest::collection::vec((any::<usize>(), 1u8..=255), 1..6)) {
+            let (all, image) = journal();
+            let start = encode_journal(&all[..victim]).len();
+            let frame = encode_journal(&all[..=victim]).len() - start;
+            let mut bad = image.clone();
+            for (at, x) in &flips {
+                bad[start + at % frame] ^= x;
+            }
+            let sc = scan_journal(&bad);
+            prop_assert!(sc.damaged());
+            prop_assert!(sc.lost >= 1);
+            for (n, l) in all.iter().enumerate() {
+                if n != victim {
+                    prop_assert_eq!(sc.leases.get(&(l.segment.clone(), l.addr)), Some(l));
+                }
+            }
+        }
+
+        /// Arbitrary bytes never panic the reader, what it reports adds up,
+        /// and what it recovered reads back whole once rewritten.
+        #[test]
+        fn arbitrary_bytes(prefix in 0usize..200, noise in proptest::collection::vec(any::<u8>(), 0..300), at in any::<usize>()) {
+            let (_, image) = journal();
+            let mut b = image[..prefix.min(image.len())].to_vec();
+            let at = at % (b.len() + 1);
+            b.splice(at..at, noise);
+            let sc = scan_journal(&b);
+            prop_assert!(sc.end <= b.len() as u64);
+            prop_assert!(sc.torn_tail + sc.damaged_bytes <= b.len() as u64);
+            let mut leases: Vec<Lease> = sc.leases.values().cloned().collect();
+            leases.sort_by(|a, b| (&a.segment, a.addr).cmp(&(&b.segment, b.addr)));
+            let again = scan_journal(&encode_journal(&leases));
+            prop_assert!(!again.damaged());
+            prop_assert_eq!(again.leases, sc.leases);
+        }
+    }
 }

@@ -148,3 +148,49 @@ fn groups_are_sets_not_rule_per_host() {
     assert!(rs.element_count() >= 49);
     assert!(script.contains("ip saddr @svc00 ip daddr @svc01"));
 }
+
+/// The shipped default carries the address plan of the deployment Bulkhead replaces: DMZ
+/// 192.168.10.0/24 on VLAN 10, internal .20 on 20, server .30 on 30, mgmt .100 on 100, guest
+/// .200 on 200, the gateway at .1 of each. 198.18.0.0/15 is reserved for benchmarking and is
+/// left to the test configs.
+#[test]
+fn shipped_config_uses_the_seeds_address_plan() {
+    use bulkhead::model::SegmentLink;
+    let path = common::root().join("overlay/etc/bulkhead/bulkhead.toml");
+    let (m, _) = model::load(&path).unwrap();
+    let want = [
+        ("dmz", 10u16, "192.168.10.0/24", "192.168.10.1"),
+        ("internal", 20, "192.168.20.0/24", "192.168.20.1"),
+        ("server", 30, "192.168.30.0/24", "192.168.30.1"),
+        ("mgmt", 100, "192.168.100.0/24", "192.168.100.1"),
+        ("guest", 200, "192.168.200.0/24", "192.168.200.1"),
+    ];
+    assert_eq!(m.segments.len(), want.len());
+    for (name, vlan, subnet, gateway) in want {
+        let s = m
+            .segment(name)
+            .unwrap_or_else(|| panic!("no segment {name}"));
+        assert!(
+            matches!(&s.link, SegmentLink::Vlan { id, .. } if *id == vlan),
+            "{name}: {:?}",
+            s.link
+        );
+        assert_eq!(s.subnet.to_string(), subnet, "{name}");
+        assert_eq!(s.gateway.to_string(), gateway, "{name}");
+        let d = s.dhcp.as_ref().unwrap();
+        for r in &d.ranges {
+            assert!(
+                s.subnet.contains(&r.lo) && s.subnet.contains(&r.hi),
+                "{name}"
+            );
+        }
+    }
+    // no address of the benchmarking range is left anywhere in the file
+    let bench: ipnet::Ipv4Net = "198.18.0.0/15".parse().unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    for word in text.split(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        if let Ok(a) = word.parse::<std::net::Ipv4Addr>() {
+            assert!(!bench.contains(&a), "shipped config still uses {a}");
+        }
+    }
+}

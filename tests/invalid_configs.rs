@@ -374,6 +374,15 @@ lease_time = "10 minutes"
 "#), &[
         r#"bad.toml:17:14: segments.lan.dhcp.lease_time: `10 minutes` is not a duration (use s, m, h, d: "1h30m")"#,
     ]),
+    ("dhcp_relays_not_addresses", Edit::Append(r#"
+[segments.lan.dhcp]
+ranges = ["198.18.1.10-198.18.1.50"]
+relays = ["198.18.7.1", "relay.example", "198.18.7.1", "0.0.0.0"]
+"#), &[
+        r#"bad.toml:17:25: segments.lan.dhcp.relays[1]: `relay.example` is not an IPv4 address"#,
+        r#"bad.toml:17:42: segments.lan.dhcp.relays[2]: relay 198.18.7.1 is listed twice"#,
+        r#"bad.toml:17:56: segments.lan.dhcp.relays[3]: 0.0.0.0 cannot be a relay agent address (giaddr)"#,
+    ]),
     ("reservation_outside", Edit::Append(r#"
 [segments.lan.dhcp]
 ranges = ["198.18.1.10-198.18.1.50"]

@@ -456,7 +456,7 @@ fn lab_with_a_siem_shows_drops_and_alerts() {
         String::from_utf8_lossy(&up.stderr)
     );
     assert!(
-        out.contains("SIEM rsyslogd on tcp:198.18.100.10:514"),
+        out.contains("SIEM rsyslogd on tcp:192.168.100.10:514"),
         "{out}"
     );
     let v = Command::new(bin())

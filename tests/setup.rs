@@ -504,7 +504,7 @@ fn unconfirmed_setup_rolls_back_and_saves_nothing() {
     require_root!();
     let mut g = Gw::new("rb");
     g.start();
-    assert!(g.addrs("eth0.100").contains("198.18.100.1/24"));
+    assert!(g.addrs("eth0.100").contains("192.168.100.1/24"));
     // a key that was there before the setup stays whatever happens to the setup
     let kept = pubkey(g.dir.path());
     std::fs::write(
@@ -529,7 +529,7 @@ fn unconfirmed_setup_rolls_back_and_saves_nothing() {
     assert!(t.contains("run `bulkhead confirm` within 3 s"), "{t}");
     // applied, through the daemon, and waiting
     assert!(g.addrs("eth0.42").contains("10.9.42.1/24"), "{t}");
-    assert!(!g.addrs("eth0.100").contains("198.18.100.1"));
+    assert!(!g.addrs("eth0.100").contains("192.168.100.1"));
     assert!(
         !g.save.exists(),
         "the saved config must wait for the confirmation"
@@ -545,7 +545,7 @@ fn unconfirmed_setup_rolls_back_and_saves_nothing() {
     );
     // nobody confirms: the previous config comes back and nothing is saved
     wait_for("the rollback", Duration::from_secs(15), || {
-        g.addrs("eth0.100").contains("198.18.100.1/24")
+        g.addrs("eth0.100").contains("192.168.100.1/24")
     });
     // (eth0.42 is a plain port here, not a VLAN link the rollback would delete)
     wait_for("the candidate to go", Duration::from_secs(5), || {
@@ -637,7 +637,7 @@ fn confirmed_setup_is_saved_and_kept() {
     assert_eq!(left, ["authorized_keys", "bulkhead.toml"]);
     std::thread::sleep(Duration::from_secs(6));
     assert!(g.addrs("eth0.42").contains("10.9.42.2/24"), "{}", g.log());
-    assert!(!g.addrs("eth0.100").contains("198.18.100.1"));
+    assert!(!g.addrs("eth0.100").contains("192.168.100.1"));
     let st = out(&g.run(&["status"]));
     assert!(!st.contains("PENDING"), "{st}");
     assert!(
@@ -795,7 +795,7 @@ fn without_a_daemon_setup_applies_itself_and_a_watchdog_keeps_the_deadline() {
     assert!(g.addrs("eth0.42").contains("10.9.42.1/24"));
     assert!(g.candidate().exists() && !g.save.exists());
     wait_for("the watchdog's rollback", Duration::from_secs(15), || {
-        g.addrs("eth0.100").contains("198.18.100.1/24") && !g.candidate().exists()
+        g.addrs("eth0.100").contains("192.168.100.1/24") && !g.candidate().exists()
     });
     assert!(!g.save.exists());
     let keys = g.dir.path().join("data/authorized_keys");

@@ -151,11 +151,11 @@ fn drift_is_repaired_within_a_second() {
     let table = s.table();
     // a removed address
     ok(
-        s.in_gw(&["ip", "addr", "del", "198.18.20.1/24", "dev", "eth0.20"]),
+        s.in_gw(&["ip", "addr", "del", "192.168.20.1/24", "dev", "eth0.20"]),
         "ip addr del",
     );
     let t = wait_for("address restored", Duration::from_millis(1500), || {
-        s.addrs("eth0.20").contains("198.18.20.1/24")
+        s.addrs("eth0.20").contains("192.168.20.1/24")
     });
     eprintln!("address restored after {t:?}");
     // a link set down
@@ -241,15 +241,18 @@ fn an_unconfirmed_apply_is_undone_even_when_it_moved_the_management_address() {
     let before = s.table();
     let orig = std::fs::read_to_string(&s.config).unwrap();
     // move the management gateway address
-    let moved = orig.replace("gateway = \"198.18.100.1\"", "gateway = \"198.18.100.254\"");
+    let moved = orig.replace(
+        "gateway = \"192.168.100.1\"",
+        "gateway = \"192.168.100.254\"",
+    );
     std::fs::write(&s.config, &moved).unwrap();
     let out = ok(
         s.ctl(&["apply", "--confirm-within", "3s"]),
         "apply --confirm-within",
     );
     assert!(out.contains("bulkhead confirm"), "{out}");
-    assert!(s.addrs("eth0.100").contains("198.18.100.254/24"));
-    assert!(!s.addrs("eth0.100").contains("198.18.100.1/24"));
+    assert!(s.addrs("eth0.100").contains("192.168.100.254/24"));
+    assert!(!s.addrs("eth0.100").contains("192.168.100.1/24"));
     let st = ok(s.ctl(&["status"]), "status");
     assert!(st.contains("PENDING CONFIRMATION"), "{st}");
     // nobody confirms: the previous config comes back
@@ -258,7 +261,7 @@ fn an_unconfirmed_apply_is_undone_even_when_it_moved_the_management_address() {
         Duration::from_secs(6),
         || {
             let a = s.addrs("eth0.100");
-            a.contains("198.18.100.1/24") && !a.contains("198.18.100.254/24")
+            a.contains("192.168.100.1/24") && !a.contains("192.168.100.254/24")
         },
     );
     eprintln!("restored {t:?} after the apply returned (window 3 s)");
@@ -278,10 +281,10 @@ fn an_unconfirmed_apply_is_undone_even_when_it_moved_the_management_address() {
     ok(s.ctl(&["apply", "--confirm-within", "3s"]), "apply again");
     ok(s.ctl(&["confirm"]), "confirm");
     std::thread::sleep(Duration::from_secs(4));
-    assert!(s.addrs("eth0.100").contains("198.18.100.254/24"));
+    assert!(s.addrs("eth0.100").contains("192.168.100.254/24"));
     // and rollback on demand goes back, the file too
     ok(s.ctl(&["rollback"]), "rollback");
-    assert!(s.addrs("eth0.100").contains("198.18.100.1/24"));
+    assert!(s.addrs("eth0.100").contains("192.168.100.1/24"));
     assert_eq!(std::fs::read_to_string(&s.config).unwrap(), orig);
 }
 
@@ -314,16 +317,16 @@ fn a_second_apply_changes_nothing_and_sets_change_without_reload() {
     };
     let client = format!("bhl-{}-c-dmz", s.name);
     assert!(
-        !probe(&client, "198.18.10.100", "tcp:198.18.30.20:8080"),
+        !probe(&client, "192.168.10.100", "tcp:192.168.30.20:8080"),
         "denied before set add"
     );
     let before_gen = ok(s.ctl(&["status", "--format", "json"]), "status");
     ok(
-        s.ctl(&["set", "add", "dmz_web", "198.18.10.100"]),
+        s.ctl(&["set", "add", "dmz_web", "192.168.10.100"]),
         "set add",
     );
     let listed = ok(s.ctl(&["set", "list", "dmz_web"]), "set list");
-    assert!(listed.contains("198.18.10.100"), "{listed}");
+    assert!(listed.contains("192.168.10.100"), "{listed}");
     // the app host's own firewall must let the new member in too
     let app = format!("bhl-{}-g-app_nodes", s.name);
     let _ = Command::new("ip")
@@ -337,11 +340,11 @@ fn a_second_apply_changes_nothing_and_sets_change_without_reload() {
             "inet",
             "bulkhead_host",
             "dmz_web",
-            "{ 198.18.10.100 }",
+            "{ 192.168.10.100 }",
         ])
         .output();
     assert!(
-        probe(&client, "198.18.10.100", "tcp:198.18.30.20:8080"),
+        probe(&client, "192.168.10.100", "tcp:192.168.30.20:8080"),
         "allowed after set add"
     );
     // let a few drift checks pass: a live set change is not drift and causes no reload
@@ -359,13 +362,13 @@ fn a_second_apply_changes_nothing_and_sets_change_without_reload() {
     );
     // kept by the next apply
     ok(s.ctl(&["apply"]), "apply");
-    assert!(ok(s.ctl(&["set", "list", "dmz_web"]), "set list").contains("198.18.10.100"));
+    assert!(ok(s.ctl(&["set", "list", "dmz_web"]), "set list").contains("192.168.10.100"));
     ok(
-        s.ctl(&["set", "del", "dmz_web", "198.18.10.100"]),
+        s.ctl(&["set", "del", "dmz_web", "192.168.10.100"]),
         "set del",
     );
     assert!(
-        !probe(&client, "198.18.10.100", "tcp:198.18.30.20:8080"),
+        !probe(&client, "192.168.10.100", "tcp:192.168.30.20:8080"),
         "denied after set del"
     );
 }

@@ -204,6 +204,14 @@ pub enum Command {
     },
     /// The supervisor daemon, in the foreground: apply, repair drift, reload on SIGHUP.
     Run,
+    /// Prometheus metrics of the gateway (the text `GET /metrics` serves), in the Prometheus
+    /// text format; from the daemon when it runs, else read here without its DHCP and log
+    /// counters.
+    Metrics {
+        /// OpenMetrics text instead (`application/openmetrics-text`).
+        #[arg(long)]
+        openmetrics: bool,
+    },
     /// DHCP leases (from the daemon when it runs, else from the lease store).
     Leases {
         #[arg(long)]
@@ -487,6 +495,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         | Command::Status { .. }
         | Command::Set { .. }
         | Command::Leases { .. }
+        | Command::Metrics { .. }
         | Command::ConfirmWatchdog => return ops(&cli.global, cli.command),
         Command::Hostrules { role, output } => {
             let (m, _) = match load(cfg) {
@@ -826,6 +835,7 @@ fn ops(g: &Global, command: Command) -> Result<ExitCode, CliError> {
         Command::Leases { segment, .. } => Request::Leases {
             segment: segment.clone(),
         },
+        Command::Metrics { .. } => Request::Metrics,
         _ => unreachable!("ops handles these commands only"),
     };
     if matches!(command, Command::Apply { .. }) {
@@ -867,6 +877,7 @@ fn ops(g: &Global, command: Command) -> Result<ExitCode, CliError> {
                 Request::SetAdd { group, addrs } => serde_json::to_value(gw.set_add(group, addrs)?),
                 Request::SetDel { group, addrs } => serde_json::to_value(gw.set_del(group, addrs)?),
                 Request::SetList { group } => serde_json::to_value(gw.set_list(group)?),
+                Request::Metrics => serde_json::to_value(crate::metrics::render(&gw)),
                 Request::Leases { .. } => unreachable!("handled above"),
                 Request::Logs { .. } => unreachable!("`bulkhead logs` reads the socket itself"),
             }
@@ -953,7 +964,8 @@ fn ops(g: &Global, command: Command) -> Result<ExitCode, CliError> {
                     crate::model::addr::fmt_mac(&l.mac),
                     format!("{:?}", l.state).to_lowercase(),
                     l.expires.saturating_sub(now),
-                    l.hostname.as_deref().unwrap_or("")
+                    // client-chosen text: no control character reaches the terminal
+                    crate::dhcp::text::escape(l.hostname.as_deref().unwrap_or(""))
                 )?;
             }
             writeln!(out, "{} leases", leases.len())?;
@@ -962,6 +974,16 @@ fn ops(g: &Global, command: Command) -> Result<ExitCode, CliError> {
             let s: crate::supervisor::gateway::Status =
                 serde_json::from_value(data).map_err(|e| CliError::Daemon(e.to_string()))?;
             print_status(&mut out, &s)?;
+        }
+        Command::Metrics { openmetrics } => {
+            let text = data
+                .as_str()
+                .ok_or_else(|| CliError::Daemon("the answer holds no metrics text".into()))?;
+            if openmetrics {
+                out.write_all(text.as_bytes())?;
+            } else {
+                out.write_all(crate::metrics::classic(text).as_bytes())?;
+            }
         }
         _ => {}
     }

@@ -78,6 +78,9 @@ pub struct Dhcp {
     pub reservations: Vec<Reservation>,
     #[serde(default)]
     pub options: Vec<DhcpOption>,
+    /// Relay agents (their giaddr) whose relayed requests this segment answers.
+    #[serde(default)]
+    pub relays: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

@@ -58,6 +58,9 @@ pub enum Request {
         #[serde(default)]
         follow: bool,
     },
+    /// The Prometheus metrics (`crate::metrics::render`): `data` is one string, OpenMetrics
+    /// text.
+    Metrics,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -68,6 +68,12 @@ pub struct PoolConfig {
     /// offered to, in seconds. Defaults to [`DEFAULT_OFFER_HOLD`].
     #[serde(default = "default_offer_hold")]
     pub offer_hold: u32,
+    /// Relay agents whose relayed packets this segment answers: a packet
+    /// with a giaddr is served (from this segment's pool, the one it
+    /// arrived on) only when the giaddr is listed here; otherwise it is
+    /// ignored. Empty: relayed packets are never answered.
+    #[serde(default)]
+    pub relays: Vec<Ipv4Addr>,
 }
 
 /// Default quarantine of a declined address (seconds).
@@ -107,6 +113,7 @@ impl PoolConfig {
             mtu: None,
             decline_quarantine: DEFAULT_DECLINE_QUARANTINE,
             offer_hold: DEFAULT_OFFER_HOLD,
+            relays: Vec::new(),
         }
     }
 

@@ -122,6 +122,9 @@ pub struct Outcome {
     /// The pool was exhausted and this call decided to log it (at most
     /// once per [`EXHAUSTION_LOG_INTERVAL`] per segment).
     pub exhaustion_logged: bool,
+    /// The type of the received message, when it was decoded far enough to
+    /// have one (answered or not).
+    pub received: Option<MessageType>,
 }
 
 #[derive(Debug, Clone)]
@@ -384,10 +387,7 @@ impl Server {
         if bytes[2] > 16 {
             return ignore_raw_chaddr(rx, xid, chaddr, format!("hlen {} > 16", bytes[2]));
         }
-        let (clean, relay_info) = match sanitize(bytes) {
-            Ok(c) => c,
-            Err(reason) => return ignore_raw_chaddr(rx, xid, chaddr, reason),
-        };
+        let (clean, relay_info) = sanitize(rx, bytes);
         match Message::decode(&mut Decoder::new(&clean)) {
             Ok(msg) => {
                 // Option 82 is echoed verbatim, never parsed.
@@ -407,6 +407,20 @@ impl Server {
     }
 
     fn handle(
+        &mut self,
+        now: u64,
+        rx: &RxInfo,
+        msg: &Message,
+        relay_info: Option<DhcpOption>,
+    ) -> Outcome {
+        let mut o = self.handle_typed(now, rx, msg, relay_info);
+        if let Some(DhcpOption::MessageType(mt)) = msg.opts().get(OptionCode::MessageType) {
+            o.received = Some(*mt);
+        }
+        o
+    }
+
+    fn handle_typed(
         &mut self,
         now: u64,
         rx: &RxInfo,
@@ -447,27 +461,22 @@ impl Server {
             return ctx.ignore("no client identifier and empty chaddr");
         }
 
-        // Pool selection: by giaddr for relayed packets, else by segment.
-        let giaddr = msg.giaddr();
-        let segment = if !giaddr.is_unspecified() {
-            // Most specific subnet wins; ties by segment name (stable).
-            let best = self
-                .pools
-                .values()
-                .filter(|p| p.cfg.subnet.contains(&giaddr))
-                .max_by(|a, b| {
-                    (a.cfg.subnet.prefix_len(), &b.cfg.segment)
-                        .cmp(&(b.cfg.subnet.prefix_len(), &a.cfg.segment))
-                });
-            match best {
-                Some(p) => p.cfg.segment.clone(),
-                None => return ctx.ignore(format!("no pool for relay giaddr {giaddr}")),
-            }
-        } else if self.pools.contains_key(&rx.segment) {
-            rx.segment.clone()
-        } else {
+        // A packet is served only from the pool of the segment whose socket
+        // received it. A giaddr never selects another pool: it is accepted
+        // (replies go to the relay) only from the relays listed for this
+        // segment, so a host cannot reach another segment's pool or leases
+        // by forging one.
+        let Some(pool) = self.pools.get(&rx.segment) else {
             return ctx.ignore(format!("no pool on segment {:?}", rx.segment));
         };
+        let giaddr = msg.giaddr();
+        if !giaddr.is_unspecified() && !pool.cfg.relays.contains(&giaddr) {
+            return ctx.ignore(format!(
+                "giaddr {giaddr} is not a relay listed for segment {:?}",
+                rx.segment
+            ));
+        }
+        let segment = rx.segment.clone();
 
         match mt {
             MessageType::Discover => self.discover(now, &segment, &ctx),
@@ -839,8 +848,12 @@ impl Server {
         let seg = cfg.segment.as_str();
         let secs = lease_secs(cfg, ctx.msg);
         let reservation = cfg.reservation_for_addr(addr).filter(|r| r.mac == ctx.mac);
+        // Cleaned again: messages handed in decoded did not pass sanitize.
         let hostname = match ctx.msg.opts().get(OptionCode::Hostname) {
-            Some(DhcpOption::Hostname(h)) if !h.is_empty() => Some(h.clone()),
+            Some(DhcpOption::Hostname(h)) if !h.is_empty() => Some(super::text::clean_bytes(
+                h.as_bytes(),
+                super::text::MAX_HOSTNAME,
+            )),
             _ => reservation.and_then(|r| r.hostname.clone()),
         };
         let lease = Lease {
@@ -1070,9 +1083,26 @@ fn option_len_ok(code: u8, len: usize) -> Option<bool> {
 
 /// Rebuild the packet with only the options the server reads, each checked
 /// for a sane length (split options are joined, RFC 3396). The option
-/// decoder of the DHCP library trusts lengths of options it knows, so
-/// nothing else is handed to it.
-fn sanitize(bytes: &[u8]) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
+/// decoder of the DHCP library trusts lengths of options it knows and stops
+/// at the first option it cannot decode, dropping every option after it, so
+/// nothing is handed to it that it could fail on: an option with a bad
+/// length or that does not decode is dropped alone (and logged), the host
+/// name is cleaned of control characters and non-UTF-8 bytes
+/// ([`super::text`]), and a truncated option ends the option list.
+fn sanitize(rx: &RxInfo, bytes: &[u8]) -> (Vec<u8>, Option<Vec<u8>>) {
+    let xid = format!(
+        "{:#010x}",
+        u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]])
+    );
+    let dropped = |code: u8, why: &str| {
+        tracing::debug!(
+            xid = %xid,
+            segment = %rx.segment,
+            src = %rx.src,
+            option = code,
+            "DHCP option {why}"
+        );
+    };
     let mut kept: Vec<(u8, Vec<u8>)> = Vec::new();
     let mut relay: Option<Vec<u8>> = None;
     let mut pos = 240;
@@ -1086,10 +1116,12 @@ fn sanitize(bytes: &[u8]) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
             _ => {}
         }
         let Some(&len) = bytes.get(pos + 1) else {
-            return Err(format!("option {code} truncated"));
+            dropped(code, "truncated; options end here");
+            break;
         };
         let Some(data) = bytes.get(pos + 2..pos + 2 + usize::from(len)) else {
-            return Err(format!("option {code} runs past the end of the packet"));
+            dropped(code, "runs past the end of the packet; options end here");
+            break;
         };
         pos += 2 + usize::from(len);
         if code == 82 {
@@ -1105,18 +1137,29 @@ fn sanitize(bytes: &[u8]) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
         }
     }
     let mut out = bytes[..240].to_vec();
-    for (code, data) in kept {
+    for (code, mut data) in kept {
+        if code == 12 {
+            data = super::text::clean_bytes(&data, super::text::MAX_HOSTNAME).into_bytes();
+        }
         if option_len_ok(code, data.len()) != Some(true) {
-            return Err(format!("option {code} has bad length {}", data.len()));
+            dropped(code, &format!("has a bad length ({}); ignored", data.len()));
+            continue;
         }
+        let mut enc = Vec::with_capacity(data.len() + 2 * data.len().div_ceil(255) + 1);
         for chunk in data.chunks(255) {
-            out.push(code);
-            out.push(chunk.len() as u8);
-            out.extend_from_slice(chunk);
+            enc.push(code);
+            enc.push(chunk.len() as u8);
+            enc.extend_from_slice(chunk);
         }
+        enc.push(255);
+        if let Err(e) = DhcpOption::decode(&mut Decoder::new(&enc)) {
+            dropped(code, &format!("cannot be decoded ({e}); ignored"));
+            continue;
+        }
+        out.extend_from_slice(&enc[..enc.len() - 1]);
     }
     out.push(255);
-    Ok((out, relay))
+    (out, relay)
 }
 
 fn client_id_missing_identity(ctx: &Ctx) -> bool {

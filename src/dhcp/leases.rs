@@ -5,19 +5,35 @@
 //! The state directory holds one file, `leases.journal`:
 //!
 //! ```text
-//! header:  b"BHLEASE1"
-//! record:  len: u32 LE | crc32(payload): u32 LE | payload (JSON of Lease)
+//! header:  b"BHLEASE2"
+//! frame:   magic b"\xffBHL" | len: u32 LE | crc32(len LE ++ payload): u32 LE | payload
+//!          (payload: JSON of Lease; 0xff never occurs in JSON, so a frame start is findable)
 //! ```
 //!
 //! Records are appended; the latest record for a `(segment, addr)` wins.
-//! A record whose length runs past the end of the file or whose checksum
-//! does not match is a torn write from a crash: it and everything after it
-//! is ignored and cut off on the next open. Every commit is written and
-//! `fdatasync`ed before the caller is told it is durable; commits that
-//! arrive while a sync is running are written together with one write and
-//! one sync (group commit). When the journal grows past a threshold it is
-//! rewritten as a snapshot of the live leases: temp file, fsync, rename,
-//! fsync of the directory.
+//! Every commit is written and `fdatasync`ed before the caller is told it is
+//! durable; commits that arrive while a sync is running are written together
+//! with one write and one sync (group commit). When the journal grows past a
+//! threshold it is rewritten as a snapshot of the live leases: temp file,
+//! fsync, rename, fsync of the directory.
+//!
+//! # Damage
+//!
+//! * A last frame that is incomplete (its length runs past the end of the
+//!   file) is a torn write from a crash: it was never acknowledged, and it is
+//!   cut off on the next open.
+//! * Any other damage (a flipped byte in a record, its length or checksum, a
+//!   bad header, a complete last frame whose checksum does not match) loses
+//!   only the damaged records: reading resynchronises on the next frame whose
+//!   magic, length and checksum are valid and keeps every valid record after
+//!   it. On open the damaged file is first kept aside, byte for byte, as
+//!   `leases.journal.corrupt-<unix seconds>`, then the journal is rewritten
+//!   from the recovered records, a warning is logged and a `lease` event of
+//!   severity warning (`action=journal_recovered`, with `lost`, `recovered`
+//!   and `corrupt_copy`) is emitted.
+//! * A journal of the previous format (`BHLEASE1`: frames without magic) is
+//!   read the same way (resynchronising on the start of a JSON record) and
+//!   rewritten in the current format.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -35,8 +51,16 @@ use serde::{Deserialize, Serialize};
 pub const JOURNAL_FILE: &str = "leases.journal";
 /// Lock file: one writer per state directory.
 pub const LOCK_FILE: &str = "leases.lock";
-const JOURNAL_TMP: &str = "leases.journal.tmp";
-const HEADER: &[u8; 8] = b"BHLEASE1";
+/// Prefix of the corrupt copies kept aside (`leases.journal.corrupt-<unix seconds>`).
+pub const CORRUPT_PREFIX: &str = "leases.journal.corrupt-";
+const HEADER: &[u8; 8] = b"BHLEASE2";
+const HEADER_V1: &[u8; 8] = b"BHLEASE1";
+/// Start of every frame. 0xff is never part of UTF-8, so never of a JSON payload.
+const FRAME_MAGIC: [u8; 4] = [0xff, b'B', b'H', b'L'];
+const FRAME_HDR: usize = 12;
+const FRAME_HDR_V1: usize = 8;
+/// How a version-1 payload starts (the first field of a serialized Lease).
+const V1_PAYLOAD_START: &[u8] = b"{\"segment\":";
 const MAX_RECORD: usize = 64 * 1024;
 
 /// State of a lease record.
@@ -358,6 +382,47 @@ pub struct LeaseStore {
     tx: mpsc::Sender<Cmd>,
     stats: Arc<AtomicStats>,
     thread: Option<JoinHandle<()>>,
+    recovery: Option<Recovery>,
+}
+
+/// What opening a damaged journal recovered (see the module documentation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// The journal that was damaged.
+    pub journal: PathBuf,
+    /// Records lost to the damage.
+    pub lost: usize,
+    /// Valid records read (the latest per address is kept).
+    pub recovered: usize,
+    /// Bytes skipped as damage.
+    pub damaged_bytes: u64,
+    /// Where the damaged file was kept, byte for byte.
+    pub corrupt_copy: PathBuf,
+}
+
+impl Recovery {
+    /// The warning event of the product's event stream.
+    fn emit(&self) {
+        use crate::logship::event::{Event, Kind, Severity};
+        crate::logship::emit(
+            Event::new(
+                Kind::Lease,
+                Severity::Warning,
+                format!(
+                    "lease journal damaged: {} record(s) lost, {} recovered, copy kept as {}",
+                    self.lost,
+                    self.recovered,
+                    self.corrupt_copy.display()
+                ),
+            )
+            .with("action", "journal_recovered")
+            .with("journal", self.journal.display())
+            .with("lost", self.lost)
+            .with("recovered", self.recovered)
+            .with("damaged_bytes", self.damaged_bytes)
+            .with("corrupt_copy", self.corrupt_copy.display()),
+        );
+    }
 }
 
 impl std::fmt::Debug for LeaseStore {
@@ -376,25 +441,52 @@ impl LeaseStore {
         let lock = lock_dir(dir)?;
         let path = dir.join(JOURNAL_FILE);
         let now = (opts.clock)();
-        let (live, valid_len, file_len) = match fs::read(&path) {
-            Ok(bytes) => {
-                let (map, valid) = parse_journal(&bytes);
-                (map, valid, bytes.len() as u64)
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => (HashMap::new(), 0, 0),
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(io_err(format!("read {}", path.display()))(e)),
         };
-        let mut live: HashMap<(String, Ipv4Addr), Lease> =
-            live.into_iter().filter(|(_, l)| l.expires > now).collect();
+        let file_len = bytes.len() as u64;
+        let scan = scan_journal(&bytes);
+        let damaged = scan.damaged() || (file_len > 0 && scan.version.is_none());
+        let mut recovery = None;
+        if damaged {
+            // Keep the evidence before anything is rewritten.
+            let copy = keep_corrupt_copy(dir, &bytes)?;
+            tracing::warn!(
+                path = %path.display(),
+                lost = scan.lost,
+                recovered = scan.records,
+                damaged_bytes = scan.damaged_bytes,
+                corrupt_copy = %copy.display(),
+                "lease journal damaged: kept a copy, recovered every valid record"
+            );
+            let r = Recovery {
+                journal: path.clone(),
+                lost: scan.lost,
+                recovered: scan.records,
+                damaged_bytes: scan.damaged_bytes,
+                corrupt_copy: copy,
+            };
+            r.emit();
+            recovery = Some(r);
+        }
+        let mut live: HashMap<(String, Ipv4Addr), Lease> = scan
+            .leases
+            .into_iter()
+            .filter(|(_, l)| l.expires > now)
+            .collect();
 
         let stats = Arc::new(AtomicStats::default());
         let mut base = HEADER.len() as u64;
-        let mut size = valid_len.max(base);
-        let file = if valid_len < HEADER.len() as u64 || file_len > opts.compact_threshold {
-            // New, unreadable header, or big: start from a fresh snapshot.
-            if file_len > 0 && valid_len < HEADER.len() as u64 {
-                tracing::warn!(path = %path.display(), "lease journal has no valid header; starting a new one");
-            }
+        let mut size = scan.end.max(base);
+        let file = if file_len == 0
+            || damaged
+            || scan.version != Some(2)
+            || file_len > opts.compact_threshold
+        {
+            // New, damaged, of the previous format, or big: start from a
+            // fresh snapshot of what was read.
             base = write_snapshot(dir, &live)?;
             size = base;
             if file_len > 0 {
@@ -403,14 +495,14 @@ impl LeaseStore {
             open_append(&path)?
         } else {
             let f = open_append(&path)?;
-            if valid_len < file_len {
+            if scan.end < file_len {
                 tracing::warn!(
                     path = %path.display(),
-                    valid_len,
+                    valid_len = scan.end,
                     file_len,
                     "lease journal ends in a torn record; cutting it off"
                 );
-                f.set_len(valid_len)
+                f.set_len(scan.end)
                     .map_err(io_err("truncate torn journal tail"))?;
                 f.sync_all().map_err(io_err("fsync journal"))?;
             }
@@ -439,6 +531,7 @@ impl LeaseStore {
                 tx,
                 stats,
                 thread: Some(thread),
+                recovery,
             },
             leases,
         ))
@@ -458,6 +551,12 @@ impl LeaseStore {
     /// Counters so far.
     pub fn stats(&self) -> StoreStats {
         self.stats.snapshot()
+    }
+
+    /// What was recovered from a damaged journal when the store was opened
+    /// (`None`: the journal was whole, or only a torn tail was cut off).
+    pub fn recovery(&self) -> Option<&Recovery> {
+        self.recovery.as_ref()
     }
 
     /// Finish pending commits and stop the committer thread.
@@ -488,52 +587,230 @@ pub fn read_leases(dir: &Path, now: u64) -> Result<Vec<Lease>, StoreError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(io_err(format!("read {}", path.display()))(e)),
     };
-    let (map, _) = parse_journal(&bytes);
-    let mut v: Vec<Lease> = map.into_values().filter(|l| l.expires > now).collect();
+    let mut v: Vec<Lease> = scan_journal(&bytes)
+        .leases
+        .into_values()
+        .filter(|l| l.expires > now)
+        .collect();
     v.sort_by(|a, b| (&a.segment, a.addr).cmp(&(&b.segment, b.addr)));
     Ok(v)
 }
 
-/// Parse a journal image: the latest record per address and the length of
-/// the valid prefix (0 if the header is missing or wrong).
-fn parse_journal(bytes: &[u8]) -> (HashMap<(String, Ipv4Addr), Lease>, u64) {
-    let mut map = HashMap::new();
-    if bytes.len() < HEADER.len() || &bytes[..HEADER.len()] != HEADER {
-        return (map, 0);
+/// What reading a journal image found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JournalScan {
+    /// The latest record per `(segment, addr)` (expired ones included).
+    pub leases: HashMap<(String, Ipv4Addr), Lease>,
+    /// Format version of the header (1 or 2); `None` when the header is
+    /// missing or damaged.
+    pub version: Option<u8>,
+    /// Valid records read.
+    pub records: usize,
+    /// Records lost to damage (frames in damaged regions, at least one per
+    /// region where a frame was expected, plus records whose checksum
+    /// matched but whose payload did not decode).
+    pub lost: usize,
+    /// Bytes skipped as damage, a bad header included (not a torn tail).
+    pub damaged_bytes: u64,
+    /// Bytes of an incomplete last frame (a torn write).
+    pub torn_tail: u64,
+    /// End of the last valid frame (or of the header): where appending may
+    /// continue once a torn tail is cut off.
+    pub end: u64,
+}
+
+impl JournalScan {
+    /// Was anything lost to damage (as opposed to a torn tail)?
+    pub fn damaged(&self) -> bool {
+        self.damaged_bytes > 0 || self.lost > 0
     }
-    let mut pos = HEADER.len();
-    while let Some(hdr) = bytes.get(pos..pos + 8) {
-        let len = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]) as usize;
-        let crc = u32::from_le_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
-        if len > MAX_RECORD {
-            break;
-        }
-        let Some(payload) = bytes.get(pos + 8..pos + 8 + len) else {
-            break;
-        };
-        if crc32fast::hash(payload) != crc {
-            break;
-        }
-        match serde_json::from_slice::<Lease>(payload) {
-            Ok(lease) => {
-                map.insert((lease.segment.clone(), lease.addr), lease);
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fmt {
+    V1,
+    V2,
+}
+
+enum Frame<'a> {
+    /// A valid frame: its payload and where the next frame starts.
+    Ok(&'a [u8], usize),
+    /// Incomplete at the end of the file.
+    Torn,
+    /// Not a valid frame.
+    Bad,
+}
+
+fn le32(b: &[u8]) -> u32 {
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+fn frame_at(fmt: Fmt, bytes: &[u8], pos: usize) -> Frame<'_> {
+    let rest = &bytes[pos.min(bytes.len())..];
+    match fmt {
+        Fmt::V2 => {
+            let m = rest.len().min(FRAME_MAGIC.len());
+            if rest[..m] != FRAME_MAGIC[..m] {
+                return Frame::Bad;
             }
-            Err(e) => {
-                // Checksum matched, so this is not a torn write: skip it.
-                tracing::warn!(offset = pos, error = %e, "skipping unreadable lease record");
+            if rest.len() < FRAME_HDR {
+                return Frame::Torn;
             }
+            let len = le32(&rest[4..8]) as usize;
+            if len > MAX_RECORD {
+                return Frame::Bad;
+            }
+            let Some(payload) = rest.get(FRAME_HDR..FRAME_HDR + len) else {
+                return Frame::Torn;
+            };
+            let mut h = crc32fast::Hasher::new();
+            h.update(&rest[4..8]);
+            h.update(payload);
+            if h.finalize() != le32(&rest[8..12]) {
+                return Frame::Bad;
+            }
+            Frame::Ok(payload, pos + FRAME_HDR + len)
         }
-        pos += 8 + len;
+        Fmt::V1 => {
+            if rest.len() < FRAME_HDR_V1 {
+                return Frame::Torn;
+            }
+            let len = le32(&rest[0..4]) as usize;
+            if len > MAX_RECORD {
+                return Frame::Bad;
+            }
+            let Some(payload) = rest.get(FRAME_HDR_V1..FRAME_HDR_V1 + len) else {
+                return Frame::Torn;
+            };
+            if crc32fast::hash(payload) != le32(&rest[4..8]) {
+                return Frame::Bad;
+            }
+            Frame::Ok(payload, pos + FRAME_HDR_V1 + len)
+        }
     }
-    (map, pos as u64)
+}
+
+/// Offsets (from `from` on) where a frame might start.
+fn candidates(fmt: Fmt, bytes: &[u8], from: usize) -> impl Iterator<Item = usize> + '_ {
+    let (pat, back): (&[u8], usize) = match fmt {
+        Fmt::V2 => (&FRAME_MAGIC, 0),
+        Fmt::V1 => (V1_PAYLOAD_START, FRAME_HDR_V1),
+    };
+    let start = from + back;
+    bytes
+        .get(start..)
+        .unwrap_or_default()
+        .windows(pat.len())
+        .enumerate()
+        .filter(move |(_, w)| *w == pat)
+        .map(move |(i, _)| start + i - back)
+}
+
+/// Scan `bytes` from `pos` as format `fmt`, resynchronising after damage.
+fn scan_from(fmt: Fmt, bytes: &[u8], mut pos: usize, header_damaged: bool) -> JournalScan {
+    let mut sc = JournalScan {
+        end: pos as u64,
+        ..JournalScan::default()
+    };
+    // Frames in [from, to): for counting what a damaged region held.
+    let count = |from: usize, to: usize| candidates(fmt, &bytes[..to], from).count();
+    let mut in_header = header_damaged;
+    while pos < bytes.len() {
+        match frame_at(fmt, bytes, pos) {
+            Frame::Ok(payload, next) => {
+                in_header = false;
+                match serde_json::from_slice::<Lease>(payload) {
+                    Ok(lease) => {
+                        sc.records += 1;
+                        sc.leases.insert((lease.segment.clone(), lease.addr), lease);
+                    }
+                    Err(e) => {
+                        // The checksum matched: not damage in transit, a record
+                        // this version cannot read. Skipped, and counted.
+                        tracing::warn!(offset = pos, error = %e, "skipping unreadable lease record");
+                        sc.lost += 1;
+                    }
+                }
+                pos = next;
+                sc.end = next as u64;
+            }
+            bad => {
+                let next = candidates(fmt, bytes, pos + 1)
+                    .find(|&c| matches!(frame_at(fmt, bytes, c), Frame::Ok(..)));
+                match next {
+                    Some(c) => {
+                        let n = count(pos, c);
+                        sc.lost += if in_header { n } else { n.max(1) };
+                        sc.damaged_bytes += (c - pos) as u64;
+                        pos = c;
+                    }
+                    None => {
+                        let rest = &bytes[pos..];
+                        if !in_header
+                            && (matches!(bad, Frame::Torn) || rest.iter().all(|b| *b == 0))
+                        {
+                            sc.torn_tail = rest.len() as u64;
+                        } else {
+                            let n = count(pos, bytes.len());
+                            sc.lost += if in_header { n } else { n.max(1) };
+                            sc.damaged_bytes += rest.len() as u64;
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    sc
+}
+
+/// Read a journal image: every valid record, resynchronising after damage
+/// (see the module documentation). Never panics, whatever the bytes.
+pub fn scan_journal(bytes: &[u8]) -> JournalScan {
+    let head = bytes.get(..HEADER.len());
+    if head == Some(&HEADER[..]) {
+        let mut sc = scan_from(Fmt::V2, bytes, HEADER.len(), false);
+        sc.version = Some(2);
+        return sc;
+    }
+    if head == Some(&HEADER_V1[..]) {
+        let mut sc = scan_from(Fmt::V1, bytes, HEADER_V1.len(), false);
+        sc.version = Some(1);
+        return sc;
+    }
+    if bytes.is_empty() {
+        return JournalScan::default();
+    }
+    // Damaged header: the records may still be there, in either format.
+    let v2 = scan_from(Fmt::V2, bytes, 0, true);
+    let v1 = scan_from(Fmt::V1, bytes, 0, true);
+    let mut sc = if v1.records > v2.records { v1 } else { v2 };
+    sc.damaged_bytes = sc.damaged_bytes.max(bytes.len().min(HEADER.len()) as u64);
+    sc.version = None;
+    sc
 }
 
 fn encode_record(lease: &Lease, out: &mut Vec<u8>) {
     // Serializing a plain struct of strings and numbers cannot fail.
     let payload = serde_json::to_vec(lease).unwrap_or_default();
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    let len = (payload.len() as u32).to_le_bytes();
+    let mut h = crc32fast::Hasher::new();
+    h.update(&len);
+    h.update(&payload);
+    out.extend_from_slice(&FRAME_MAGIC);
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&h.finalize().to_le_bytes());
     out.extend_from_slice(&payload);
+}
+
+/// A whole journal image (header and one frame per lease, in the given
+/// order), as a snapshot is written.
+pub fn encode_journal<'a>(leases: impl IntoIterator<Item = &'a Lease>) -> Vec<u8> {
+    let mut buf = HEADER.to_vec();
+    for l in leases {
+        encode_record(l, &mut buf);
+    }
+    buf
 }
 
 fn lock_dir(dir: &Path) -> Result<File, StoreError> {
@@ -561,33 +838,36 @@ fn open_append(path: &Path) -> Result<File, StoreError> {
         .map_err(io_err(format!("open {}", path.display())))
 }
 
-fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(format!("fsync directory {}", dir.display())))
-}
-
 /// Write header + all live records to a temp file, fsync it, rename it over
 /// the journal and fsync the directory. Returns the new journal size.
 fn write_snapshot(
     dir: &Path,
     live: &HashMap<(String, Ipv4Addr), Lease>,
 ) -> Result<u64, StoreError> {
-    let tmp = dir.join(JOURNAL_TMP);
     let path = dir.join(JOURNAL_FILE);
-    let mut buf = HEADER.to_vec();
     let mut leases: Vec<&Lease> = live.values().collect();
     leases.sort_by(|a, b| (&a.segment, a.addr).cmp(&(&b.segment, b.addr)));
-    for l in leases {
-        encode_record(l, &mut buf);
-    }
-    let mut f = File::create(&tmp).map_err(io_err(format!("create {}", tmp.display())))?;
-    f.write_all(&buf).map_err(io_err("write snapshot"))?;
-    f.sync_all().map_err(io_err("fsync snapshot"))?;
-    drop(f);
-    fs::rename(&tmp, &path).map_err(io_err("rename snapshot over journal"))?;
-    fsync_dir(dir)?;
+    let buf = encode_journal(leases);
+    crate::sys::fs::write_atomic(&path, &buf, 0o644)
+        .map_err(io_err(format!("write snapshot {}", path.display())))?;
     Ok(buf.len() as u64)
+}
+
+/// Keep a damaged journal aside, byte for byte and durably, before it is
+/// rewritten. Returns the copy's path.
+fn keep_corrupt_copy(dir: &Path, bytes: &[u8]) -> Result<PathBuf, StoreError> {
+    let stamp = unix_now();
+    let mut path = dir.join(format!("{CORRUPT_PREFIX}{stamp}"));
+    let mut n = 0;
+    while path.exists() {
+        n += 1;
+        path = dir.join(format!("{CORRUPT_PREFIX}{stamp}-{n}"));
+    }
+    crate::sys::fs::write_atomic(&path, bytes, 0o600).map_err(io_err(format!(
+        "keep corrupt journal as {}",
+        path.display()
+    )))?;
+    Ok(path)
 }
 
 struct Committer {

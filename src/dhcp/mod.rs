@@ -9,6 +9,8 @@
 //!   group-committed, crash-safe [`LeaseStore`].
 //! * [`server`]: one UDP socket per segment; ACKs leave only after their
 //!   lease record is on disk.
+//! * [`text`]: client-chosen text (host names) with control characters
+//!   escaped, as it is stored and printed.
 //!
 //! # Use
 //!
@@ -44,6 +46,7 @@ pub mod config;
 pub mod core;
 pub mod leases;
 pub mod server;
+pub mod text;
 
 pub use self::config::{PoolConfig, Reservation};
 pub use self::leases::{Lease, LeaseEvent, LeaseEventKind, LeaseState, LeaseStore, StoreError};

@@ -11,11 +11,11 @@
 //! entry yiaddr -> chaddr on the segment interface with SIOCSARP and sends a
 //! normal UDP datagram to yiaddr:68. If that fails the reply is broadcast.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -27,6 +27,7 @@ use super::DhcpError;
 use super::config::PoolConfig;
 use super::core::{Destination, Outcome, Reply, RxInfo, Server};
 use super::leases::{Lease, LeaseEvent, LeaseStore, StoreOptions, StoreStats, unix_now};
+use dhcproto::v4::MessageType;
 
 /// Where lease events go (bound, released, declined, expired).
 pub type EventSender = mpsc::UnboundedSender<LeaseEvent>;
@@ -59,6 +60,75 @@ impl Shared {
                 let _ = tx.send(e);
             }
         }
+    }
+}
+
+/// Which way a counted DHCP message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Direction {
+    Received,
+    Sent,
+}
+
+impl Direction {
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Received => "received",
+            Direction::Sent => "sent",
+        }
+    }
+}
+
+/// Messages counted since this process started, by segment, direction and type: the
+/// lower-case DHCP message type (`discover`, `request`, `offer`, `ack`, ...), or `malformed`
+/// for a received packet without one (too short, not DHCP, undecodable). A message is counted
+/// as sent once its datagram left the socket. Process-wide (every server of the process adds
+/// to it), so that the metrics can be read from any thread.
+#[derive(Debug, Default)]
+pub struct MessageCounts {
+    counts: Mutex<BTreeMap<(String, Direction, &'static str), u64>>,
+}
+
+impl MessageCounts {
+    fn add(&self, segment: &str, dir: Direction, kind: &'static str) {
+        let mut g = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        match g.get_mut(&(segment.to_string(), dir, kind)) {
+            Some(n) => *n += 1,
+            None => {
+                g.insert((segment.to_string(), dir, kind), 1);
+            }
+        }
+    }
+
+    /// Every count: (segment, direction, type, messages), sorted.
+    pub fn snapshot(&self) -> Vec<(String, Direction, &'static str, u64)> {
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|((s, d, k), n)| (s.clone(), *d, *k, *n))
+            .collect()
+    }
+}
+
+/// The DHCP message counters of this process.
+pub fn message_counts() -> &'static MessageCounts {
+    static COUNTS: OnceLock<MessageCounts> = OnceLock::new();
+    COUNTS.get_or_init(MessageCounts::default)
+}
+
+/// The name a message type is counted under.
+pub fn type_name(mt: MessageType) -> &'static str {
+    match mt {
+        MessageType::Discover => "discover",
+        MessageType::Offer => "offer",
+        MessageType::Request => "request",
+        MessageType::Decline => "decline",
+        MessageType::Ack => "ack",
+        MessageType::Nak => "nak",
+        MessageType::Release => "release",
+        MessageType::Inform => "inform",
+        _ => "other",
     }
 }
 
@@ -268,6 +338,11 @@ async fn run_segment(
         let (outcome, ticket) = {
             let mut core = shared.core();
             let mut o: Outcome = core.handle_packet(now, &rx, &buf[..n]);
+            message_counts().add(
+                &seg,
+                Direction::Received,
+                o.received.map_or("malformed", type_name),
+            );
             let t = (!o.changes.is_empty())
                 .then(|| shared.store.commit(std::mem::take(&mut o.changes)));
             (o, t)
@@ -308,13 +383,16 @@ async fn send_all(sock: &UdpSocket, iface: &str, replies: &[Reply]) {
         }
         let to = dest.socket_addr();
         match sock.send_to(&r.payload, to).await {
-            Ok(_) => tracing::debug!(
+            Ok(_) => {
+                message_counts().add(&r.segment, Direction::Sent, type_name(r.msg_type));
+                tracing::debug!(
                 xid = format_args!("{:#010x}", r.xid),
                 msg_type = ?r.msg_type,
                 to = %to,
                 segment = %r.segment,
                 "sent"
-            ),
+                )
+            }
             Err(e) => tracing::warn!(xid = r.xid, to = %to, error = %e, "send failed"),
         }
     }

@@ -209,20 +209,28 @@ pub async fn stop(handles: Vec<tokio::task::JoinHandle<()>>, grace: std::time::D
     .await;
 }
 
-/// Shipping counters for `bulkhead status`.
-pub fn status() -> serde_json::Value {
-    let h = hub();
-    let targets: Vec<ship::TargetStatus> = h
+/// The counters of every log target.
+pub fn target_status() -> Vec<ship::TargetStatus> {
+    hub()
         .stats
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .iter()
         .map(|s| s.snapshot())
-        .collect();
+        .collect()
+}
+
+/// Events put into the stream since this process started.
+pub fn events_total() -> u64 {
+    hub().inner.lock().unwrap_or_else(|e| e.into_inner()).seq
+}
+
+/// Shipping counters for `bulkhead status`.
+pub fn status() -> serde_json::Value {
     serde_json::json!({
-        "targets": targets,
-        "nflog": &h.nflog,
-        "events": h.inner.lock().unwrap_or_else(|e| e.into_inner()).seq,
+        "targets": target_status(),
+        "nflog": &hub().nflog,
+        "events": events_total(),
     })
 }
 

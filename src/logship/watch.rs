@@ -324,8 +324,8 @@ mod tests {
         .expect("shipped config");
         let res = Resolver::new(&m);
         let pkt = nflog::Packet {
-            src: "198.18.200.10".parse().unwrap(),
-            dst: "198.18.30.5".parse().unwrap(),
+            src: "192.168.200.10".parse().unwrap(),
+            dst: "192.168.30.5".parse().unwrap(),
             proto: 6,
             len: 60,
             l4: L4::Tcp {
@@ -353,7 +353,7 @@ mod tests {
         assert_eq!(ev.field("mac"), Some("02:00:00:00:00:01"));
         assert_eq!(
             ev.msg,
-            "drop tcp 198.18.200.10:40000 -> 198.18.30.5:22 by forward builtin default-drop (guest -> server)"
+            "drop tcp 192.168.200.10:40000 -> 192.168.30.5:22 by forward builtin default-drop (guest -> server)"
         );
         assert_eq!(seen.unwrap().in_segment.as_deref(), Some("guest"));
         // a logged accept of a config rule, prefix truncated by the kernel's limit

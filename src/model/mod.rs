@@ -139,6 +139,9 @@ pub struct DhcpPool {
     pub domain: Option<String>,
     pub reservations: Vec<Reservation>,
     pub options: Vec<DhcpOption>,
+    /// Relay agents (giaddr) whose relayed requests the segment answers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub relays: Vec<Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -189,8 +189,20 @@ pub fn match_variants(m: &Match) -> Vec<String> {
                 }
             }
         }
+        Some(L4::Icmp) if !m.icmp_types.is_empty() => cross(
+            m.icmp_types
+                .iter()
+                .map(|t| format!("-p icmp -m icmp --icmp-type {t}"))
+                .collect(),
+        ),
         Some(L4::Icmp) => cross(vec!["-p icmp".into()]),
         Some(L4::Icmpv6) | None => {}
+    }
+    if let Some(l) = m.limit {
+        cross(vec![format!(
+            "-m limit --limit {}/{} --limit-burst {}",
+            l.rate.count, l.rate.per, l.burst
+        )]);
     }
     match m.ct {
         Some(Ct::EstablishedRelated) => {
@@ -213,7 +225,8 @@ fn target(v: &Verdict) -> String {
 }
 
 fn emit(out: &mut String, rs: &Ruleset, chain: &str, r: &FwRule) {
-    // IPv6-only rules have no IPv4 rendering.
+    // IPv6-only rules have no IPv4 rendering: with this backend IPv6 is switched off
+    // (`disable_ipv6` in the plan's sysctls), so there is no IPv6 traffic to filter.
     if r.m.ipv6 || r.m.l4 == Some(L4::Icmpv6) {
         return;
     }

@@ -70,6 +70,8 @@ pub struct PoolPlan {
     pub mtu: Option<u32>,
     pub reservations: Vec<Reservation>,
     pub options: Vec<DhcpOption>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub relays: Vec<Ipv4Addr>,
 }
 
 /// The firewall as the chosen backend will load it.
@@ -151,7 +153,7 @@ fn links(m: &Model) -> (Vec<LinkPlan>, Vec<RoutePlan>) {
 
 /// Kernel settings. `default.*` and global keys come first, so interfaces created afterwards
 /// inherit them.
-fn sysctls(m: &Model, backend: Backend) -> Vec<SysctlPlan> {
+fn sysctls(m: &Model, backend: Backend, links: &[LinkPlan]) -> Vec<SysctlPlan> {
     let s = &m.sysctl;
     let b = |x: bool| if x { "1" } else { "0" }.to_string();
     let mut v = Vec::new();
@@ -194,6 +196,10 @@ fn sysctls(m: &Model, backend: Backend) -> Vec<SysctlPlan> {
             "1".into(),
         );
     }
+    // No router advertisement from a segment may give the gateway an address or a default
+    // route: links created from here on (the VLANs) start with RAs and SLAAC off ...
+    put("net.ipv6.conf.default.accept_ra", "0".into());
+    put("net.ipv6.conf.default.autoconf", "0".into());
     if backend == Backend::Iptables {
         // the iptables rendering filters IPv4 only: IPv6 is switched off rather than left open
         put("net.ipv6.conf.all.disable_ipv6", "1".into());
@@ -204,6 +210,13 @@ fn sysctls(m: &Model, backend: Backend) -> Vec<SysctlPlan> {
         "net.ipv4.icmp_echo_ignore_broadcasts",
         b(s.ignore_broadcast_ping),
     );
+    // ... and so does every segment port, VLAN link and the trunk (set once the link exists).
+    // The uplink keeps the kernel's setting: its router is the one to listen to.
+    for l in links.iter().filter(|l| l.role != "uplink") {
+        let dev = l.name.replace('.', "/");
+        put(&format!("net.ipv6.conf.{dev}.accept_ra"), "0".into());
+        put(&format!("net.ipv6.conf.{dev}.autoconf"), "0".into());
+    }
     for (k, val) in &s.extra {
         if let Some(x) = v.iter_mut().find(|x| &x.key == k) {
             x.value = val.clone();
@@ -237,6 +250,7 @@ fn pools(m: &Model) -> Vec<PoolPlan> {
                 mtu: s.mtu,
                 reservations: d.reservations.clone(),
                 options: d.options.clone(),
+                relays: d.relays.clone(),
             })
         })
         .collect()
@@ -259,6 +273,7 @@ pub fn render_firewall(rs: &Ruleset, backend: Backend, source: &str) -> Firewall
 pub fn build(m: &Model, backend: Option<Backend>) -> Plan {
     let backend = backend.unwrap_or(m.backend);
     let (links, routes) = links(m);
+    let sysctls = sysctls(m, backend, &links);
     let ruleset = ruleset::build(m);
     let source = m.source_name();
     let firewall = render_firewall(&ruleset, backend, &source);
@@ -268,7 +283,7 @@ pub fn build(m: &Model, backend: Option<Backend>) -> Plan {
         backend,
         links,
         routes,
-        sysctls: sysctls(m, backend),
+        sysctls,
         ruleset,
         firewall,
         dhcp: pools(m),
@@ -345,6 +360,10 @@ impl Plan {
                 if !p.dns.is_empty() {
                     let d: Vec<String> = p.dns.iter().map(|a| a.to_string()).collect();
                     let _ = writeln!(o, "  dns {}", d.join(", "));
+                }
+                if !p.relays.is_empty() {
+                    let r: Vec<String> = p.relays.iter().map(|a| a.to_string()).collect();
+                    let _ = writeln!(o, "  relays {}", r.join(", "));
                 }
                 if let Some(d) = &p.domain {
                     let _ = writeln!(o, "  domain {d}");

@@ -44,6 +44,51 @@ fn l4name(l: L4) -> &'static str {
     }
 }
 
+/// nft's name of an ICMP type (the number when it has none).
+fn icmp_type(t: u8) -> String {
+    match t {
+        0 => "echo-reply".into(),
+        3 => "destination-unreachable".into(),
+        8 => "echo-request".into(),
+        11 => "time-exceeded".into(),
+        12 => "parameter-problem".into(),
+        t => t.to_string(),
+    }
+}
+
+/// nft's name of an ICMPv6 type (the number when it has none).
+fn icmpv6_type(t: u8) -> String {
+    match t {
+        1 => "destination-unreachable".into(),
+        2 => "packet-too-big".into(),
+        3 => "time-exceeded".into(),
+        4 => "parameter-problem".into(),
+        128 => "echo-request".into(),
+        129 => "echo-reply".into(),
+        130 => "mld-listener-query".into(),
+        131 => "mld-listener-report".into(),
+        132 => "mld-listener-reduction".into(),
+        133 => "nd-router-solicit".into(),
+        134 => "nd-router-advert".into(),
+        135 => "nd-neighbor-solicit".into(),
+        136 => "nd-neighbor-advert".into(),
+        137 => "nd-redirect".into(),
+        143 => "mld2-listener-report".into(),
+        t => t.to_string(),
+    }
+}
+
+fn types(t: &[u8], name: fn(u8) -> String) -> String {
+    if t.len() == 1 {
+        name(t[0])
+    } else {
+        format!(
+            "{{ {} }}",
+            t.iter().map(|&x| name(x)).collect::<Vec<_>>().join(", ")
+        )
+    }
+}
+
 /// The match part of a rule, as nft expressions.
 pub fn matches(m: &Match) -> String {
     let mut e: Vec<String> = Vec::new();
@@ -74,8 +119,23 @@ pub fn matches(m: &Match) -> String {
                 e.push(format!("{} dport {}", l4name(l), ports(&m.dport)));
             }
         }
+        Some(L4::Icmp) if !m.icmp_types.is_empty() => {
+            e.push(format!("icmp type {}", types(&m.icmp_types, icmp_type)))
+        }
+        Some(L4::Icmpv6) if !m.icmp_types.is_empty() => {
+            e.push(format!("icmpv6 type {}", types(&m.icmp_types, icmpv6_type)))
+        }
         Some(l) => e.push(format!("meta l4proto {}", l4name(l))),
         None => {}
+    }
+    if let Some(h) = m.hoplimit {
+        e.push(format!("ip6 hoplimit {h}"));
+    }
+    if let Some(l) = m.limit {
+        e.push(format!(
+            "limit rate {}/{} burst {} packets",
+            l.rate.count, l.rate.per, l.burst
+        ));
     }
     match m.ct {
         Some(Ct::EstablishedRelated) => e.push("ct state established,related".into()),

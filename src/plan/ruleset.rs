@@ -15,6 +15,19 @@ pub const TABLE: &str = "bulkhead";
 /// The live set that alerts put scanning sources into.
 pub const QUARANTINE: &str = "quarantine";
 
+const ICMPV6_ECHO_REQUEST: u8 = 128;
+const ICMPV6_ROUTER_ADVERT: u8 = 134;
+
+/// Echo requests answered per second (with a burst): enough for any monitoring, too little to
+/// make the gateway a reflector.
+pub const ECHO_LIMIT: Limit = Limit {
+    rate: Rate {
+        count: 10,
+        per: "second",
+    },
+    burst: 20,
+};
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Ruleset {
     pub sets: Vec<SetDef>,
@@ -109,6 +122,13 @@ pub enum Ct {
     Dnat,
 }
 
+/// A rate limit on a rule's match: packets beyond it go on to the next rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Limit {
+    pub rate: Rate,
+    pub burst: u32,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Match {
     /// Only IPv6 packets (nftables' inet table sees both families; iptables renders IPv4 only).
@@ -122,6 +142,14 @@ pub struct Match {
     pub l4: Option<L4>,
     pub sport: Vec<PortRange>,
     pub dport: Vec<PortRange>,
+    /// ICMP / ICMPv6 message types (with `l4` set to the protocol); empty: any type.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub icmp_types: Vec<u8>,
+    /// The IPv6 hop limit the packet must arrive with (255: sent on the link, not routed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hoplimit: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<Limit>,
     pub ct: Option<Ct>,
 }
 
@@ -275,6 +303,57 @@ impl Builder<'_> {
         }
     }
 
+    /// ICMPv6 to the gateway itself, after RFC 4890 section 4.4 (traffic addressed to a
+    /// firewall device): error messages, rate-limited echo requests, neighbour discovery and
+    /// MLD on the link only. Router advertisements are taken from the uplink's router alone —
+    /// never from a segment, where any client could claim to be the default router. Replies
+    /// and errors of the gateway's own traffic pass earlier as established/related; every
+    /// other type (redirects, unsolicited echo replies, router renumbering...) meets the
+    /// logged default drop.
+    fn icmpv6_input(&self, rules: &mut Vec<FwRule>) {
+        let rule = |name: &str, iif: Option<String>, types: &[u8], hoplimit, limit| FwRule {
+            origin: Origin::builtin(name),
+            m: Match {
+                ipv6: true,
+                iif,
+                l4: Some(L4::Icmpv6),
+                icmp_types: types.to_vec(),
+                hoplimit,
+                limit,
+                ..Match::default()
+            },
+            verdict: Verdict::Accept,
+            log: false,
+        };
+        // destination unreachable, packet too big, time exceeded, parameter problem
+        rules.push(rule("icmpv6-error", None, &[1, 2, 3, 4], None, None));
+        rules.push(rule(
+            "icmpv6-echo",
+            None,
+            &[ICMPV6_ECHO_REQUEST],
+            None,
+            Some(ECHO_LIMIT),
+        ));
+        // router solicitation, neighbour solicitation and advertisement: hop limit 255 proves
+        // they were sent on the link (RFC 4861 6.1, 7.1.1)
+        rules.push(rule("icmpv6-nd", None, &[133, 135, 136], Some(255), None));
+        rules.push(rule(
+            "icmpv6-router-advert",
+            Some(self.uplink()),
+            &[ICMPV6_ROUTER_ADVERT],
+            Some(255),
+            None,
+        ));
+        // MLD query, report, done and MLDv2 report: link-local, sent with hop limit 1
+        rules.push(rule(
+            "icmpv6-mld",
+            None,
+            &[130, 131, 132, 143],
+            Some(1),
+            None,
+        ));
+    }
+
     fn tail(&self, rules: &mut Vec<FwRule>) {
         rules.push(FwRule {
             origin: Origin::builtin("default-drop"),
@@ -368,17 +447,16 @@ impl Builder<'_> {
         let m = self.m;
         let mut rules = Vec::new();
         self.head(&mut rules, true, false);
-        for l4 in [L4::Icmp, L4::Icmpv6] {
-            rules.push(FwRule {
-                origin: Origin::builtin("icmp"),
-                m: Match {
-                    l4: Some(l4),
-                    ..Match::default()
-                },
-                verdict: Verdict::Accept,
-                log: false,
-            });
-        }
+        rules.push(FwRule {
+            origin: Origin::builtin("icmp"),
+            m: Match {
+                l4: Some(L4::Icmp),
+                ..Match::default()
+            },
+            verdict: Verdict::Accept,
+            log: false,
+        });
+        self.icmpv6_input(&mut rules);
         for s in &m.segments {
             if s.dhcp.is_some() {
                 rules.push(FwRule {
@@ -394,6 +472,30 @@ impl Builder<'_> {
                         ..Match::default()
                     },
                     verdict: Verdict::Accept,
+                    log: false,
+                });
+                // The kernel loops a copy of every broadcast the gateway sends back in on the
+                // sending interface: its own DHCP replies to 255.255.255.255:68 come back as
+                // input from its own address. Nothing here listens for them; dropped without
+                // a log line, they are not reported as drops.
+                rules.push(FwRule {
+                    origin: Origin {
+                        kind: "dhcp",
+                        name: format!("{}:own-broadcast", s.name),
+                        loc: Some(s.loc.clone()),
+                    },
+                    m: Match {
+                        iif: Some(s.ifname.clone()),
+                        saddr: Some(AddrMatch::Nets(vec![Ipv4Net::new(s.gateway, 32).unwrap()])),
+                        daddr: Some(AddrMatch::Nets(vec![
+                            Ipv4Net::new(Ipv4Addr::BROADCAST, 32).unwrap(),
+                        ])),
+                        l4: Some(L4::Udp),
+                        sport: vec![PortRange::single(67)],
+                        dport: vec![PortRange::single(68)],
+                        ..Match::default()
+                    },
+                    verdict: Verdict::Drop,
                     log: false,
                 });
             }

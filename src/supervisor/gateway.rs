@@ -996,6 +996,7 @@ pub fn pools(plan: &Plan) -> Vec<crate::dhcp::PoolConfig> {
                 })
                 .collect();
             c.extra_options = p.options.iter().map(|o| (o.code, o.data.clone())).collect();
+            c.relays = p.relays.clone();
             c
         })
         .collect()

@@ -228,6 +228,7 @@ fn handle(gw: &mut Gateway, req: Request) -> Response {
             read_leases(&gw.state_dir, segment.as_deref()).map_or_else(Response::err, Response::ok)
         }
         Request::Logs { .. } => Response::err("logs are answered by the control socket"),
+        Request::Metrics => Response::ok(crate::metrics::render(gw)),
     }
 }
 

@@ -11,7 +11,7 @@
 #![allow(dead_code)]
 
 #[path = "../common/mod.rs"]
-mod common;
+pub mod common;
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};

@@ -63,6 +63,8 @@ pub fn tool_source(tool: &str) -> (&'static str, &'static str) {
         "ipset" => ("ipset", "tools/setup"),
         "ssh-keygen" => ("openssh-client", "tools/setup"),
         "setpriv" => ("util-linux", "tools/setup"),
+        "promtool" | "prometheus" => ("prometheus", "tools/setup"),
+        "nc" => ("netcat-openbsd", "tools/setup"),
         _ => ("the package that provides it", "tools/setup"),
     }
 }

@@ -21,7 +21,7 @@ guest_checks() {
   check "$vm: bulkhead is ready and created the shipped config's VLAN links" g "$vm" \
     'for i in $(seq 300); do [ -e /var/lib/bulkhead/ready ] && break; sleep 0.1; done; for v in 10 20 30 100 200; do /sbin/ip -d link show eth0.$v | grep -q "802.1Q id $v" || exit 1; done'
   check "$vm: the management address is up and SSH listens there only" g "$vm" \
-    'for i in $(seq 300); do netstat -ltn 2>/dev/null | grep -q "198.18.100.1:22 " && break; sleep 0.1; done; netstat -ltn | grep -q "198.18.100.1:22 " && ! netstat -ltn | grep -q "0.0.0.0:22 "'
+    'for i in $(seq 300); do netstat -ltn 2>/dev/null | grep -q "192.168.100.1:22 " && break; sleep 0.1; done; netstat -ltn | grep -q "192.168.100.1:22 " && ! netstat -ltn | grep -q "0.0.0.0:22 "'
   check "$vm: nft loads an inet table" g "$vm" '
     nft -f - <<EOF
 table inet boottest {

@@ -71,18 +71,18 @@ ssh_from() {  # NS ADDR
   ip netns exec "$1" env HOME="$TMP" timeout 120 dbclient -y -y -i "$TMP/id_ed25519" "root@$2" 'echo ssh-ok' 2>&1
 }
 for i in $(seq 60); do
-  grep -q "dropbear listening on 198.18.100.1:22" "$con" && break; sleep 1
+  grep -q "dropbear listening on 192.168.100.1:22" "$con" && break; sleep 1
 done
-out=$(ssh_from "bhl-$NAME-c-mgmt" 198.18.100.1) || true
+out=$(ssh_from "bhl-$NAME-c-mgmt" 192.168.100.1) || true
 grep -q ssh-ok <<<"$out" || {
   echo "$out"; grep -iE "dropbear|ssh|authorized" "$con" | tail -20
   echo "FAIL: SSH login from the management VLAN"; exit 1
 }
 echo "PASS: SSH with the admin key from the management VLAN"
-if ip netns exec "bhl-$NAME-c-internal" env HOME="$TMP" timeout 10 dbclient -y -y -i "$TMP/id_ed25519" root@198.18.20.1 true >/dev/null 2>&1; then
+if ip netns exec "bhl-$NAME-c-internal" env HOME="$TMP" timeout 10 dbclient -y -y -i "$TMP/id_ed25519" root@192.168.20.1 true >/dev/null 2>&1; then
   echo "FAIL: SSH answered on the internal VLAN"; exit 1
 fi
-if ip netns exec "bhl-$NAME-c-internal" env HOME="$TMP" timeout 10 dbclient -y -y -i "$TMP/id_ed25519" root@198.18.100.1 true >/dev/null 2>&1; then
+if ip netns exec "bhl-$NAME-c-internal" env HOME="$TMP" timeout 10 dbclient -y -y -i "$TMP/id_ed25519" root@192.168.100.1 true >/dev/null 2>&1; then
   echo "FAIL: SSH to the management address answered from the internal VLAN"; exit 1
 fi
 echo "PASS: no SSH from the internal VLAN (neither its gateway address nor the management one)"

@@ -34,7 +34,7 @@ ok "booted ($MODE) in ${BOOT_SECS}s"
 check "control channel answers" gwait vm
 check "the console offers setup and a shell" grep -q "run 'bulkhead setup' to configure this gateway; press Enter for a shell" "$TMP/vm.console"
 check "bulkhead is ready on the shipped config" g vm \
-  'for i in $(seq 600); do [ -e /var/lib/bulkhead/ready ] && break; sleep 0.1; done; [ -e /var/lib/bulkhead/ready ] && /sbin/ip -4 addr show dev eth0.100 | grep -q 198.18.100.1/24'
+  'for i in $(seq 600); do [ -e /var/lib/bulkhead/ready ] && break; sleep 0.1; done; [ -e /var/lib/bulkhead/ready ] && /sbin/ip -4 addr show dev eth0.100 | grep -q 192.168.100.1/24'
 
 # ---- the wizard on the serial console -------------------------------------------------
 cat > "$TMP/wizard.dialogue" <<EOF

@@ -7,8 +7,9 @@
 # `bulkhead run` restarted on it). Checks: dropbear moves to MGMT_ADDR:2222 and nothing
 # listens on port 22; an SSH banner answers from the management VLAN on 2222 and not on 22;
 # `kill -9` of dropbear in the guest: the init starts it again (and backs off on a second
-# kill); from the other VLAN neither the management address nor that VLAN's gateway answers
-# on 2222 or 22. Addresses and VLAN ids are read from the shipped config.
+# kill); the saved config edited to 2223 and reloaded (SIGHUP): dropbear and the firewall
+# follow; from the other VLAN neither the management address nor that VLAN's gateway answers
+# on 2223 or 22. Addresses and VLAN ids are read from the shipped config.
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 require vmlinux initramfs.cpio.gz
 CFG=$ROOT/overlay/etc/bulkhead/bulkhead.toml
@@ -117,10 +118,22 @@ check "a second kill -9 (pid ${P2:-?}) right away" g vm "[ -n '$P2' ] && kill -9
 if back_again "$P2" > "$TMP/back2" 2>&1; then ok "$(cat "$TMP/back2")"; else notok "dropbear not back after the second kill -9"; sed 's/^/    /' "$TMP/back2"; fi
 check "the second restart backed off to 2 s" grep -q "dropbear (pid $P2) exited with status 137 after [0-9]*s; restarting in 2s" "$TMP/vm.console"
 
+# a reload (SIGHUP) of an edited config moves SSH to the new port, firewall and dropbear alike
+P3=$((PORT + 1))
+check "the saved config is edited to ssh_port = $P3 and bulkhead reloads it (SIGHUP)" g vm "
+  sed -i 's/^ssh_port = $PORT\$/ssh_port = $P3/' /var/lib/bulkhead/bulkhead.toml &&
+  grep -qx 'ssh_port = $P3' /var/lib/bulkhead/bulkhead.toml &&
+  kill -HUP \$(cat /run/bulkhead/bulkhead.pid)"
+check "dropbear follows to $MG_GW:$P3 and leaves $PORT" g vm "
+  for i in \$(seq 600); do netstat -ltn | grep -q ' $MG_GW:$P3 ' && break; sleep 0.1; done
+  netstat -ltn | grep ' $MG_GW:$P3 ' && ! netstat -ltn | grep -E ':($PORT|22) '"
+check "SSH answers from the management VLAN on $MG_GW:$P3 after the reload" banner "$NS_MG" "$MG_GW" "$P3"
+check_fails "nothing answers on $MG_GW:$PORT any more" banner "$NS_MG" "$MG_GW" "$PORT"
+
 # not from another VLAN
 check "the $OT_NAME VLAN reaches the gateway (the guest pings its client)" g vm "ping -c1 -W5 $OT_CL"
 for a in "$MG_GW" "$OT_GW"; do
-  for p in "$PORT" 22; do
+  for p in "$P3" 22; do
     check_fails "no SSH from the $OT_NAME VLAN to $a:$p" banner "$NS_OT" "$a" "$p"
   done
 done

@@ -204,15 +204,17 @@ pub(crate) fn net_text(n: &Ipv4Net) -> String {
 
 /// The fail-closed ruleset loaded before any interface is touched when no Bulkhead ruleset is
 /// loaded yet: forwarding dropped; the gateway reachable only for established traffic,
-/// loopback, ICMP, DHCP from the segments (and the uplink's own DHCP client), and SSH/API
-/// from the management segment. Derived from the plan's own ruleset, so it names the same
+/// loopback, ICMP and ICMPv6 as the full ruleset admits them, DHCP from the segments (and the
+/// uplink's own DHCP client), and SSH/API from the management segment. Derived from the plan's own ruleset, so it names the same
 /// interfaces and sets and is rendered by the same backend code.
 pub fn fail_closed(rs: &Ruleset) -> Ruleset {
     let keep = |kind: &str, name: &str| match kind {
-        "builtin" => matches!(
-            name,
-            "established" | "invalid" | "loopback" | "icmp" | "uplink-dhcp-client" | "default-drop"
-        ),
+        "builtin" => {
+            matches!(
+                name,
+                "established" | "invalid" | "loopback" | "uplink-dhcp-client" | "default-drop"
+            ) || name.starts_with("icmp")
+        }
         "dhcp" | "management" => true,
         _ => false,
     };

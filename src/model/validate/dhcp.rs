@@ -193,7 +193,25 @@ pub(super) fn pool(
         domain: d.domain.clone(),
         reservations,
         options,
+        relays: dhcp_relays(v, &p, &d.relays),
     })
+}
+
+/// `[segments.NAME.dhcp] relays`: each a relay agent's IPv4 address (its giaddr), once.
+fn dhcp_relays(v: &mut V, p: &str, relays: &[String]) -> Vec<Ipv4Addr> {
+    let mut out: Vec<Ipv4Addr> = Vec::new();
+    for (i, s) in relays.iter().enumerate() {
+        let rp = format!("{p}.relays[{i}]");
+        match config::parse_ipv4(s) {
+            Ok(a) if a.is_unspecified() || a.is_broadcast() || a.is_multicast() => {
+                v.err(rp, format!("{a} cannot be a relay agent address (giaddr)"))
+            }
+            Ok(a) if out.contains(&a) => v.err(rp, format!("relay {a} is listed twice")),
+            Ok(a) => out.push(a),
+            Err(e) => v.err(rp, e),
+        }
+    }
+    out
 }
 
 fn dhcp_option(v: &mut V, p: &str, o: &config::DhcpOption) -> Option<DhcpOption> {

@@ -12,11 +12,7 @@ pub(super) fn check(
     let mut forwards: Vec<Forward> = Vec::new();
     for (i, f) in cf.iter().enumerate() {
         let p = format!("forwards[{i}]");
-        let name_ok = !f.name.is_empty()
-            && f.name.len() <= 40
-            && f.name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        let name_ok = entry_name_ok(&f.name);
         if !name_ok {
             v.err(
                 format!("{p}.name"),

@@ -335,3 +335,13 @@ pub fn build(src: &Source) -> Result<(Model, Report), Report> {
         Ok((model, report))
     }
 }
+
+/// A rule's or forward's name: 1-40 characters of a-z, A-Z, 0-9, `-`, `_`, `.` (it labels
+/// firewall comments, counters and log prefixes).
+fn entry_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 40
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}

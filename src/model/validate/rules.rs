@@ -12,11 +12,7 @@ pub(super) fn check(
     let mut rule_names: BTreeMap<String, usize> = BTreeMap::new();
     for (i, r) in cr.iter().enumerate() {
         let p = format!("rules[{i}]");
-        let name_ok = !r.name.is_empty()
-            && r.name.len() <= 40
-            && r.name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        let name_ok = entry_name_ok(&r.name);
         if !name_ok {
             v.err(
                 format!("{p}.name"),
