@@ -7,6 +7,7 @@
 
 pub mod control;
 pub mod gateway;
+pub mod ntp;
 pub mod uplink;
 
 use std::path::{Path, PathBuf};
@@ -60,6 +61,12 @@ fn uplink_key(m: &crate::model::Model) -> (String, bool, String) {
     )
 }
 
+/// What the uplink's DHCP client and chronyd depend on: a reload that changes it sends the
+/// new model to the runtime, which restarts what changed.
+fn runtime_key(m: &crate::model::Model) -> ((String, bool, String), Vec<crate::model::NtpServer>) {
+    (uplink_key(m), m.ntp.clone())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
@@ -85,7 +92,7 @@ fn engine(
     uplink_tx: UplinkTx,
 ) {
     let mut pools = gw.pools();
-    let mut uplink = uplink_key(gw.model());
+    let mut uplink = runtime_key(gw.model());
     while let Ok(job) = jobs.recv() {
         // live set changes are recorded before anything else looks at the applied state
         let set_change = matches!(
@@ -175,7 +182,7 @@ fn engine(
             let _ = pools_tx.send(pools.clone());
         }
         // and so does the uplink's DHCP client
-        let now = uplink_key(gw.model());
+        let now = runtime_key(gw.model());
         if now != uplink {
             uplink = now;
             let _ = uplink_tx.send(gw.model().clone());
@@ -198,6 +205,7 @@ fn handle(gw: &mut Gateway, req: Request) -> Response {
                 serde_json::json!({"serving": pools, "leases": leases.iter().filter(|l| l.state == crate::dhcp::LeaseState::Bound).count()}),
             );
             st.extra.insert("logship".into(), crate::logship::status());
+            st.extra.insert("time".into(), ntp::status(gw.model()));
             Response::ok(st)
         }
         Request::Apply {
@@ -342,6 +350,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         tokio::spawn(watch_netlink(ntx));
         let mut uplink_model = uplink_model;
         let mut uplink_client = uplink::start(&uplink_model, &state_dir);
+        let mut ntp_client = ntp::start(&uplink_model, &state_dir, opts.lab.is_some());
         // DHCP on every segment, leases in the state directory
         let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
         let dhcp = match crate::dhcp::serve(first_pools.clone(), &dhcp_dir(&state_dir), Some(ev_tx)).await {
@@ -374,12 +383,29 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
                         tracing::warn!(status = %st, "the uplink DHCP client exited; starting it again");
                         uplink_client = uplink::start(&uplink_model, &state_dir);
                     }
+                    // and so is chronyd (the tick is 1 s: a chronyd that cannot start at
+                    // all, e.g. a second one, is retried at that pace with an error each time)
+                    if let Some(c) = ntp_client.as_mut()
+                        && let Ok(Some(st)) = c.try_wait()
+                    {
+                        tracing::warn!(status = %st, "chronyd exited; starting it again");
+                        ntp_client = ntp::start(&uplink_model, &state_dir, opts.lab.is_some());
+                    }
                 }
                 Some(m) = uplink_rx.recv() => {
-                    tracing::info!(interface = %m.uplink.interface, "the uplink changed: restarting its DHCP client");
-                    uplink::stop(uplink_client.take());
-                    uplink_model = m;
-                    uplink_client = uplink::start(&uplink_model, &state_dir);
+                    if m.ntp != uplink_model.ntp {
+                        tracing::info!("[system] ntp changed: restarting chronyd");
+                        ntp::stop(ntp_client.take());
+                        ntp_client = ntp::start(&m, &state_dir, opts.lab.is_some());
+                    }
+                    if uplink_key(&m) != uplink_key(&uplink_model) {
+                        tracing::info!(interface = %m.uplink.interface, "the uplink changed: restarting its DHCP client");
+                        uplink::stop(uplink_client.take());
+                        uplink_model = m;
+                        uplink_client = uplink::start(&uplink_model, &state_dir);
+                    } else {
+                        uplink_model = m;
+                    }
                 }
                 Some(ev) = ev_rx.recv() => { let _ = tx.send(Job::Lease(ev)); }
                 Some(pools) = pools_rx.recv() => {
@@ -414,6 +440,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             let _ = d.shutdown().await;
         }
         uplink::stop(uplink_client);
+        ntp::stop(ntp_client);
         tracing::info!("stopping; the ruleset stays in place");
         crate::logship::stop(shippers, Duration::from_secs(3)).await;
     });
