@@ -8,7 +8,7 @@
 # 1. Sizes: disk.qcow2 (the compressed factory disk, budget 48 MiB) and the upgrade bundle
 #    bulkhead-VERSION.raucb (budget 24 MiB).
 # 2. One BIOS boot of a private copy of disk.img (GRUB, slot A). The bundle reaches the guest
-#    as a second, read-only virtio disk and is copied to /tmp (so the copy is not timed: scp
+#    as the qemu fw_cfg file opt/bulkhead/bundle and is copied to /tmp (so the copy is not timed: scp
 #    over the VLAN switch is a test matter, tests/vm/upgrade.sh). Then REPS times:
 #    `bulkhead upgrade /tmp/b.raucb` timed in the guest (rauc info + rauc install: signature
 #    check, writing the 26 MiB slot image, grubenv), then `reboot`, timed on the host from
@@ -32,18 +32,18 @@ qsize=$(stat -c %s "$OUT/disk.qcow2"); bsize=$(stat -c %s "$BUNDLE")
 cp --sparse=always "$OUT/disk.img" "$W/disk.img"
 : > "$W/console"
 "$ROOT/image/run" --out "$OUT" --mode bios --disk "$W/disk.img" --mem 384 --serial "file:$W/console" \
-  --ctl "$W/ctl" --timeout 3000 -- -drive "file=$BUNDLE,format=raw,if=virtio,readonly=on" > "$W/qemu.log" 2>&1 &
+  --ctl "$W/ctl" --timeout 3000 -- -fw_cfg "name=opt/bulkhead/bundle,file=$BUNDLE" > "$W/qemu.log" 2>&1 &
 BH_PIDS+=($!)
 G() { python3 "$ROOT/tests/vm/guestctl.py" --timeout 300 "$W/ctl" "$*"; }
 readies() { grep -c '^bulkhead: ready' "$W/console" || true; }
 wait_ready() {  # N: until the console has N `bulkhead: ready` lines (600 s at most)
-  local d=$((SECONDS + 600))
-  while [ "$(readies)" -lt "$1" ]; do [ $SECONDS -lt $d ] || die "no ready #$1 (see $W/console)"; sleep 0.2; done
+  local d=$((SECONDS + 300))
+  while [ "$(readies)" -lt "$1" ]; do [ $SECONDS -lt $d ] || die "no ready #$1 within 300 s (see $W/console)"; sleep 0.2; done
 }
 wait_ready 1
 python3 "$ROOT/tests/vm/guestctl.py" --wait 60 "$W/ctl" true >/dev/null
-# the bundle disk is the virtio disk that is not the boot disk
-G "d=\$(ls /dev/vd? | grep -v \"\$(basename \$(findfs LABEL=BHBOOT) | tr -d 0-9)\" | head -1); head -c $bsize \$d > /tmp/b.raucb" \
+# the bundle comes in as the qemu fw_cfg file opt/bulkhead/bundle
+G "cat /sys/firmware/qemu_fw_cfg/by_name/opt/bulkhead/bundle/raw > /tmp/b.raucb && [ \$(stat -c %s /tmp/b.raucb) = $bsize ]" \
   || die "copying the bundle in the guest failed"
 inst=() boot=()
 for r in $(seq "$REPS"); do
