@@ -7,6 +7,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod api;
 pub mod apply;
 pub mod cli;
 pub mod config;

@@ -147,7 +147,7 @@ fn explain_names_the_rule_and_its_line() {
         text.starts_with("ACCEPT by rule internal-to-dmz-web ("),
         "{text}"
     );
-    assert!(text.contains("bulkhead.toml:121)"), "{text}");
+    assert!(text.contains("bulkhead.toml:123)"), "{text}");
 
     let o = e("192.168.200.77", "192.168.20.50", "tcp", Some("22"));
     assert_eq!(o.status.code(), Some(1));

@@ -1,6 +1,8 @@
 //! The `bulkhead` command line.
 
+pub mod api_token;
 pub mod backup;
+pub mod remote;
 pub mod setup;
 pub mod upgrade;
 
@@ -44,6 +46,17 @@ pub struct Global {
     /// State directory (applied generations, leases, control socket); default from the config.
     #[arg(long, global = true)]
     pub state_dir: Option<PathBuf>,
+    /// Run the command on a remote gateway through its management API
+    /// (https://ADDR:PORT): status, leases, logs, check, apply, confirm, rollback, diff, set.
+    #[arg(long, global = true, env = "BULKHEAD_REMOTE")]
+    pub remote: Option<String>,
+    /// The API token for --remote (`bulkhead api-token add` on the gateway).
+    #[arg(long, global = true, env = "BULKHEAD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The SHA-256 fingerprint of the gateway's API certificate (`bulkhead status` on its
+    /// console shows it) that --remote trusts.
+    #[arg(long, global = true, env = "BULKHEAD_FINGERPRINT")]
+    pub fingerprint: Option<String>,
 }
 
 impl Global {
@@ -273,6 +286,11 @@ pub enum Command {
     /// Restore a backup: the config is validated with this firmware before anything is
     /// touched, then keys and leases are put back and the config applied with commit-confirm.
     Restore(backup::RestoreArgs),
+    /// Tokens of the management API: `add NAME --role admin|read` prints a new one once.
+    ApiToken {
+        #[command(subcommand)]
+        command: api_token::ApiTokenCommand,
+    },
     /// Print a host-based nftables file for one server of a group.
     Hostrules {
         /// The group (role) the server belongs to.
@@ -330,8 +348,12 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let cfg = &cli.global.config;
     let lab_mode = cli.global.lab_mode();
     let load = |cfg: &std::path::Path| load_as(cfg, lab_mode);
+    if let Some(url) = cli.global.remote.clone() {
+        return remote::run(&cli.global, &url, cli.command);
+    }
     let mut stdout = std::io::stdout().lock();
     match cli.command {
+        Command::ApiToken { command } => return api_token::run(&cli.global, command),
         Command::Check => {
             let (m, warnings) = match load(cfg) {
                 Ok(x) => x,
@@ -481,6 +503,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             }
         }
         Command::Run => {
+            // the daemon's threads print too: stdout must not stay locked by this one
+            drop(stdout);
             crate::supervisor::run(crate::supervisor::RunOptions {
                 config: cfg.clone(),
                 state_dir: cli.global.state_dir.clone(),
@@ -794,7 +818,6 @@ fn ops(g: &Global, command: Command) -> Result<ExitCode, CliError> {
     if matches!(command, Command::ConfirmWatchdog) {
         return watchdog(g, &state_dir);
     }
-    let mut out = std::io::stdout().lock();
     let confirm = match &command {
         Command::Apply {
             confirm_within: Some(s),
@@ -884,6 +907,16 @@ fn ops(g: &Global, command: Command) -> Result<ExitCode, CliError> {
             .expect("serializes")
         }
     };
+    print_data(command, data, confirm)
+}
+
+/// Print what the daemon (or a remote gateway) answered to `command`.
+fn print_data(
+    command: Command,
+    data: serde_json::Value,
+    confirm: Option<u64>,
+) -> Result<ExitCode, CliError> {
+    let mut out = std::io::stdout().lock();
     let json = matches!(
         command,
         Command::Apply {
@@ -1057,6 +1090,15 @@ fn print_status(
     for (k, v) in &s.extra {
         if k == "logship" {
             print_logship(out, v)?;
+        } else if k == "api" {
+            match (v["url"].as_str(), v["fingerprint_sha256"].as_str()) {
+                (Some(url), Some(fp)) => writeln!(out, "api: {url}, certificate SHA-256 {fp}")?,
+                _ => writeln!(
+                    out,
+                    "api: NOT RUNNING: {}",
+                    v["error"].as_str().unwrap_or("unknown")
+                )?,
+            }
         } else {
             writeln!(out, "{k}: {v}")?;
         }

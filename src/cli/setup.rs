@@ -1120,6 +1120,9 @@ pub(crate) fn apply_config(
                     lab: g.lab,
                     lab_backend: g.lab_backend,
                     state_dir: Some(state_dir.clone()),
+                    remote: None,
+                    token: None,
+                    fingerprint: None,
                 };
                 super::spawn_watchdog(&watch, &state_dir)?;
             }

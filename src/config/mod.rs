@@ -188,6 +188,9 @@ pub struct EgressProfile {
 pub struct Management {
     pub ssh_port: Option<i64>,
     pub api_port: Option<i64>,
+    /// The API's certificate and key (PEM files); default: generated in the state directory.
+    pub api_cert: Option<String>,
+    pub api_key: Option<String>,
     /// Groups (inside the management segment) that may manage the gateway. Default: the whole
     /// management segment.
     pub sources: Option<Vec<String>>,

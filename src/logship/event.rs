@@ -60,6 +60,8 @@ pub enum Kind {
     Upgrade,
     /// Any other record of Bulkhead's own log.
     Log,
+    /// A change asked for by someone (API token, local user): who, what, the result.
+    Audit,
 }
 
 impl Kind {
@@ -75,6 +77,7 @@ impl Kind {
             Kind::Lease => "lease",
             Kind::Upgrade => "upgrade",
             Kind::Log => "log",
+            Kind::Audit => "audit",
         }
     }
 }

@@ -280,6 +280,54 @@ pub fn client_result(req: &crate::control::Request, resp: &crate::control::Respo
     );
 }
 
+/// The audit event of a change asked for by `who` (`token NAME` of the API, `uid N (user)` of
+/// the control socket): what was asked, and the result. Requests that change nothing (status,
+/// diff, listings) are not audited.
+pub fn audit(who: &str, via: &str, req: &crate::control::Request, resp: &crate::control::Response) {
+    use crate::control::Request;
+    let what = match req {
+        Request::Apply { confirm_within, .. } => match confirm_within {
+            Some(s) => format!("apply (confirm within {s} s)"),
+            None => "apply".to_string(),
+        },
+        Request::Confirm => "confirm".into(),
+        Request::Rollback => "rollback".into(),
+        Request::SetAdd { group, addrs } => format!("set add {group} {}", join_nets(addrs)),
+        Request::SetDel { group, addrs } => format!("set del {group} {}", join_nets(addrs)),
+        _ => return,
+    };
+    audit_event(who, via, &what, resp.error.as_deref());
+}
+
+/// An audit event: `who` asked for `what` through `via`; `error` when it failed.
+pub fn audit_event(who: &str, via: &str, what: &str, error: Option<&str>) {
+    let ev = match error {
+        None => Event::new(Kind::Audit, Severity::Notice, format!("{who}: {what}: ok"))
+            .with("result", "ok"),
+        Some(e) => Event::new(
+            Kind::Audit,
+            Severity::Warning,
+            format!("{who}: {what}: failed: {e}"),
+        )
+        .with("result", "failed")
+        .with("error", e),
+    };
+    emit(ev.with("who", who).with("via", via).with("what", what));
+}
+
+fn join_nets(v: &[ipnet::Ipv4Net]) -> String {
+    v.iter()
+        .map(|n| {
+            if n.prefix_len() == 32 {
+                n.addr().to_string()
+            } else {
+                n.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// The event of a DHCP lease change.
 pub fn lease(ev: &crate::dhcp::LeaseEvent) {
     use crate::dhcp::LeaseEventKind as K;

@@ -292,6 +292,9 @@ pub struct EgressProfile {
 pub struct Management {
     pub ssh_port: u16,
     pub api_port: Option<u16>,
+    /// The operator's certificate and key for the API (PEM); `None`: generated on first start.
+    pub api_cert: Option<std::path::PathBuf>,
+    pub api_key: Option<std::path::PathBuf>,
     /// Groups allowed to manage the gateway; empty means the whole management segment.
     pub sources: Vec<String>,
 }

@@ -76,6 +76,21 @@ fn bind(path: &Path) -> std::io::Result<UnixListener> {
     r
 }
 
+/// A local user for the audit trail: `uid N (NAME)`, the name from /etc/passwd when it has one.
+pub fn local_user(uid: u32) -> String {
+    let name = std::fs::read_to_string("/etc/passwd").ok().and_then(|p| {
+        p.lines().find_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            (f.nth(1)? == uid.to_string()).then(|| name.to_string())
+        })
+    });
+    match name {
+        Some(n) => format!("uid {uid} ({n})"),
+        None => format!("uid {uid}"),
+    }
+}
+
 /// Who may use the socket: root and the daemon's own user.
 fn allowed(uid: u32) -> bool {
     uid == 0 || uid == crate::sys::proc::euid()
@@ -188,7 +203,11 @@ async fn serve(listener: UnixListener, jobs: std::sync::mpsc::Sender<Job>) {
             );
             continue;
         };
-        tokio::spawn(connection(stream, slot, waiting, jobs.clone()));
+        let who = super::Who {
+            name: local_user(cred.uid()),
+            via: "control-socket",
+        };
+        tokio::spawn(connection(stream, slot, waiting, jobs.clone(), who));
     }
 }
 
@@ -293,6 +312,7 @@ async fn connection(
     slot: Slot,
     waiting: Waiting,
     jobs: std::sync::mpsc::Sender<Job>,
+    who: super::Who,
 ) {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
@@ -356,7 +376,7 @@ async fn connection(
             continue;
         }
         let (otx, orx) = oneshot::channel();
-        let resp = if jobs.send(Job::Client(req, otx)).is_err() {
+        let resp = if jobs.send(Job::Client(req, who.clone(), otx)).is_err() {
             Response::err("the daemon is stopping")
         } else {
             orx.await

@@ -21,13 +21,35 @@ pub use gateway::{Gateway, GwError};
 
 /// What the engine thread is asked to do.
 enum Job {
-    Client(Request, oneshot::Sender<Response>),
+    /// A request, who asked (for the audit trail) and where to answer.
+    Client(Request, Who, oneshot::Sender<Response>),
     Reload,
     Check,
     Lease(crate::dhcp::LeaseEvent),
     /// An alert asks to quarantine a source (the live set; its timeout expires it).
     Quarantine(std::net::Ipv4Addr),
     Shutdown,
+}
+
+/// Who asked for a request: a name (`token NAME`, `uid 0 (root)`) and the way it came
+/// (`api`, `control-socket`).
+#[derive(Debug, Clone)]
+pub struct Who {
+    pub name: String,
+    pub via: &'static str,
+}
+
+/// Hands a request of someone to the daemon's engine (the path the control socket uses):
+/// the answer arrives on the receiver (dropped when the daemon stops).
+#[derive(Clone)]
+pub struct Submit(std::sync::mpsc::Sender<Job>);
+
+impl Submit {
+    pub fn call(&self, req: Request, who: Who) -> oneshot::Receiver<Response> {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.0.send(Job::Client(req, who, tx));
+        rx
+    }
 }
 
 /// Where the DHCP server keeps its leases.
@@ -90,16 +112,18 @@ fn engine(
     jobs: std::sync::mpsc::Receiver<Job>,
     pools_tx: PoolsTx,
     uplink_tx: UplinkTx,
+    api: crate::api::ModelTx,
 ) {
     let mut pools = gw.pools();
     let mut uplink = runtime_key(gw.model());
+    api.update(gw.model());
     while let Ok(job) = jobs.recv() {
         // live set changes are recorded before anything else looks at the applied state
         let set_change = matches!(
             job,
             Job::Lease(_)
                 | Job::Quarantine(_)
-                | Job::Client(Request::SetAdd { .. } | Request::SetDel { .. }, _)
+                | Job::Client(Request::SetAdd { .. } | Request::SetDel { .. }, ..)
         );
         if !set_change {
             gw.flush_amend();
@@ -169,9 +193,10 @@ fn engine(
                     Err(e) => tracing::error!("checking for drift failed: {e}"),
                 }
             }
-            Job::Client(req, reply) => {
+            Job::Client(req, who, reply) => {
                 let resp = handle(&mut gw, req.clone());
                 crate::logship::client_result(&req, &resp);
+                crate::logship::audit(&who.name, who.via, &req, &resp);
                 let _ = reply.send(resp);
             }
         }
@@ -181,6 +206,8 @@ fn engine(
             pools = now;
             let _ = pools_tx.send(pools.clone());
         }
+        // and the API's listener (on the management address)
+        api.update(gw.model());
         // and so does the uplink's DHCP client
         let now = runtime_key(gw.model());
         if now != uplink {
@@ -206,6 +233,9 @@ fn handle(gw: &mut Gateway, req: Request) -> Response {
             );
             st.extra.insert("logship".into(), crate::logship::status());
             st.extra.insert("time".into(), ntp::status(gw.model()));
+            if let Some(api) = crate::api::status() {
+                st.extra.insert("api".into(), api);
+            }
             Response::ok(st)
         }
         Request::Apply {
@@ -281,6 +311,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     let (pools_tx, mut pools_rx) = mpsc::unbounded_channel::<Vec<crate::dhcp::PoolConfig>>();
     let (uplink_tx, mut uplink_rx) = mpsc::unbounded_channel::<crate::model::Model>();
     let (config, state_override, lab) = (opts.config.clone(), opts.state_dir.clone(), opts.lab);
+    let (api_tx, api_rx) = crate::api::channel();
     let engine_thread = std::thread::Builder::new()
         .name("engine".into())
         .spawn(move || {
@@ -298,7 +329,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             match start() {
                 Ok(gw) => {
                     let _ = first_tx.send(Ok((gw.state_dir.clone(), gw.pools(), gw.model().clone())));
-                    engine(gw, rx, pools_tx, uplink_tx);
+                    engine(gw, rx, pools_tx, uplink_tx, api_tx);
                 }
                 Err(e) => {
                     let _ = first_tx.send(Err(e));
@@ -335,6 +366,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         let mut term = signal(SignalKind::terminate()).expect("signal handler");
         let mut int = signal(SignalKind::interrupt()).expect("signal handler");
         control::spawn(&state_dir, tx.clone());
+        crate::api::spawn(api_rx, &state_dir, &opts.config, Submit(tx.clone()), opts.lab);
         let qtx = tx.clone();
         let shippers = crate::logship::start(
             crate::logship::Setup {

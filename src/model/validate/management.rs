@@ -28,6 +28,28 @@ pub(super) fn check(
             "api_port and ssh_port are the same port",
         );
     }
+    let tls_file = |key: &str, v: &mut V, f: &Option<String>| {
+        let f = f.as_ref()?;
+        let p = std::path::PathBuf::from(f);
+        if !p.is_absolute() {
+            v.err(format!("management.{key}"), "must be an absolute path");
+            return None;
+        }
+        Some(p)
+    };
+    let api_cert = tls_file("api_cert", v, &cm.api_cert);
+    let api_key = tls_file("api_key", v, &cm.api_key);
+    match (&cm.api_cert, &cm.api_key) {
+        (Some(_), None) => v.err(
+            "management.api_cert",
+            "api_cert needs api_key (the certificate's private key)",
+        ),
+        (None, Some(_)) => v.err(
+            "management.api_key",
+            "api_key needs api_cert (the certificate it belongs to)",
+        ),
+        _ => {}
+    }
     let mut sources = Vec::new();
     let mut whole_segment = false;
     for (i, s) in cm.sources.iter().flatten().enumerate() {
@@ -67,6 +89,8 @@ pub(super) fn check(
     Management {
         ssh_port,
         api_port,
+        api_cert,
+        api_key,
         sources,
     }
 }
