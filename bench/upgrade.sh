@@ -8,7 +8,7 @@
 # 1. Sizes: disk.qcow2 (the compressed factory disk, budget 48 MiB) and the upgrade bundle
 #    bulkhead-VERSION.raucb (budget 24 MiB).
 # 2. One BIOS boot of a private copy of disk.img (GRUB, slot A). The bundle reaches the guest
-#    as the qemu fw_cfg file opt/bulkhead/bundle and is copied to /tmp (so the copy is not timed: scp
+#    behind the end of the disk image (outside every partition) and is copied to /tmp (before each install, /tmp being in RAM; the copy is not timed: scp
 #    over the VLAN switch is a test matter, tests/vm/upgrade.sh). Then REPS times:
 #    `bulkhead upgrade /tmp/b.raucb` timed in the guest (rauc info + rauc install: signature
 #    check, writing the 26 MiB slot image, grubenv), then `reboot`, timed on the host from
@@ -30,9 +30,12 @@ qsize=$(stat -c %s "$OUT/disk.qcow2"); bsize=$(stat -c %s "$BUNDLE")
 
 # ---- 2. upgrades ---------------------------------------------------------------------------
 cp --sparse=always "$OUT/disk.img" "$W/disk.img"
+# the bundle rides behind the end of the disk image (outside every partition)
+dsize=$(stat -c %s "$W/disk.img")
+dd if="$BUNDLE" of="$W/disk.img" bs=1M seek=$((dsize / 1048576)) conv=notrunc status=none
 : > "$W/console"
 "$ROOT/image/run" --out "$OUT" --mode bios --disk "$W/disk.img" --mem 384 --serial "file:$W/console" \
-  --ctl "$W/ctl" --timeout 3000 -- -fw_cfg "name=opt/bulkhead/bundle,file=$BUNDLE" > "$W/qemu.log" 2>&1 &
+  --ctl "$W/ctl" --timeout 3000 > "$W/qemu.log" 2>&1 &
 BH_PIDS+=($!)
 G() { python3 "$ROOT/tests/vm/guestctl.py" --timeout 300 "$W/ctl" "$*"; }
 readies() { grep -c '^bulkhead: ready' "$W/console" || true; }
@@ -42,12 +45,12 @@ wait_ready() {  # N: until the console has N `bulkhead: ready` lines (600 s at m
 }
 wait_ready 1
 python3 "$ROOT/tests/vm/guestctl.py" --wait 60 "$W/ctl" true >/dev/null
-# the bundle comes in as the qemu fw_cfg file opt/bulkhead/bundle
-G "cat /sys/firmware/qemu_fw_cfg/by_name/opt/bulkhead/bundle/raw > /tmp/b.raucb && [ \$(stat -c %s /tmp/b.raucb) = $bsize ]" \
-  || die "copying the bundle in the guest failed"
 inst=() boot=()
 for r in $(seq "$REPS"); do
   n=$(readies)
+  # the bundle: read from behind the end of the disk image
+  G "b=\$(findfs LABEL=BHBOOT); d=\${b%1}; dd if=\$d bs=1M skip=$((dsize / 1048576)) 2>/dev/null | head -c $bsize > /tmp/b.raucb && [ \$(stat -c %s /tmp/b.raucb) = $bsize ]" \
+    || die "copying the bundle in the guest failed"
   t=$(G 't0=$(cut -d" " -f1 /proc/uptime); bulkhead upgrade /tmp/b.raucb > /tmp/up.log 2>&1 || { cat /tmp/up.log; exit 1; }; t1=$(cut -d" " -f1 /proc/uptime); awk -v a=$t0 -v b=$t1 "BEGIN{printf \"%.1f\", b-a}"') \
     || die "upgrade $r failed: $t"
   slot=$(G 'sed -n "s/^slot=//p" /var/lib/bulkhead/upgrade/pending')

@@ -2,9 +2,9 @@
 # tests/vm/release.sh [elf] [bios] [uefi]: the release image (image/build, the default
 # variant, in image/out) has no test back doors. Statically: its initramfs has none of the
 # test-only paths (image/test-only: the control agent, the rtest scripts) and says
-# BULKHEAD_IMAGE_VARIANT=release; both GRUB loaders of the disk (UEFI: BOOTX64.EFI; BIOS:
-# core.img in the MBR gap) set superusers in their embedded config (nobody can edit the
-# entry or get a GRUB shell) and boot without a menu. Then it
+# BULKHEAD_IMAGE_VARIANT=release; the UEFI GRUB loader's embedded config and grub/grub.cfg
+# (which the BIOS and UEFI loaders both run) set superusers (nobody can edit the entry or
+# get a GRUB shell) and boot without a menu. Then it
 # boots the release image in each mode (default: all three) with `rctl=1 rtest=smoke` on the
 # command line (elf) or in the fw_cfg file (bios, uefi), and checks that the init says it
 # ignores them and that no control agent answers within 20 s.
@@ -31,10 +31,11 @@ check "the init honours the test options only in a test build" grep -q "BULKHEAD
 
 # ---- the boot loaders --------------------------------------------------------------------
 export MTOOLS_SKIP_CHECK=1
-# BIOS: GRUB's core.img (with its embedded config) sits in the gap between the MBR and p1
-dd if="$REL/disk.img" of="$TMP/core.img" bs=512 skip=1 count=2047 status=none
-check "BIOS GRUB's embedded config sets superusers (no entry editing, no GRUB shell)" grep -qa 'set superusers=' "$TMP/core.img"
-check "BIOS GRUB's embedded config has no timeout" grep -qa 'set timeout=0' "$TMP/core.img"
+# BIOS GRUB's core.img (in the MBR gap) is compressed; the config both loaders run in normal
+# mode, grub/grub.cfg on the boot partition, sets the same lock
+mtype -i "$REL/disk.img@@1M" ::/grub/grub.cfg > "$TMP/grub.cfg"
+check "grub/grub.cfg sets superusers (no entry editing, no GRUB shell)" grep -qx 'set superusers="bulkhead"' "$TMP/grub.cfg"
+check "grub/grub.cfg has no timeout" grep -qx 'set timeout=0' "$TMP/grub.cfg"
 check "the disk has no syslinux any more" bash -c "! mdir -i '$REL/disk.img@@1M' ::/syslinux.cfg >/dev/null 2>&1"
 mcopy -n -i "$REL/disk.img@@1M" ::/EFI/BOOT/BOOTX64.EFI "$TMP/BOOTX64.EFI"
 # grub-mkimage stores the embedded config as plain text in the loader
