@@ -22,3 +22,4 @@ pub mod plan;
 pub mod supervisor;
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod upgrade;

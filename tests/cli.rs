@@ -294,3 +294,89 @@ fn management_address_with_ssh_port_is_where_dropbear_listens() {
     assert_eq!(stdout(&o), "");
     assert!(stderr(&o).contains("management.ssh_port"), "{}", stderr(&o));
 }
+
+#[test]
+fn upgrade_off_an_ab_disk_says_so() {
+    // this host was not booted by the image's GRUB (no rauc.slot= on its command line)
+    let o = bh(&["upgrade", "/nonexistent/bulkhead-9.raucb"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not booted from an A/B slot"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn backup_then_restore_refuses_a_broken_config_with_nothing_changed() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("bulkhead.toml");
+    std::fs::copy(shipped(), &cfg).unwrap();
+    let state = d.path().join("state");
+    std::fs::create_dir_all(state.join("ssh")).unwrap();
+    std::fs::write(state.join("ssh/dropbear_ed25519_host_key"), "host key").unwrap();
+    let arch = d.path().join("b.tgz");
+    let c = cfg.to_str().unwrap();
+    let s = state.to_str().unwrap();
+    let o = bh(&[
+        "-c",
+        c,
+        "--state-dir",
+        s,
+        "backup",
+        "-o",
+        arch.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&arch).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // the archive's config broken: refused before anything is touched
+    let x = d.path().join("x");
+    std::fs::create_dir_all(&x).unwrap();
+    let ok = Command::new("tar")
+        .args(["-xzf", arch.to_str().unwrap(), "-C", x.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let inner = x.join("bulkhead-backup/bulkhead.toml");
+    let text = std::fs::read_to_string(&inner).unwrap();
+    std::fs::write(
+        &inner,
+        text.replacen("backend = \"nftables\"", "backend = \"pf\"", 1),
+    )
+    .unwrap();
+    let bad = d.path().join("bad.tgz");
+    let ok = Command::new("tar")
+        .args([
+            "-czf",
+            bad.to_str().unwrap(),
+            "-C",
+            x.to_str().unwrap(),
+            "bulkhead-backup",
+        ])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let target = d.path().join("target.toml");
+    std::fs::copy(shipped(), &target).unwrap();
+    let before = std::fs::read(&target).unwrap();
+    let s2 = d.path().join("state2");
+    let o = bh(&[
+        "-c",
+        target.to_str().unwrap(),
+        "--state-dir",
+        s2.to_str().unwrap(),
+        "restore",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("bad.tgz:bulkhead-backup/bulkhead.toml:") && e.contains("system.backend"),
+        "{e}"
+    );
+    assert!(e.contains("nothing was changed"), "{e}");
+    assert_eq!(std::fs::read(&target).unwrap(), before);
+    assert!(!s2.exists(), "the state directory was created");
+}

@@ -748,6 +748,15 @@ never_quarantine = ["trusted", "printers", "198.18.1.0/33", "198.18.1.5"]
         r#"bad.toml:19:32: alerts.never_quarantine[1]: `printers` is not a group defined in [groups] (nor an IPv4 address or CIDR block)"#,
         r#"bad.toml:19:44: alerts.never_quarantine[2]: `198.18.1.0/33` is not an IPv4 CIDR block"#,
     ]),
+    ("ntp_servers", Edit::Append(r#"
+[system]
+ntp = ["192.0.2.123", "ntp..example", "0.0.0.0", "192.0.2.123", "300.1.2.3", "ntp.example.net"]
+"#), &[
+        r#"bad.toml:16:23: system.ntp[1]: `ntp..example` is neither an IPv4 address nor a host name"#,
+        r#"bad.toml:16:39: system.ntp[2]: `0.0.0.0` cannot be an NTP server"#,
+        r#"bad.toml:16:50: system.ntp[3]: `192.0.2.123` is listed twice"#,
+        r#"bad.toml:16:65: system.ntp[4]: `300.1.2.3` is not an IPv4 address"#,
+    ]),
 ];
 
 #[test]

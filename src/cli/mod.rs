@@ -1,8 +1,10 @@
 //! The `bulkhead` command line.
 
 pub mod api_token;
+pub mod backup;
 pub mod remote;
 pub mod setup;
+pub mod upgrade;
 
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -274,6 +276,16 @@ pub enum Command {
         #[command(subcommand)]
         command: LabCommand,
     },
+    /// A/B firmware upgrade: `upgrade FILE [--reboot]` installs a signed bundle into the
+    /// inactive slot (a bad signature or compatible string: refused, exit 2); `upgrade
+    /// status` shows the slots, their versions, which one booted and the last result.
+    Upgrade(upgrade::UpgradeArgs),
+    /// One archive of the config, the admin and SSH host keys and the leases (private TLS
+    /// keys only with --with-secrets).
+    Backup(backup::BackupArgs),
+    /// Restore a backup: the config is validated with this firmware before anything is
+    /// touched, then keys and leases are put back and the config applied with commit-confirm.
+    Restore(backup::RestoreArgs),
     /// Tokens of the management API: `add NAME --role admin|read` prints a new one once.
     ApiToken {
         #[command(subcommand)]
@@ -439,6 +451,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
         Command::Lab { name, command } => return lab(cfg, &name, command),
         Command::Setup(args) => return setup::run(&cli.global, args),
+        Command::Upgrade(args) => return Ok(upgrade::run(args)),
+        Command::Backup(args) => return backup::backup(&cli.global, args),
+        Command::Restore(args) => return backup::restore(&cli.global, args),
         Command::Logs { follow, format } => return logs(&cli.global, follow, format),
         Command::ShipTest {
             count,

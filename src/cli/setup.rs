@@ -695,7 +695,7 @@ pub fn edit(text: &str, a: &Answers) -> Result<String, AnswerError> {
 
 // ---- the steps -------------------------------------------------------------------------
 
-fn absolute(p: &Path) -> PathBuf {
+pub(crate) fn absolute(p: &Path) -> PathBuf {
     if p.is_absolute() {
         p.to_path_buf()
     } else {
@@ -1031,7 +1031,7 @@ pub fn run(g: &Global, args: SetupArgs) -> Result<ExitCode, CliError> {
     ));
     write_atomic(&input, &text, 0o644)?;
     let within = (confirm > 0).then_some(confirm);
-    let r = apply(g, &model, &input, &save, within);
+    let r = apply_config(g, &model, &input, &save, within);
     let _ = std::fs::remove_file(&input);
     match r {
         Ok((rep, pending)) => {
@@ -1088,8 +1088,8 @@ fn fix_terminal_size() {
 }
 
 /// Apply the candidate through the daemon when it runs, here otherwise. Returns the report
-/// and whether a confirmation is pending.
-fn apply(
+/// and whether a confirmation is pending. (Also used by `bulkhead restore`.)
+pub(crate) fn apply_config(
     g: &Global,
     m: &crate::model::Model,
     input: &Path,

@@ -25,6 +25,8 @@ pub struct System {
     pub state_dir: Option<String>,
     /// Name of an egress profile that restricts what the gateway itself may send.
     pub gateway_egress: Option<String>,
+    /// NTP servers (addresses or host names) the gateway keeps its clock with (chrony).
+    pub ntp: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

@@ -55,6 +55,9 @@ pub enum Kind {
     Link,
     /// A DHCP lease was bound, released, declined or expired.
     Lease,
+    /// A firmware upgrade: the new slot booted and was marked good, or it failed and the
+    /// box is back on the old slot.
+    Upgrade,
     /// Any other record of Bulkhead's own log.
     Log,
     /// A change asked for by someone (API token, local user): who, what, the result.
@@ -72,6 +75,7 @@ impl Kind {
             Kind::Confirm => "confirm",
             Kind::Link => "link",
             Kind::Lease => "lease",
+            Kind::Upgrade => "upgrade",
             Kind::Log => "log",
             Kind::Audit => "audit",
         }

@@ -54,6 +54,23 @@ impl std::fmt::Display for Loc {
     }
 }
 
+/// One NTP server of `[system] ntp`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum NtpServer {
+    Addr(Ipv4Addr),
+    Name(String),
+}
+
+impl std::fmt::Display for NtpServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NtpServer::Addr(a) => write!(f, "{a}"),
+            NtpServer::Name(n) => f.write_str(n),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Model {
     pub file: String,
@@ -61,6 +78,8 @@ pub struct Model {
     pub backend: Backend,
     pub state_dir: PathBuf,
     pub gateway_egress: Option<String>,
+    /// `[system] ntp`: the NTP servers (IPv4 addresses or host names), in config order.
+    pub ntp: Vec<NtpServer>,
     pub uplink: Uplink,
     pub trunk: Option<Trunk>,
     pub segments: Vec<Segment>,

@@ -719,6 +719,37 @@ impl Builder<'_> {
                 log: false,
             });
         }
+        // NTP ([system] ntp): to each server given by address; to any address out of the
+        // uplink for a server given by name (its addresses come from DNS)
+        let mut ntp_any = false;
+        for s in &m.ntp {
+            let daddr = match s {
+                crate::model::NtpServer::Addr(a) => {
+                    Some(AddrMatch::Nets(vec![Ipv4Net::new(*a, 32).unwrap()]))
+                }
+                crate::model::NtpServer::Name(_) if ntp_any => continue,
+                crate::model::NtpServer::Name(_) => {
+                    ntp_any = true;
+                    None
+                }
+            };
+            rules.push(FwRule {
+                origin: Origin {
+                    kind: "ntp",
+                    name: s.to_string(),
+                    loc: None,
+                },
+                m: Match {
+                    oif: daddr.is_none().then(|| self.uplink()),
+                    daddr,
+                    l4: Some(L4::Udp),
+                    dport: vec![PortRange::single(123)],
+                    ..Match::default()
+                },
+                verdict: Verdict::Accept,
+                log: false,
+            });
+        }
         let origin = Origin {
             kind: "egress",
             name: format!("{profile}:gateway"),

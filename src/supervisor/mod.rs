@@ -7,6 +7,7 @@
 
 pub mod control;
 pub mod gateway;
+pub mod ntp;
 pub mod uplink;
 
 use std::path::{Path, PathBuf};
@@ -82,6 +83,12 @@ fn uplink_key(m: &crate::model::Model) -> (String, bool, String) {
     )
 }
 
+/// What the uplink's DHCP client and chronyd depend on: a reload that changes it sends the
+/// new model to the runtime, which restarts what changed.
+fn runtime_key(m: &crate::model::Model) -> ((String, bool, String), Vec<crate::model::NtpServer>) {
+    (uplink_key(m), m.ntp.clone())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
@@ -108,7 +115,7 @@ fn engine(
     api: crate::api::ModelTx,
 ) {
     let mut pools = gw.pools();
-    let mut uplink = uplink_key(gw.model());
+    let mut uplink = runtime_key(gw.model());
     api.update(gw.model());
     while let Ok(job) = jobs.recv() {
         // live set changes are recorded before anything else looks at the applied state
@@ -202,7 +209,7 @@ fn engine(
         // and the API's listener (on the management address)
         api.update(gw.model());
         // and so does the uplink's DHCP client
-        let now = uplink_key(gw.model());
+        let now = runtime_key(gw.model());
         if now != uplink {
             uplink = now;
             let _ = uplink_tx.send(gw.model().clone());
@@ -225,6 +232,7 @@ fn handle(gw: &mut Gateway, req: Request) -> Response {
                 serde_json::json!({"serving": pools, "leases": leases.iter().filter(|l| l.state == crate::dhcp::LeaseState::Bound).count()}),
             );
             st.extra.insert("logship".into(), crate::logship::status());
+            st.extra.insert("time".into(), ntp::status(gw.model()));
             if let Some(api) = crate::api::status() {
                 st.extra.insert("api".into(), api);
             }
@@ -376,6 +384,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         tokio::spawn(watch_netlink(ntx));
         let mut uplink_model = uplink_model;
         let mut uplink_client = uplink::start(&uplink_model, &state_dir);
+        let mut ntp_client = ntp::start(&uplink_model, &state_dir, opts.lab.is_some());
         // DHCP on every segment, leases in the state directory
         let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
         let dhcp = match crate::dhcp::serve(first_pools.clone(), &dhcp_dir(&state_dir), Some(ev_tx)).await {
@@ -391,6 +400,8 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         }
         mark_ready(&state_dir);
         println!("bulkhead: ready");
+        // a slot of an A/B disk is marked good only now (and a pending upgrade settled)
+        crate::upgrade::after_ready();
         let mut tick = tokio::time::interval(opts.check_every);
         loop {
             tokio::select! {
@@ -406,12 +417,29 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
                         tracing::warn!(status = %st, "the uplink DHCP client exited; starting it again");
                         uplink_client = uplink::start(&uplink_model, &state_dir);
                     }
+                    // and so is chronyd (the tick is 1 s: a chronyd that cannot start at
+                    // all, e.g. a second one, is retried at that pace with an error each time)
+                    if let Some(c) = ntp_client.as_mut()
+                        && let Ok(Some(st)) = c.try_wait()
+                    {
+                        tracing::warn!(status = %st, "chronyd exited; starting it again");
+                        ntp_client = ntp::start(&uplink_model, &state_dir, opts.lab.is_some());
+                    }
                 }
                 Some(m) = uplink_rx.recv() => {
-                    tracing::info!(interface = %m.uplink.interface, "the uplink changed: restarting its DHCP client");
-                    uplink::stop(uplink_client.take());
-                    uplink_model = m;
-                    uplink_client = uplink::start(&uplink_model, &state_dir);
+                    if m.ntp != uplink_model.ntp {
+                        tracing::info!("[system] ntp changed: restarting chronyd");
+                        ntp::stop(ntp_client.take());
+                        ntp_client = ntp::start(&m, &state_dir, opts.lab.is_some());
+                    }
+                    if uplink_key(&m) != uplink_key(&uplink_model) {
+                        tracing::info!(interface = %m.uplink.interface, "the uplink changed: restarting its DHCP client");
+                        uplink::stop(uplink_client.take());
+                        uplink_model = m;
+                        uplink_client = uplink::start(&uplink_model, &state_dir);
+                    } else {
+                        uplink_model = m;
+                    }
                 }
                 Some(ev) = ev_rx.recv() => { let _ = tx.send(Job::Lease(ev)); }
                 Some(pools) = pools_rx.recv() => {
@@ -446,6 +474,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             let _ = d.shutdown().await;
         }
         uplink::stop(uplink_client);
+        ntp::stop(ntp_client);
         tracing::info!("stopping; the ruleset stays in place");
         crate::logship::stop(shippers, Duration::from_secs(3)).await;
     });

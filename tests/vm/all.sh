@@ -23,6 +23,8 @@ run "$HERE/ssh.sh"
 run "$HERE/lab.sh"
 run "$HERE/setup.sh"
 run "$HERE/release.sh"
+run "$HERE/upgrade.sh"
+run "$HERE/backup.sh"
 if [ ${#failed[@]} -gt 0 ]; then
   echo "FAILED: ${failed[*]}"
   exit 1

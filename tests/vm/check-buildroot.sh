@@ -112,7 +112,7 @@ declare -A SYM=(
   [nvme]=BLK_DEV_NVME [usb_storage]=USB_STORAGE
   [crc32c_generic]=CRYPTO_CRC32C [ext4]=EXT4_FS [vfat]=VFAT_FS [nls_cp437]=NLS_CODEPAGE_437
   [nls_ascii]=NLS_ASCII [nls_utf8]=NLS_UTF8 [nls_iso8859_1]=NLS_ISO8859_1
-  [8021q]=VLAN_8021Q
+  [8021q]=VLAN_8021Q [loop]=BLK_DEV_LOOP [squashfs]=SQUASHFS
   [nf_tables]=NF_TABLES [nf_conntrack]=NF_CONNTRACK [nf_nat]=NF_NAT [nft_ct]=NFT_CT
   [nft_nat]=NFT_NAT [nft_chain_nat]=NFT_NAT [nft_masq]=NFT_MASQ [nft_redir]=NFT_REDIR
   [nft_log]=NFT_LOG [nft_limit]=NFT_LIMIT [nft_quota]=NFT_QUOTA [nft_reject]=NFT_REJECT

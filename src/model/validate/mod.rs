@@ -290,6 +290,7 @@ pub fn build(src: &Source) -> Result<(Model, Report), Report> {
     let c = &src.config;
 
     let (hostname, backend, state_dir) = system::check(&mut v, &c.system);
+    let ntp = system::check_ntp(&mut v, &c.system);
     let uplink = uplink::check(&mut v, c.uplink.as_ref());
     let trunk = trunk::check(&mut v, c.trunk.as_ref(), &uplink);
     let (names, egress_names) = names(&mut v, c);
@@ -309,6 +310,7 @@ pub fn build(src: &Source) -> Result<(Model, Report), Report> {
         backend,
         state_dir,
         gateway_egress,
+        ntp,
         uplink,
         trunk,
         segments,
