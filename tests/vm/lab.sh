@@ -47,9 +47,9 @@ echo "PASS: VLANs end to end"
 addrs1=$(grep -h "obtained from" /run/bulkhead-lab/$NAME/dhcp-*.log | awk '{print $4}' | sort | tr '\n' ' ')
 "$BH" lab --name "$NAME" down
 # the admin's SSH key onto the data partition (where `bulkhead setup` puts it), written into the
-# ext4 filesystem with debugfs: no mounts, no loop devices
+# ext4 filesystem (the disk's last partition) with debugfs: no mounts, no loop devices
 dropbearkey -t ed25519 -f "$TMP/id_ed25519" 2>/dev/null | grep '^ssh-ed25519' > "$TMP/id.pub"
-start=$(sfdisk -J "$TMP/disk.img" | python3 -c 'import json,sys; print(json.load(sys.stdin)["partitiontable"]["partitions"][1]["start"])')
+start=$(sfdisk -J "$TMP/disk.img" | python3 -c 'import json,sys; print(json.load(sys.stdin)["partitiontable"]["partitions"][-1]["start"])')
 dd if="$TMP/disk.img" of="$TMP/data.ext4" bs=512 skip="$start" status=none
 # `lab down` cuts the power: replay the journal first, or the guest's replay at mount would
 # undo what debugfs writes

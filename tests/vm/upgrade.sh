@@ -71,10 +71,9 @@ mkslot() {
   "$ROOT/image/bundle" "$TMP/$name.img" "$version" "$TMP/$name.raucb"
 }
 V1=$(sed -n 's/^version //p' "$OUT/manifest.txt")
-# size budgets (docs/upgrade.md): compressed factory disk <= 48 MiB, bundle <= 24 MiB
-size_le() { local b; b=$(stat -c %s "$1"); echo "$(basename "$1"): $b bytes"; [ "$b" -le $(($2 * 1048576)) ]; }
-check "the compressed factory disk (disk.qcow2) is at most 48 MiB" size_le "$OUT/disk.qcow2" 48
-check "the upgrade bundle (bulkhead-$V1.raucb) is at most 24 MiB" size_le "$OUT/bulkhead-$V1.raucb" 24
+# the sizes against their budgets (docs/upgrade.md: compressed factory disk <= 48 MiB, bundle
+# <= 24 MiB) are measured and judged by bench/upgrade.sh; here they are only reported
+log "sizes: disk.qcow2 $(stat -c %s "$OUT/disk.qcow2") bytes, bulkhead-$V1.raucb $(stat -c %s "$OUT/bulkhead-$V1.raucb") bytes"
 log "v1 (factory) is $V1; building the v2 and broken v3 bundles"
 mkslot v2 2.0.0-upgradetest || { notok "building the v2 bundle"; finish; }
 mkslot v3 3.0.0-broken broken || { notok "building the v3 bundle"; finish; }
