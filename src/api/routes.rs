@@ -561,8 +561,13 @@ async fn set_list(
     Path(group): Path<String>,
 ) -> Res<axum::Json<Value>> {
     let who = authorize(&st, p, &h, None)?;
+    list_set(&st, group, who).await
+}
+
+/// The members of `group`, as `GET sets/{group}` answers (for a caller already authorized).
+async fn list_set(st: &AppState, group: String, who: Who) -> Res<axum::Json<Value>> {
     let v = call(
-        &st,
+        st,
         Request::SetList {
             group: group.clone(),
         },
@@ -579,18 +584,7 @@ async fn set_add(
     Path(group): Path<String>,
     body: Body,
 ) -> Res<axum::Json<Value>> {
-    let who = authorize(&st, p, &h, Some(&format!("set add {group}")))?;
-    let addrs = members(&h, body).await?;
-    call(
-        &st,
-        Request::SetAdd {
-            group: group.clone(),
-            addrs,
-        },
-        who.clone(),
-    )
-    .await?;
-    set_list(State(st), ConnectInfo(p), h, Path(group)).await
+    change_set(st, p, h, group, body, "add").await
 }
 
 async fn set_del(
@@ -600,18 +594,34 @@ async fn set_del(
     Path(group): Path<String>,
     body: Body,
 ) -> Res<axum::Json<Value>> {
-    let who = authorize(&st, p, &h, Some(&format!("set del {group}")))?;
+    change_set(st, p, h, group, body, "del").await
+}
+
+/// `POST` (`verb` "add") or `DELETE` ("del") `sets/{group}`: authorized once as a change, then
+/// the set's members as they now are.
+async fn change_set(
+    st: Arc<AppState>,
+    p: SocketAddr,
+    h: HeaderMap,
+    group: String,
+    body: Body,
+    verb: &str,
+) -> Res<axum::Json<Value>> {
+    let who = authorize(&st, p, &h, Some(&format!("set {verb} {group}")))?;
     let addrs = members(&h, body).await?;
-    call(
-        &st,
+    let req = if verb == "add" {
+        Request::SetAdd {
+            group: group.clone(),
+            addrs,
+        }
+    } else {
         Request::SetDel {
             group: group.clone(),
             addrs,
-        },
-        who.clone(),
-    )
-    .await?;
-    set_list(State(st), ConnectInfo(p), h, Path(group)).await
+        }
+    };
+    call(&st, req, who.clone()).await?;
+    list_set(&st, group, who).await
 }
 
 async fn openapi(State(st): St, ConnectInfo(p): Peer, h: HeaderMap) -> Res<Response> {
