@@ -11,7 +11,6 @@ mod common;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -579,21 +578,6 @@ fn real_clients_on_two_segments() {
 
 // ---- durability under kill -9 ---------------------------------------------
 
-/// Run `f` on a thread that has entered the network namespace `ns`.
-fn in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> std::thread::JoinHandle<T> {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let fd = std::fs::File::open(&path).unwrap();
-        // SAFETY: setns on a valid namespace fd; affects only this thread.
-        let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}");
-        f()
-    })
-}
-
 fn client_socket(iface: &str) -> UdpSocket {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
@@ -853,7 +837,7 @@ fn acked_leases_survive_kill_9() {
         let first = 1 + round * PER_ROUND;
         let acked = Arc::new(AtomicUsize::new(0));
         let a2 = acked.clone();
-        let loader = in_netns(&cli.0, move || load("c0", first, PER_ROUND, s2, a2));
+        let loader = common::in_netns(&cli.0, move || load("c0", first, PER_ROUND, s2, a2));
         // Kill at a random moment once ACKs are flowing (fsync latency on a
         // busy disk varies too much for a fixed delay from the start).
         let t = Instant::now();
@@ -906,7 +890,7 @@ fn acked_leases_survive_kill_9() {
         server = ServerProc::start(&srv, &pools_path, &state, &log);
         let list: Vec<_> = all.iter().map(|(m, a)| (*m, *a)).collect();
         let n = list.len();
-        let bad = in_netns(&cli.0, move || verify_by_protocol("c0", list))
+        let bad = common::in_netns(&cli.0, move || verify_by_protocol("c0", list))
             .join()
             .unwrap();
         assert!(
@@ -924,7 +908,7 @@ fn acked_leases_survive_kill_9() {
     let t = Instant::now();
     let first = 1 + ROUNDS * PER_ROUND;
     let acked = Arc::new(AtomicUsize::new(0));
-    let acks = in_netns(&cli.0, move || load("c0", first, 1000, stop, acked))
+    let acks = common::in_netns(&cli.0, move || load("c0", first, 1000, stop, acked))
         .join()
         .unwrap();
     let el = t.elapsed();

@@ -8,7 +8,6 @@ mod common;
 
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -34,47 +33,6 @@ fn mac_of(ns: &str, iface: &str) -> [u8; 6] {
     let out = sh(&["ip", "-n", ns, "-o", "link", "show", iface]);
     let i = out.find("link/ether ").unwrap() + 11;
     bulkhead::dhcp::leases::mac_serde::parse(&out[i..i + 17]).unwrap()
-}
-
-/// One udhcpc run in quit-after-lease mode with extra `-x` options; the
-/// leased address.
-fn udhcpc(ns: &str, iface: &str, dir: &Path, extra: &[&str]) -> Option<String> {
-    let script = dir.join("udhcpc.sh");
-    std::fs::write(
-        &script,
-        "#!/bin/sh\n[ \"$1\" = bound ] && echo \"LEASE $ip\"\nexit 0\n",
-    )
-    .unwrap();
-    sh(&["chmod", "+x", script.to_str().unwrap()]);
-    let out = Command::new("ip")
-        .args([
-            "netns", "exec", ns, "busybox", "udhcpc", "-f", "-q", "-n", "-i", iface,
-        ])
-        .args(["-t", "3", "-T", "1", "-s"])
-        .arg(&script)
-        .args(extra)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("LEASE ").map(str::to_string))
-}
-
-/// Run `f` on a thread inside the namespace `ns`.
-fn in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> std::thread::JoinHandle<T> {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let fd = std::fs::File::open(&path).unwrap();
-        // SAFETY: setns on a valid namespace fd; affects only this thread.
-        assert_eq!(
-            unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) },
-            0
-        );
-        f()
-    })
 }
 
 /// The hostile host's socket: UDP port 68 on its guest interface.
@@ -114,7 +72,7 @@ fn packet(
 /// Send packets to 255.255.255.255:67 from the guest interface; returns how
 /// many datagrams came back to port 68.
 fn send_hostile(ns: &str, iface: &'static str, packets: Vec<Vec<u8>>) -> usize {
-    in_netns(ns, move || {
+    common::in_netns(ns, move || {
         let s = hostile_socket(iface);
         let to = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
         for p in &packets {
@@ -191,7 +149,7 @@ fn guest_host_cannot_reach_the_mgmt_pool_or_its_leases() {
                 let (ns, dir) = (cli_ns.clone(), dir.clone());
                 tokio::task::spawn_blocking(move || {
                     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-                    udhcpc(&ns, iface, &dir, &extra)
+                    common::udhcpc(&ns, iface, &dir, &extra)
                 })
             };
 

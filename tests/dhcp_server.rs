@@ -6,7 +6,6 @@ mod common;
 
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
-use std::path::Path;
 use std::process::Command;
 
 use bulkhead::dhcp::{LeaseEventKind, LeaseState, PoolConfig, Reservation, serve};
@@ -34,28 +33,6 @@ fn sh(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// One udhcpc attempt in quit-after-lease mode; returns the leased address.
-fn udhcpc(ns: &str, iface: &str, dir: &Path) -> Option<String> {
-    let script = dir.join("udhcpc.sh");
-    std::fs::write(
-        &script,
-        "#!/bin/sh\n[ \"$1\" = bound ] && echo \"LEASE $ip\"\nexit 0\n",
-    )
-    .unwrap();
-    sh(&["chmod", "+x", script.to_str().unwrap()]);
-    let out = Command::new("ip")
-        .args([
-            "netns", "exec", ns, "busybox", "udhcpc", "-f", "-q", "-n", "-i", iface,
-        ])
-        .args(["-t", "3", "-T", "1", "-s"])
-        .arg(&script)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("LEASE ").map(str::to_string))
 }
 
 fn mac_of(ns: &str, iface: &str) -> [u8; 6] {
@@ -129,7 +106,7 @@ fn segments_start_and_stop_independently() {
             assert_eq!(h.served_segments(), ["a", "b"]);
             let run = |iface: &'static str| {
                 let (ns, dir) = (cli_ns.clone(), dir.clone());
-                tokio::task::spawn_blocking(move || udhcpc(&ns, iface, &dir))
+                tokio::task::spawn_blocking(move || common::udhcpc(&ns, iface, &dir, &[]))
             };
             // Both segments serve; the reserved client gets its address.
             assert_eq!(run("ca").await.unwrap().as_deref(), Some("198.18.30.7"));

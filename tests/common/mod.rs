@@ -187,3 +187,43 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// One busybox udhcpc run in quit-after-lease mode in namespace `ns` (extra options such as
+/// `-x 0x0c:HEX` appended); the leased address. The script it runs is written into `dir`.
+pub fn udhcpc(ns: &str, iface: &str, dir: &Path, extra: &[&str]) -> Option<String> {
+    let script = dir.join("udhcpc.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n[ \"$1\" = bound ] && echo \"LEASE $ip\"\nexit 0\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", ns, "busybox", "udhcpc", "-f", "-q", "-n", "-i", iface,
+        ])
+        .args(["-t", "3", "-T", "1", "-s"])
+        .arg(&script)
+        .args(extra)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("LEASE ").map(str::to_string))
+}
+
+/// Run `f` on a thread inside the network namespace `ns`.
+pub fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    use std::os::fd::AsRawFd;
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let fd = std::fs::File::open(&path).unwrap();
+        // SAFETY: setns on a valid namespace fd; affects only this thread.
+        let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}");
+        f()
+    })
+}
