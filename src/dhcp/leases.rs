@@ -45,6 +45,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// File name of the journal inside the state directory.
@@ -62,6 +63,38 @@ const FRAME_HDR_V1: usize = 8;
 /// How a version-1 payload starts (the first field of a serialized Lease).
 const V1_PAYLOAD_START: &[u8] = b"{\"segment\":";
 const MAX_RECORD: usize = 64 * 1024;
+
+/// A record kept in a lease journal: the DHCPv4 [`Lease`] and the DHCPv6
+/// lease (`crate::dhcp6::Lease6`) share the framing, group commit, crash
+/// recovery and compaction of [`LeaseStore`]; each has its own files.
+pub trait JournalRecord: Serialize + DeserializeOwned + Clone + Send + 'static {
+    /// Identity of a record: the latest record per key wins.
+    type Key: std::hash::Hash + Eq + Ord + Clone + Send + std::fmt::Debug + 'static;
+    /// File name of the journal inside the state directory.
+    const JOURNAL_FILE: &'static str;
+    /// Lock file: one writer per journal.
+    const LOCK_FILE: &'static str;
+    /// Prefix of the corrupt copies kept aside.
+    const CORRUPT_PREFIX: &'static str;
+    /// The key of this record.
+    fn key(&self) -> Self::Key;
+    /// Expiry, Unix seconds: the record is dropped on load and compaction
+    /// once this has passed.
+    fn expires(&self) -> u64;
+}
+
+impl JournalRecord for Lease {
+    type Key = (String, Ipv4Addr);
+    const JOURNAL_FILE: &'static str = JOURNAL_FILE;
+    const LOCK_FILE: &'static str = LOCK_FILE;
+    const CORRUPT_PREFIX: &'static str = CORRUPT_PREFIX;
+    fn key(&self) -> Self::Key {
+        (self.segment.clone(), self.addr)
+    }
+    fn expires(&self) -> u64 {
+        self.expires
+    }
+}
 
 /// State of a lease record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -344,8 +377,8 @@ impl AtomicStats {
 
 type Done = tokio::sync::oneshot::Sender<Result<(), String>>;
 
-enum Cmd {
-    Commit(Vec<Lease>, Done),
+enum Cmd<R> {
+    Commit(Vec<R>, Done),
     Shutdown,
 }
 
@@ -374,12 +407,13 @@ impl CommitTicket {
 }
 
 /// The crash-safe lease store: an append-only journal written by one
-/// committer thread with group commit.
-pub struct LeaseStore {
+/// committer thread with
+/// group commit. Generic over the record kind (DHCPv4 leases by default).
+pub struct LeaseStore<R: JournalRecord = Lease> {
     // Held (flock) for the store's lifetime; the kernel drops it when the
     // process dies, so kill -9 never leaves a stale lock.
     _lock: File,
-    tx: mpsc::Sender<Cmd>,
+    tx: mpsc::Sender<Cmd<R>>,
     stats: Arc<AtomicStats>,
     thread: Option<JoinHandle<()>>,
     recovery: Option<Recovery>,
@@ -425,7 +459,7 @@ impl Recovery {
     }
 }
 
-impl std::fmt::Debug for LeaseStore {
+impl<R: JournalRecord> std::fmt::Debug for LeaseStore<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LeaseStore")
             .field("stats", &self.stats.snapshot())
@@ -433,13 +467,22 @@ impl std::fmt::Debug for LeaseStore {
     }
 }
 
-impl LeaseStore {
+impl LeaseStore<Lease> {
     /// Open (or create) the store in `dir` and return it with the live
     /// leases found there (expired ones dropped, torn tail cut off).
     pub fn open(dir: &Path, opts: StoreOptions) -> Result<(LeaseStore, Vec<Lease>), StoreError> {
+        Self::open_journal(dir, opts)
+    }
+}
+
+impl<R: JournalRecord> LeaseStore<R> {
+    /// Open (or create) the journal of record kind `R` in `dir` and return
+    /// it with the live records found there (expired ones dropped, torn
+    /// tail cut off), sorted by key.
+    pub fn open_journal(dir: &Path, opts: StoreOptions) -> Result<(Self, Vec<R>), StoreError> {
         fs::create_dir_all(dir).map_err(io_err(format!("create {}", dir.display())))?;
-        let lock = lock_dir(dir)?;
-        let path = dir.join(JOURNAL_FILE);
+        let lock = lock_dir(dir, R::LOCK_FILE)?;
+        let path = dir.join(R::JOURNAL_FILE);
         let now = (opts.clock)();
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
@@ -447,12 +490,12 @@ impl LeaseStore {
             Err(e) => return Err(io_err(format!("read {}", path.display()))(e)),
         };
         let file_len = bytes.len() as u64;
-        let scan = scan_journal(&bytes);
+        let scan = scan_journal_of::<R>(&bytes);
         let damaged = scan.damaged() || (file_len > 0 && scan.version.is_none());
         let mut recovery = None;
         if damaged {
             // Keep the evidence before anything is rewritten.
-            let copy = keep_corrupt_copy(dir, &bytes)?;
+            let copy = keep_corrupt_copy(dir, R::CORRUPT_PREFIX, &bytes)?;
             tracing::warn!(
                 path = %path.display(),
                 lost = scan.lost,
@@ -471,10 +514,10 @@ impl LeaseStore {
             r.emit();
             recovery = Some(r);
         }
-        let mut live: HashMap<(String, Ipv4Addr), Lease> = scan
+        let mut live: HashMap<R::Key, R> = scan
             .leases
             .into_iter()
-            .filter(|(_, l)| l.expires > now)
+            .filter(|(_, l)| l.expires() > now)
             .collect();
 
         let stats = Arc::new(AtomicStats::default());
@@ -487,7 +530,7 @@ impl LeaseStore {
         {
             // New, damaged, of the previous format, or big: start from a
             // fresh snapshot of what was read.
-            base = write_snapshot(dir, &live)?;
+            base = write_snapshot(dir, R::JOURNAL_FILE, &live)?;
             size = base;
             if file_len > 0 {
                 stats.compactions.fetch_add(1, Ordering::Relaxed);
@@ -508,8 +551,8 @@ impl LeaseStore {
             }
             f
         };
-        let mut leases: Vec<Lease> = live.values().cloned().collect();
-        leases.sort_by(|a, b| (&a.segment, a.addr).cmp(&(&b.segment, b.addr)));
+        let mut leases: Vec<R> = live.values().cloned().collect();
+        leases.sort_by_key(|l| l.key());
 
         let (tx, rx) = mpsc::channel();
         let mut committer = Committer {
@@ -539,7 +582,7 @@ impl LeaseStore {
 
     /// Queue records for writing. They are durable when the ticket
     /// resolves `Ok`. Records are written in the order of `commit` calls.
-    pub fn commit(&self, records: Vec<Lease>) -> CommitTicket {
+    pub fn commit(&self, records: Vec<R>) -> CommitTicket {
         let (done, rx) = tokio::sync::oneshot::channel();
         if let Err(mpsc::SendError(Cmd::Commit(_, done))) = self.tx.send(Cmd::Commit(records, done))
         {
@@ -572,7 +615,7 @@ impl LeaseStore {
     }
 }
 
-impl Drop for LeaseStore {
+impl<R: JournalRecord> Drop for LeaseStore<R> {
     fn drop(&mut self) {
         self.stop();
     }
@@ -581,26 +624,32 @@ impl Drop for LeaseStore {
 /// Read the leases in a state directory without opening it for writing
 /// (safe while a server runs). Expired leases are left out.
 pub fn read_leases(dir: &Path, now: u64) -> Result<Vec<Lease>, StoreError> {
-    let path = dir.join(JOURNAL_FILE);
+    read_journal::<Lease>(dir, now)
+}
+
+/// Read the live records of kind `R` in a state directory without opening
+/// it for writing (safe while a server runs), sorted by key.
+pub fn read_journal<R: JournalRecord>(dir: &Path, now: u64) -> Result<Vec<R>, StoreError> {
+    let path = dir.join(R::JOURNAL_FILE);
     let bytes = match fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(io_err(format!("read {}", path.display()))(e)),
     };
-    let mut v: Vec<Lease> = scan_journal(&bytes)
+    let mut v: Vec<R> = scan_journal_of::<R>(&bytes)
         .leases
         .into_values()
-        .filter(|l| l.expires > now)
+        .filter(|l| l.expires() > now)
         .collect();
-    v.sort_by(|a, b| (&a.segment, a.addr).cmp(&(&b.segment, b.addr)));
+    v.sort_by_key(|l| l.key());
     Ok(v)
 }
 
 /// What reading a journal image found.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct JournalScan {
-    /// The latest record per `(segment, addr)` (expired ones included).
-    pub leases: HashMap<(String, Ipv4Addr), Lease>,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalScan<R: JournalRecord = Lease> {
+    /// The latest record per key (`(segment, addr)`), expired ones included.
+    pub leases: HashMap<R::Key, R>,
     /// Format version of the header (1 or 2); `None` when the header is
     /// missing or damaged.
     pub version: Option<u8>,
@@ -619,7 +668,21 @@ pub struct JournalScan {
     pub end: u64,
 }
 
-impl JournalScan {
+impl<R: JournalRecord> Default for JournalScan<R> {
+    fn default() -> Self {
+        JournalScan {
+            leases: HashMap::new(),
+            version: None,
+            records: 0,
+            lost: 0,
+            damaged_bytes: 0,
+            torn_tail: 0,
+            end: 0,
+        }
+    }
+}
+
+impl<R: JournalRecord> JournalScan<R> {
     /// Was anything lost to damage (as opposed to a torn tail)?
     pub fn damaged(&self) -> bool {
         self.damaged_bytes > 0 || self.lost > 0
@@ -707,7 +770,12 @@ fn candidates(fmt: Fmt, bytes: &[u8], from: usize) -> impl Iterator<Item = usize
 }
 
 /// Scan `bytes` from `pos` as format `fmt`, resynchronising after damage.
-fn scan_from(fmt: Fmt, bytes: &[u8], mut pos: usize, header_damaged: bool) -> JournalScan {
+fn scan_from<R: JournalRecord>(
+    fmt: Fmt,
+    bytes: &[u8],
+    mut pos: usize,
+    header_damaged: bool,
+) -> JournalScan<R> {
     let mut sc = JournalScan {
         end: pos as u64,
         ..JournalScan::default()
@@ -719,10 +787,10 @@ fn scan_from(fmt: Fmt, bytes: &[u8], mut pos: usize, header_damaged: bool) -> Jo
         match frame_at(fmt, bytes, pos) {
             Frame::Ok(payload, next) => {
                 in_header = false;
-                match serde_json::from_slice::<Lease>(payload) {
+                match serde_json::from_slice::<R>(payload) {
                     Ok(lease) => {
                         sc.records += 1;
-                        sc.leases.insert((lease.segment.clone(), lease.addr), lease);
+                        sc.leases.insert(lease.key(), lease);
                     }
                     Err(e) => {
                         // The checksum matched: not damage in transit, a record
@@ -767,14 +835,19 @@ fn scan_from(fmt: Fmt, bytes: &[u8], mut pos: usize, header_damaged: bool) -> Jo
 /// Read a journal image: every valid record, resynchronising after damage
 /// (see the module documentation). Never panics, whatever the bytes.
 pub fn scan_journal(bytes: &[u8]) -> JournalScan {
+    scan_journal_of::<Lease>(bytes)
+}
+
+/// [`scan_journal`] for records of kind `R`.
+pub fn scan_journal_of<R: JournalRecord>(bytes: &[u8]) -> JournalScan<R> {
     let head = bytes.get(..HEADER.len());
     if head == Some(&HEADER[..]) {
-        let mut sc = scan_from(Fmt::V2, bytes, HEADER.len(), false);
+        let mut sc = scan_from::<R>(Fmt::V2, bytes, HEADER.len(), false);
         sc.version = Some(2);
         return sc;
     }
     if head == Some(&HEADER_V1[..]) {
-        let mut sc = scan_from(Fmt::V1, bytes, HEADER_V1.len(), false);
+        let mut sc = scan_from::<R>(Fmt::V1, bytes, HEADER_V1.len(), false);
         sc.version = Some(1);
         return sc;
     }
@@ -782,15 +855,15 @@ pub fn scan_journal(bytes: &[u8]) -> JournalScan {
         return JournalScan::default();
     }
     // Damaged header: the records may still be there, in either format.
-    let v2 = scan_from(Fmt::V2, bytes, 0, true);
-    let v1 = scan_from(Fmt::V1, bytes, 0, true);
+    let v2 = scan_from::<R>(Fmt::V2, bytes, 0, true);
+    let v1 = scan_from::<R>(Fmt::V1, bytes, 0, true);
     let mut sc = if v1.records > v2.records { v1 } else { v2 };
     sc.damaged_bytes = sc.damaged_bytes.max(bytes.len().min(HEADER.len()) as u64);
     sc.version = None;
     sc
 }
 
-fn encode_record(lease: &Lease, out: &mut Vec<u8>) {
+fn encode_record<R: JournalRecord>(lease: &R, out: &mut Vec<u8>) {
     // Serializing a plain struct of strings and numbers cannot fail.
     let payload = serde_json::to_vec(lease).unwrap_or_default();
     let len = (payload.len() as u32).to_le_bytes();
@@ -805,7 +878,7 @@ fn encode_record(lease: &Lease, out: &mut Vec<u8>) {
 
 /// A whole journal image (header and one frame per lease, in the given
 /// order), as a snapshot is written.
-pub fn encode_journal<'a>(leases: impl IntoIterator<Item = &'a Lease>) -> Vec<u8> {
+pub fn encode_journal<'a, R: JournalRecord>(leases: impl IntoIterator<Item = &'a R>) -> Vec<u8> {
     let mut buf = HEADER.to_vec();
     for l in leases {
         encode_record(l, &mut buf);
@@ -813,8 +886,8 @@ pub fn encode_journal<'a>(leases: impl IntoIterator<Item = &'a Lease>) -> Vec<u8
     buf
 }
 
-fn lock_dir(dir: &Path) -> Result<File, StoreError> {
-    let path = dir.join(LOCK_FILE);
+fn lock_dir(dir: &Path, lock_file: &str) -> Result<File, StoreError> {
+    let path = dir.join(lock_file);
     let f = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -840,13 +913,14 @@ fn open_append(path: &Path) -> Result<File, StoreError> {
 
 /// Write header + all live records to a temp file, fsync it, rename it over
 /// the journal and fsync the directory. Returns the new journal size.
-fn write_snapshot(
+fn write_snapshot<R: JournalRecord>(
     dir: &Path,
-    live: &HashMap<(String, Ipv4Addr), Lease>,
+    journal_file: &str,
+    live: &HashMap<R::Key, R>,
 ) -> Result<u64, StoreError> {
-    let path = dir.join(JOURNAL_FILE);
-    let mut leases: Vec<&Lease> = live.values().collect();
-    leases.sort_by(|a, b| (&a.segment, a.addr).cmp(&(&b.segment, b.addr)));
+    let path = dir.join(journal_file);
+    let mut leases: Vec<&R> = live.values().collect();
+    leases.sort_by_key(|l| l.key());
     let buf = encode_journal(leases);
     crate::sys::fs::write_atomic(&path, &buf, 0o644)
         .map_err(io_err(format!("write snapshot {}", path.display())))?;
@@ -855,13 +929,13 @@ fn write_snapshot(
 
 /// Keep a damaged journal aside, byte for byte and durably, before it is
 /// rewritten. Returns the copy's path.
-fn keep_corrupt_copy(dir: &Path, bytes: &[u8]) -> Result<PathBuf, StoreError> {
+fn keep_corrupt_copy(dir: &Path, prefix: &str, bytes: &[u8]) -> Result<PathBuf, StoreError> {
     let stamp = unix_now();
-    let mut path = dir.join(format!("{CORRUPT_PREFIX}{stamp}"));
+    let mut path = dir.join(format!("{prefix}{stamp}"));
     let mut n = 0;
     while path.exists() {
         n += 1;
-        path = dir.join(format!("{CORRUPT_PREFIX}{stamp}-{n}"));
+        path = dir.join(format!("{prefix}{stamp}-{n}"));
     }
     crate::sys::fs::write_atomic(&path, bytes, 0o600).map_err(io_err(format!(
         "keep corrupt journal as {}",
@@ -870,7 +944,7 @@ fn keep_corrupt_copy(dir: &Path, bytes: &[u8]) -> Result<PathBuf, StoreError> {
     Ok(path)
 }
 
-struct Committer {
+struct Committer<R: JournalRecord> {
     dir: PathBuf,
     file: File,
     size: u64,
@@ -878,17 +952,17 @@ struct Committer {
     /// much again has been appended, so a store whose live leases alone pass the threshold
     /// does not rewrite itself after every commit.
     base: u64,
-    live: HashMap<(String, Ipv4Addr), Lease>,
+    live: HashMap<R::Key, R>,
     opts: StoreOptions,
     stats: Arc<AtomicStats>,
 }
 
-impl Committer {
-    fn run(&mut self, rx: mpsc::Receiver<Cmd>) {
+impl<R: JournalRecord> Committer<R> {
+    fn run(&mut self, rx: mpsc::Receiver<Cmd<R>>) {
         let mut shutdown = false;
         while !shutdown {
             let Ok(first) = rx.recv() else { break };
-            let mut batch: Vec<(Vec<Lease>, Done)> = Vec::new();
+            let mut batch: Vec<(Vec<R>, Done)> = Vec::new();
             match first {
                 Cmd::Commit(r, d) => batch.push((r, d)),
                 Cmd::Shutdown => shutdown = true,
@@ -918,7 +992,7 @@ impl Committer {
             for (records, done) in batch {
                 if err.is_none() {
                     for l in records {
-                        self.live.insert((l.segment.clone(), l.addr), l);
+                        self.live.insert(l.key(), l);
                     }
                 }
                 let _ = done.send(match &err {
@@ -935,7 +1009,7 @@ impl Committer {
         }
     }
 
-    fn write_group(&mut self, batch: &[(Vec<Lease>, Done)]) -> Result<(), StoreError> {
+    fn write_group(&mut self, batch: &[(Vec<R>, Done)]) -> Result<(), StoreError> {
         let mut buf = Vec::new();
         let mut n = 0u64;
         for (records, _) in batch {
@@ -970,9 +1044,9 @@ impl Committer {
 
     fn compact(&mut self) -> Result<(), StoreError> {
         let now = (self.opts.clock)();
-        self.live.retain(|_, l| l.expires > now);
-        let size = write_snapshot(&self.dir, &self.live)?;
-        self.file = open_append(&self.dir.join(JOURNAL_FILE))?;
+        self.live.retain(|_, l| l.expires() > now);
+        let size = write_snapshot(&self.dir, R::JOURNAL_FILE, &self.live)?;
+        self.file = open_append(&self.dir.join(R::JOURNAL_FILE))?;
         self.size = size;
         self.base = size;
         self.stats.compactions.fetch_add(1, Ordering::Relaxed);
