@@ -19,6 +19,7 @@ pub mod logship;
 pub mod metrics;
 pub mod model;
 pub mod plan;
+pub mod ra;
 pub mod supervisor;
 #[allow(unsafe_code)]
 pub mod sys;

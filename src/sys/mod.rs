@@ -4,6 +4,7 @@
 //! the small safe functions here, each of which checks its arguments and its result.
 
 pub mod fs;
+pub mod icmp6;
 pub mod netlink;
 pub mod proc;
 pub mod socket;
