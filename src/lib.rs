@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod dhcp;
+pub mod dhcp6;
 pub mod diag;
 pub mod lab;
 pub mod logship;
