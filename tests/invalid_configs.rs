@@ -1122,6 +1122,12 @@ subnet6 = "fd00:db8:3::/64"
 "#), &[
         r#"bad.toml:22:11: segments.a.subnet6: IPv6 needs the nftables backend: the iptables backend renders IPv4 only; set [system] backend = "nftables" or remove the IPv6 keys"#,
     ]),
+    ("v6_group_name_suffix", Edit::Append(r#"
+[groups.web_v6]
+members = ["198.18.1.10"]
+"#), &[
+        r#"bad.toml:15:1: groups.web_v6: group name `web_v6` ends in `_v6`, which names the IPv6 set of group `web`; choose another name"#,
+    ]),
 ];
 
 #[test]

@@ -263,7 +263,12 @@ fn names(v: &mut V, c: &config::Config) -> (Names, BTreeSet<String>) {
     for (n, _) in &c.groups {
         let p = format!("groups.{n}");
         if v.name(&p, "group", n) {
-            if names.segments.contains_key(n) {
+            if n.ends_with("_v6") {
+                v.err(
+                    p,
+                    format!("group name `{n}` ends in `_v6`, which names the IPv6 set of group `{}`; choose another name", n.trim_end_matches("_v6")),
+                );
+            } else if names.segments.contains_key(n) {
                 v.err(
                     p,
                     format!("`{n}` names a segment already; a group needs a name of its own"),
