@@ -18,12 +18,15 @@ fn outputs(name: &str, path: &std::path::Path) -> Vec<(String, String)> {
         v.push((format!("{name}.nft"), script.clone()));
     }
     let p = plan::build(&m, Some(Backend::Iptables));
-    if let FirewallText::Iptables { ipset, rules } = &p.firewall {
+    // IPv6 configs are refused with the iptables backend: no iptables rendering.
+    if let FirewallText::Iptables { ipset, rules } = &p.firewall
+        && !m.has_ipv6()
+    {
         v.push((format!("{name}.ipset"), ipset.clone()));
         v.push((format!("{name}.iptables"), rules.clone()));
     }
     for g in &m.groups {
-        if name == "shipped" || name == "iptables" {
+        if name == "shipped" || name == "iptables" || name == "dualstack" {
             v.push((
                 format!("{name}.hostrules.{}.nft", g.name),
                 plan::hostrules::render(&m, &g.name).unwrap(),

@@ -69,7 +69,7 @@ subnet = "198.18.2.0/24"
 gateway = "198.18.2.1"
 management = true
 "#), &[
-        r#"bad.toml:8:1: segments.lan.gatway: unknown field `gatway`, expected one of `description`, `vlan`, `interface`, `link_name`, `subnet`, `gateway`, `mtu`, `internet`, `egress`, `management`, `dhcp`"#,
+        r#"bad.toml:8:1: segments.lan.gatway: unknown field `gatway`, expected one of `description`, `vlan`, `interface`, `link_name`, `subnet`, `gateway`, `mtu`, `internet`, `egress`, `management`, `dhcp`, `subnet6`, `gateway6`, `prefix_id`, `dhcp6`"#,
     ]),
     ("unknown_section", Edit::Append(r#"
 [firewall]
@@ -108,7 +108,7 @@ gateway = "198.18.2.1"
 management = true
 "#), &[
         r#"bad.toml:5:13: segments.lan.interface: wrong type: integer `7`, expected a string"#,
-        r#"bad.toml:10:1: segments.admin.interfac: unknown field `interfac`, expected one of `description`, `vlan`, `interface`, `link_name`, `subnet`, `gateway`, `mtu`, `internet`, `egress`, `management`, `dhcp`"#,
+        r#"bad.toml:10:1: segments.admin.interfac: unknown field `interfac`, expected one of `description`, `vlan`, `interface`, `link_name`, `subnet`, `gateway`, `mtu`, `internet`, `egress`, `management`, `dhcp`, `subnet6`, `gateway6`, `prefix_id`, `dhcp6`"#,
     ]),
     ("missing_uplink", Edit::Whole(r#"
 [segments.lan]
@@ -756,6 +756,377 @@ ntp = ["192.0.2.123", "ntp..example", "0.0.0.0", "192.0.2.123", "300.1.2.3", "nt
         r#"bad.toml:16:39: system.ntp[2]: `0.0.0.0` cannot be an NTP server"#,
         r#"bad.toml:16:50: system.ntp[3]: `192.0.2.123` is listed twice"#,
         r#"bad.toml:16:65: system.ntp[4]: `300.1.2.3` is not an IPv4 address"#,
+    ]),
+    ("v6_subnet_shape", Edit::Append(r#"
+[segments.a]
+interface = "lan2"
+subnet = "198.18.3.0/24"
+gateway = "198.18.3.1"
+subnet6 = "fd00:db8:3::/56"
+
+[segments.b]
+interface = "lan3"
+subnet = "198.18.4.0/24"
+gateway = "198.18.4.1"
+subnet6 = "fd00:db8:4::5/64"
+
+[segments.c]
+interface = "lan4"
+subnet = "198.18.5.0/24"
+gateway = "198.18.5.1"
+subnet6 = "198.18.5.0/24"
+"#), &[
+        r#"bad.toml:19:11: segments.a.subnet6: subnet6 fd00:db8:3::/56 is a /56; a segment's IPv6 subnet must be a /64 (SLAAC needs it)"#,
+        r#"bad.toml:25:11: segments.b.subnet6: `fd00:db8:4::5/64` has host bits set; did you mean `fd00:db8:4::/64`?"#,
+        r#"bad.toml:31:11: segments.c.subnet6: `198.18.5.0/24` is neither an IPv6 prefix like fd00:10::/64 nor "delegated""#,
+    ]),
+    ("v6_subnet_link_local_and_multicast", Edit::Append(r#"
+[segments.a]
+interface = "lan2"
+subnet = "198.18.3.0/24"
+gateway = "198.18.3.1"
+subnet6 = "fe80::/64"
+
+[segments.b]
+interface = "lan3"
+subnet = "198.18.4.0/24"
+gateway = "198.18.4.1"
+subnet6 = "ff02::/64"
+"#), &[
+        r#"bad.toml:19:11: segments.a.subnet6: fe80::/64 is link-local (fe80::/10); subnet6 must be a global or ULA prefix"#,
+        r#"bad.toml:25:11: segments.b.subnet6: ff02::/64 is multicast (ff00::/8); subnet6 must be a global or ULA prefix"#,
+    ]),
+    ("v6_subnets_overlap", Edit::Append(r#"
+[segments.a]
+interface = "lan2"
+subnet = "198.18.3.0/24"
+gateway = "198.18.3.1"
+subnet6 = "fd00:db8:3::/64"
+
+[segments.b]
+interface = "lan3"
+subnet = "198.18.4.0/24"
+gateway = "198.18.4.1"
+subnet6 = "fd00:db8:3::/64"
+"#), &[
+        r#"bad.toml:25:11: segments.b.subnet6: subnet6 fd00:db8:3::/64 is already segment `a`'s"#,
+    ]),
+    ("v6_gateway6", Edit::Append(r#"
+[segments.a]
+interface = "lan2"
+subnet = "198.18.3.0/24"
+gateway = "198.18.3.1"
+subnet6 = "fd00:db8:3::/64"
+gateway6 = "fd00:db8:4::1"
+
+[segments.b]
+interface = "lan3"
+subnet = "198.18.4.0/24"
+gateway = "198.18.4.1"
+subnet6 = "fd00:db8:4::/64"
+gateway6 = "fd00:db8:4::"
+
+[segments.c]
+interface = "lan4"
+subnet = "198.18.5.0/24"
+gateway = "198.18.5.1"
+subnet6 = "fd00:db8:5::/64"
+gateway6 = "gw"
+"#), &[
+        r#"bad.toml:20:12: segments.a.gateway6: gateway6 fd00:db8:4::1 is outside the segment's subnet6 fd00:db8:3::/64"#,
+        r#"bad.toml:27:12: segments.b.gateway6: gateway6 fd00:db8:4:: is the subnet-router anycast address of fd00:db8:4::/64"#,
+        r#"bad.toml:34:12: segments.c.gateway6: `gw` is not an IPv6 address"#,
+    ]),
+    ("v6_delegated_without_prefix_delegation", Edit::Append(r#"
+[segments.a]
+interface = "lan2"
+subnet = "198.18.3.0/24"
+gateway = "198.18.3.1"
+subnet6 = "delegated"
+prefix_id = 1
+"#), &[
+        r#"bad.toml:19:11: segments.a.subnet6: subnet6 = "delegated" needs `prefix_delegation = PLEN` in [uplink] to ask the upstream for a prefix"#,
+    ]),
+    ("v6_delegated_prefix_ids", Edit::Whole(r#"[uplink]
+interface = "wan0"
+address6 = "dhcpv6"
+prefix_delegation = 60
+
+[segments.lan]
+interface = "lan0"
+subnet = "198.18.1.0/24"
+gateway = "198.18.1.1"
+subnet6 = "delegated"
+prefix_id = 16
+
+[segments.admin]
+interface = "lan1"
+subnet = "198.18.2.0/24"
+gateway = "198.18.2.1"
+management = true
+subnet6 = "delegated"
+
+[segments.a]
+interface = "lan2"
+subnet = "198.18.3.0/24"
+gateway = "198.18.3.1"
+subnet6 = "delegated"
+prefix_id = 3
+gateway6 = "::5"
+
+[segments.b]
+interface = "lan3"
+subnet = "198.18.4.0/24"
+gateway = "198.18.4.1"
+subnet6 = "delegated"
+prefix_id = 3
+
+[segments.c]
+interface = "lan4"
+subnet = "198.18.5.0/24"
+gateway = "198.18.5.1"
+subnet6 = "fd00:db8:5::/64"
+prefix_id = 4
+
+[segments.d]
+interface = "lan5"
+subnet = "198.18.6.0/24"
+gateway = "198.18.6.1"
+subnet6 = "delegated"
+prefix_id = 5
+gateway6 = "fd00::1"
+"#), &[
+        r#"bad.toml:11:13: segments.lan.prefix_id: prefix_id 16 does not fit in a delegated /60: it holds 16 /64s, ids 0-15"#,
+        r#"bad.toml:18:11: segments.admin.subnet6: subnet6 = "delegated" needs `prefix_id = N` (which /64 of the delegated prefix)"#,
+        r#"bad.toml:33:13: segments.b.prefix_id: prefix_id 3 is already segment `a`'s"#,
+        r#"bad.toml:40:13: segments.c.prefix_id: `prefix_id` numbers a delegated /64; it needs subnet6 = "delegated""#,
+        r#"bad.toml:48:12: segments.d.gateway6: with subnet6 = "delegated", gateway6 is an interface id like ::1 (the prefix is not known in advance), not fd00::1"#,
+    ]),
+    ("v6_keys_without_subnet6", Edit::Append(r#"
+[segments.a]
+interface = "lan2"
+subnet = "198.18.3.0/24"
+gateway = "198.18.3.1"
+gateway6 = "fd00:db8:3::1"
+[segments.a.dhcp]
+ranges = ["198.18.3.100-198.18.3.200"]
+dns = ["198.18.3.53", "fd00:db8:3::53"]
+[segments.a.dhcp6]
+mode = "stateless"
+"#), &[
+        r#"bad.toml:19:12: segments.a.gateway6: `gateway6` needs `subnet6` (this segment is IPv4-only without it)"#,
+        r#"bad.toml:22:23: segments.a.dhcp.dns[1]: IPv6 DNS server fd00:db8:3::53 on a segment without `subnet6`"#,
+        r#"bad.toml:23:1: segments.a.dhcp6: `dhcp6` needs `subnet6` (this segment is IPv4-only without it)"#,
+    ]),
+    ("v6_dhcp6_mode_and_range6", Edit::Append(r#"
+[segments.a]
+interface = "lan2"
+subnet = "198.18.3.0/24"
+gateway = "198.18.3.1"
+subnet6 = "fd00:db8:3::/64"
+[segments.a.dhcp6]
+mode = "stateful-ish"
+
+[segments.b]
+interface = "lan3"
+subnet = "198.18.4.0/24"
+gateway = "198.18.4.1"
+subnet6 = "fd00:db8:4::/64"
+[segments.b.dhcp6]
+mode = "slaac"
+range6 = ["fd00:db8:4::100", "fd00:db8:4::1ff"]
+
+[segments.c]
+interface = "lan4"
+subnet = "198.18.5.0/24"
+gateway = "198.18.5.1"
+subnet6 = "fd00:db8:5::/64"
+[segments.c.dhcp6]
+mode = "stateful"
+range6 = ["fd00:db8:5::100", "fd00:db8:6::1ff"]
+
+[segments.d]
+interface = "lan5"
+subnet = "198.18.6.0/24"
+gateway = "198.18.6.1"
+subnet6 = "fd00:db8:6::/64"
+[segments.d.dhcp6]
+mode = "stateful"
+range6 = ["fd00:db8:6::0:1", "fd00:db8:6::1ff"]
+
+[segments.e]
+interface = "lan6"
+subnet = "198.18.7.0/24"
+gateway = "198.18.7.1"
+subnet6 = "fd00:db8:7::/64"
+[segments.e.dhcp6]
+mode = "stateful"
+range6 = ["fd00:db8:7::2ff", "fd00:db8:7::200"]
+
+[segments.f]
+interface = "lan7"
+subnet = "198.18.8.0/24"
+gateway = "198.18.8.1"
+subnet6 = "fd00:db8:8::/64"
+[segments.f.dhcp6]
+mode = "stateful"
+range6 = ["fd00:db8:8::100"]
+"#), &[
+        r#"bad.toml:21:8: segments.a.dhcp6.mode: unknown mode `stateful-ish`, expected "slaac", "stateless" or "stateful""#,
+        r#"bad.toml:30:10: segments.b.dhcp6.range6: range6 is an address pool for mode = "stateful"; mode "slaac" hands out no addresses"#,
+        r#"bad.toml:39:30: segments.c.dhcp6.range6[1]: fd00:db8:6::1ff is outside the segment's subnet6 fd00:db8:5::/64"#,
+        r#"bad.toml:48:10: segments.d.dhcp6.range6: range6 covers the gateway6 address"#,
+        r#"bad.toml:57:10: segments.e.dhcp6.range6: range6 ends before it starts"#,
+        r#"bad.toml:66:10: segments.f.dhcp6.range6: range6 is ["START", "END"], two addresses; got 1"#,
+    ]),
+    ("v6_dns_servers", Edit::Append(r#"
+[segments.a]
+interface = "lan2"
+subnet = "198.18.3.0/24"
+gateway = "198.18.3.1"
+subnet6 = "fd00:db8:3::/64"
+[segments.a.dhcp]
+ranges = ["198.18.3.100-198.18.3.200"]
+dns = ["198.18.3.53", "fd00:db8:3::zz", "ff02::1"]
+"#), &[
+        r#"bad.toml:22:23: segments.a.dhcp.dns[1]: `fd00:db8:3::zz` is not an IPv6 address"#,
+        r#"bad.toml:22:41: segments.a.dhcp.dns[2]: ff02::1 cannot be a DNS server"#,
+    ]),
+    ("v6_uplink_address6", Edit::Whole(r#"[uplink]
+interface = "wan0"
+address6 = "2001:db8::2"
+prefix_delegation = 40
+
+[segments.lan]
+interface = "lan0"
+subnet = "198.18.1.0/24"
+gateway = "198.18.1.1"
+
+[segments.admin]
+interface = "lan1"
+subnet = "198.18.2.0/24"
+gateway = "198.18.2.1"
+management = true
+"#), &[
+        r#"bad.toml:3:12: uplink.address6: `2001:db8::2` is neither "none", "slaac", "dhcpv6" nor an IPv6 address with prefix like 2001:db8::2/64"#,
+        r#"bad.toml:4:21: uplink.prefix_delegation: prefix length 40 is out of range 48-64"#,
+    ]),
+    ("v6_uplink_static_needs_gateway6", Edit::Whole(r#"[uplink]
+interface = "wan0"
+address6 = "2001:db8::2/64"
+
+[segments.lan]
+interface = "lan0"
+subnet = "198.18.1.0/24"
+gateway = "198.18.1.1"
+
+[segments.admin]
+interface = "lan1"
+subnet = "198.18.2.0/24"
+gateway = "198.18.2.1"
+management = true
+"#), &[
+        r#"bad.toml:3:12: uplink.address6: a static address6 needs `gateway6` (the upstream router, e.g. fe80::1)"#,
+    ]),
+    ("v6_subnet6_overlaps_uplink", Edit::Whole(r#"[uplink]
+interface = "wan0"
+address6 = "2001:db8::2/48"
+gateway6 = "fe80::1"
+
+[segments.lan]
+interface = "lan0"
+subnet = "198.18.1.0/24"
+gateway = "198.18.1.1"
+subnet6 = "2001:db8:0:7::/64"
+
+[segments.admin]
+interface = "lan1"
+subnet = "198.18.2.0/24"
+gateway = "198.18.2.1"
+management = true
+"#), &[
+        r#"bad.toml:10:11: segments.lan.subnet6: subnet6 2001:db8:0:7::/64 overlaps the uplink's IPv6 prefix 2001:db8::/48"#,
+    ]),
+    ("v6_uplink_gateway6", Edit::Whole(r#"[uplink]
+interface = "wan0"
+address6 = "slaac"
+gateway6 = "fe80::1"
+
+[segments.lan]
+interface = "lan0"
+subnet = "198.18.1.0/24"
+gateway = "198.18.1.1"
+
+[segments.admin]
+interface = "lan1"
+subnet = "198.18.2.0/24"
+gateway = "198.18.2.1"
+management = true
+"#), &[
+        r#"bad.toml:4:12: uplink.gateway6: gateway6 is given only with a static address6; the upstream's router advertisements supply it"#,
+    ]),
+    ("v6_uplink_link_local", Edit::Whole(r#"[uplink]
+interface = "wan0"
+address6 = "fe80::2/64"
+gateway6 = "fe80::1"
+
+[segments.lan]
+interface = "lan0"
+subnet = "198.18.1.0/24"
+gateway = "198.18.1.1"
+
+[segments.admin]
+interface = "lan1"
+subnet = "198.18.2.0/24"
+gateway = "198.18.2.1"
+management = true
+"#), &[
+        r#"bad.toml:3:12: uplink.address6: fe80::2 is link-local (fe80::/10); the uplink needs a global or ULA address"#,
+    ]),
+    ("v6_uplink_gateway6_outside", Edit::Whole(r#"[uplink]
+interface = "wan0"
+address6 = "2001:db8::2/64"
+gateway6 = "2001:db8:1::1"
+
+[segments.lan]
+interface = "lan0"
+subnet = "198.18.1.0/24"
+gateway = "198.18.1.1"
+
+[segments.admin]
+interface = "lan1"
+subnet = "198.18.2.0/24"
+gateway = "198.18.2.1"
+management = true
+"#), &[
+        r#"bad.toml:4:12: uplink.gateway6: gateway6 2001:db8:1::1 is neither link-local (fe80::/10) nor inside the uplink prefix 2001:db8::/64"#,
+    ]),
+    ("v6_group_members", Edit::Append(r#"
+[groups.mixed]
+members = ["198.18.1.10", "fd00:db8:1::10", "fd00:db8:1::/120", "fd00:db8:1::20-fd00:db8:1::2f", "ff02::1", "fe80::1", "fd00:db8:1::5/64", "fd00::x"]
+"#), &[
+        r#"bad.toml:16:98: groups.mixed.members[4]: `ff02::1` is multicast (ff00::/8); a group member must be a global or ULA address"#,
+        r#"bad.toml:16:109: groups.mixed.members[5]: `fe80::1` is link-local (fe80::/10); a group member must be a global or ULA address"#,
+        r#"bad.toml:16:120: groups.mixed.members[6]: `fd00:db8:1::5/64` has host bits set; did you mean `fd00:db8:1::/64`?"#,
+        r#"bad.toml:16:140: groups.mixed.members[7]: `fd00::x` is not an IPv6 address, CIDR block or range (x::a-x::b)"#,
+    ]),
+    ("v6_iptables_backend", Edit::Append(r#"
+[system]
+backend = "iptables"
+
+[segments.a]
+interface = "lan2"
+subnet = "198.18.3.0/24"
+gateway = "198.18.3.1"
+subnet6 = "fd00:db8:3::/64"
+"#), &[
+        r#"bad.toml:22:11: segments.a.subnet6: IPv6 needs the nftables backend: the iptables backend renders IPv4 only; set [system] backend = "nftables" or remove the IPv6 keys"#,
+    ]),
+    ("v6_group_name_suffix", Edit::Append(r#"
+[groups.web_v6]
+members = ["198.18.1.10"]
+"#), &[
+        r#"bad.toml:15:1: groups.web_v6: group name `web_v6` ends in `_v6`, which names the IPv6 set of group `web`; choose another name"#,
     ]),
 ];
 

@@ -82,6 +82,10 @@ fn iptables_renderings_load() {
     let dir = TempDir::new("iptload");
     for (name, path) in common::golden_configs() {
         let (m, _) = model::load(&path).unwrap();
+        // IPv6 configs are refused with the iptables backend: nothing to load.
+        if m.has_ipv6() {
+            continue;
+        }
         let FirewallText::Iptables { ipset, rules } =
             plan::build(&m, Some(Backend::Iptables)).firewall
         else {

@@ -287,11 +287,17 @@ fn eval_line(s: &Script, line: &str, p: &explain::Packet) -> Option<Option<(Stri
                 return None;
             }
         } else if let Some(v) = take(&mut t, "ip saddr ") {
-            if !addr_ok(s, v, p.src) {
+            let std::net::IpAddr::V4(a) = p.src else {
+                return None;
+            };
+            if !addr_ok(s, v, a) {
                 return None;
             }
         } else if let Some(v) = take(&mut t, "ip daddr ") {
-            if !addr_ok(s, v, p.dst) {
+            let std::net::IpAddr::V4(a) = p.dst else {
+                return None;
+            };
+            if !addr_ok(s, v, a) {
                 return None;
             }
         } else if take(&mut t, "fib daddr type ").is_some() {
@@ -449,8 +455,8 @@ fn random_configs_load_and_explain_matches_rendering() {
             );
             for (a, b, proto, port) in flows {
                 let f = explain::Flow {
-                    src: addrs[a % addrs.len()],
-                    dst: addrs[b % addrs.len()],
+                    src: addrs[a % addrs.len()].into(),
+                    dst: addrs[b % addrs.len()].into(),
                     proto: [Proto::Tcp, Proto::Udp, Proto::Icmp][proto],
                     port: (proto < 2).then_some(port),
                 };

@@ -479,14 +479,19 @@ async fn explain(
 ) -> Res<axum::Json<Value>> {
     use crate::model::Proto;
     authorize(&st, p, &h, None)?;
-    let addr = |k: &str, v: &Option<String>| -> Res<Ipv4Addr> {
+    let addr = |k: &str, v: &Option<String>| -> Res<std::net::IpAddr> {
         let v = v
             .as_deref()
-            .ok_or_else(|| ApiError::bad(format!("`{k}` is needed (an IPv4 address)")))?;
+            .ok_or_else(|| ApiError::bad(format!("`{k}` is needed (an IPv4 or IPv6 address)")))?;
         v.parse()
-            .map_err(|_| ApiError::bad(format!("{k}: `{v}` is not an IPv4 address")))
+            .map_err(|_| ApiError::bad(format!("{k}: `{v}` is not an IPv4 or IPv6 address")))
     };
     let (src, dst) = (addr("from", &q.from)?, addr("to", &q.to)?);
+    if src.is_ipv4() != dst.is_ipv4() {
+        return Err(ApiError::bad(
+            "`from` and `to` must both be IPv4 or both IPv6",
+        ));
+    }
     let proto = Proto::parse(q.proto.as_deref().unwrap_or("tcp"))
         .map_err(|e| ApiError::bad(format!("proto: {e}")))?;
     if proto == Proto::Any {

@@ -175,12 +175,12 @@ pub enum Command {
     },
     /// Name the rule that decides a flow (or the default drop).
     Explain {
-        /// Source address (a host in a segment, on the internet, or the gateway).
+        /// Source address (a host in a segment, on the internet, or the gateway), IPv4 or IPv6.
         #[arg(long)]
-        from: Ipv4Addr,
-        /// Destination address.
+        from: std::net::IpAddr,
+        /// Destination address, of the same family as --from.
         #[arg(long)]
-        to: Ipv4Addr,
+        to: std::net::IpAddr,
         /// tcp, udp or icmp.
         #[arg(long, default_value = "tcp")]
         proto: String,
@@ -407,6 +407,11 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             port,
             format,
         } => {
+            if from.is_ipv4() != to.is_ipv4() {
+                return Err(CliError::Usage(
+                    "--from and --to must both be IPv4 or both IPv6".into(),
+                ));
+            }
             let proto = Proto::parse(&proto).map_err(CliError::Usage)?;
             if proto == Proto::Any {
                 return Err(CliError::Usage("--proto must be tcp, udp or icmp".into()));

@@ -38,6 +38,12 @@ pub struct Uplink {
     pub gateway: Option<String>,
     pub masquerade: Option<bool>,
     pub mtu: Option<i64>,
+    /// IPv6: `"none"` (default), `"slaac"`, `"dhcpv6"` or a static `ADDRESS/PREFIX`.
+    pub address6: Option<String>,
+    /// IPv6 default router; required with a static `address6`.
+    pub gateway6: Option<String>,
+    /// Prefix length (48-64) to ask the upstream for by DHCPv6 prefix delegation.
+    pub prefix_delegation: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -64,6 +70,23 @@ pub struct Segment {
     pub egress: Option<String>,
     pub management: Option<bool>,
     pub dhcp: Option<Dhcp>,
+    /// IPv6 subnet: a `PREFIX/64`, or `"delegated"` with `prefix_id`.
+    pub subnet6: Option<String>,
+    /// The gateway's IPv6 address on the segment (default `PREFIX::1`).
+    pub gateway6: Option<String>,
+    /// With `subnet6 = "delegated"`: which /64 of the delegated prefix this segment gets.
+    pub prefix_id: Option<i64>,
+    pub dhcp6: Option<Dhcp6>,
+}
+
+/// `[segments.NAME.dhcp6]`: how IPv6 hosts of the segment get addresses.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Dhcp6 {
+    /// `"slaac"` (default), `"stateless"` or `"stateful"`.
+    pub mode: Option<String>,
+    /// Stateful pool: `["START", "END"]` inside the segment's subnet6.
+    pub range6: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

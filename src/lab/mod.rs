@@ -866,8 +866,8 @@ fn expect(
     port: u16,
 ) -> (bool, String) {
     let f = explain::Flow {
-        src: src.addr,
-        dst,
+        src: src.addr.into(),
+        dst: dst.into(),
         proto,
         port: Some(port),
     };
@@ -977,8 +977,8 @@ pub fn probes(m: &Model, hosts: &[Host], _addrs: Vec<Ipv4Addr>) -> Vec<Check> {
         }
         let (expected, decided_by) = expect(m, &rs, hosts, src, dst, proto, port);
         let flow = explain::Flow {
-            src: src.addr,
-            dst,
+            src: src.addr.into(),
+            dst: dst.into(),
             proto,
             port: Some(port),
         };

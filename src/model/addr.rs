@@ -1,9 +1,9 @@
 //! Address and port value types shared by the model and the plan.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::Serialize;
 
 /// An inclusive IPv4 range; single addresses and CIDR blocks are ranges too.
@@ -161,6 +161,191 @@ pub fn subtract_ranges(a: &[AddrRange], b: &[AddrRange]) -> Vec<AddrRange> {
         out = next;
     }
     out
+}
+
+/// An inclusive IPv6 range; single addresses and CIDR blocks are ranges too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct AddrRange6 {
+    pub lo: Ipv6Addr,
+    pub hi: Ipv6Addr,
+}
+
+impl AddrRange6 {
+    pub fn single(a: Ipv6Addr) -> Self {
+        AddrRange6 { lo: a, hi: a }
+    }
+
+    pub fn from_net(n: Ipv6Net) -> Self {
+        AddrRange6 {
+            lo: n.network(),
+            hi: n.broadcast(),
+        }
+    }
+
+    /// Parse `x::y`, `x::/nn` or `x::a-x::b`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Some((a, b)) = s.split_once('-') {
+            let lo: Ipv6Addr = a
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{a}` in range `{s}` is not an IPv6 address"))?;
+            let hi: Ipv6Addr = b
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{b}` in range `{s}` is not an IPv6 address"))?;
+            if lo > hi {
+                return Err(format!("range `{s}` ends before it starts"));
+            }
+            return Ok(AddrRange6 { lo, hi });
+        }
+        if s.contains('/') {
+            let n: Ipv6Net = s
+                .parse()
+                .map_err(|_| format!("`{s}` is not an IPv6 CIDR block"))?;
+            if n.network() != n.addr() {
+                return Err(format!(
+                    "`{s}` has host bits set; did you mean `{}`?",
+                    n.trunc()
+                ));
+            }
+            return Ok(AddrRange6::from_net(n));
+        }
+        let a: Ipv6Addr = s.parse().map_err(|_| {
+            format!("`{s}` is not an IPv6 address, CIDR block or range (x::a-x::b)")
+        })?;
+        Ok(AddrRange6::single(a))
+    }
+
+    pub fn contains(&self, a: Ipv6Addr) -> bool {
+        self.lo <= a && a <= self.hi
+    }
+
+    pub fn overlaps(&self, o: &AddrRange6) -> bool {
+        self.lo <= o.hi && o.lo <= self.hi
+    }
+
+    pub fn within(&self, n: &Ipv6Net) -> bool {
+        n.contains(&self.lo) && n.contains(&self.hi)
+    }
+
+    /// The smallest list of CIDR blocks that covers exactly this range.
+    pub fn to_cidrs(&self) -> Vec<Ipv6Net> {
+        let mut out = Vec::new();
+        let mut lo = u128::from(self.lo);
+        let hi = u128::from(self.hi);
+        loop {
+            // The largest aligned block starting at `lo` that does not pass `hi`.
+            let mut bits = if lo == 0 { 128 } else { lo.trailing_zeros() };
+            let end = |b: u32| {
+                if b == 128 {
+                    u128::MAX
+                } else {
+                    lo + ((1u128 << b) - 1)
+                }
+            };
+            while end(bits) > hi {
+                bits -= 1;
+            }
+            out.push(Ipv6Net::new(Ipv6Addr::from(lo), (128 - bits) as u8).expect("prefix <= 128"));
+            let last = end(bits);
+            if last >= hi {
+                break;
+            }
+            lo = last + 1;
+        }
+        out
+    }
+}
+
+impl fmt::Display for AddrRange6 {
+    /// `a`, `a/nn` when the range is one CIDR block, else `a-b`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.lo == self.hi {
+            return write!(f, "{}", self.lo);
+        }
+        let c = self.to_cidrs();
+        if c.len() == 1 {
+            write!(f, "{}", c[0])
+        } else {
+            write!(f, "{}-{}", self.lo, self.hi)
+        }
+    }
+}
+
+/// Sort and merge overlapping or adjacent IPv6 ranges.
+pub fn merge_ranges6(mut v: Vec<AddrRange6>) -> Vec<AddrRange6> {
+    v.sort();
+    let mut out: Vec<AddrRange6> = Vec::with_capacity(v.len());
+    for r in v {
+        if let Some(last) = out.last_mut()
+            && u128::from(r.lo) <= u128::from(last.hi).saturating_add(1)
+        {
+            if r.hi > last.hi {
+                last.hi = r.hi;
+            }
+            continue;
+        }
+        out.push(r);
+    }
+    out
+}
+
+/// `a` minus `b` for IPv6 ranges.
+pub fn subtract_ranges6(a: &[AddrRange6], b: &[AddrRange6]) -> Vec<AddrRange6> {
+    let mut out = merge_ranges6(a.to_vec());
+    for cut in merge_ranges6(b.to_vec()) {
+        let mut next = Vec::with_capacity(out.len() + 1);
+        for r in out {
+            if !r.overlaps(&cut) {
+                next.push(r);
+                continue;
+            }
+            if r.lo < cut.lo {
+                next.push(AddrRange6 {
+                    lo: r.lo,
+                    hi: Ipv6Addr::from(u128::from(cut.lo) - 1),
+                });
+            }
+            if r.hi > cut.hi {
+                next.push(AddrRange6 {
+                    lo: Ipv6Addr::from(u128::from(cut.hi) + 1),
+                    hi: r.hi,
+                });
+            }
+        }
+        out = next;
+    }
+    out
+}
+
+/// Why an IPv6 address cannot be a segment's or the uplink's global address (or a group
+/// member): link-local, multicast, loopback, unspecified or IPv4-mapped.
+pub fn v6_special(a: Ipv6Addr) -> Option<&'static str> {
+    let seg0 = a.segments()[0];
+    if a.is_unspecified() {
+        Some("the unspecified address")
+    } else if a.is_loopback() {
+        Some("the loopback address")
+    } else if seg0 & 0xffc0 == 0xfe80 {
+        Some("link-local (fe80::/10)")
+    } else if seg0 & 0xff00 == 0xff00 {
+        Some("multicast (ff00::/8)")
+    } else if a.to_ipv4_mapped().is_some() {
+        Some("IPv4-mapped (::ffff:0:0/96)")
+    } else {
+        None
+    }
+}
+
+/// The address made of the upper 64 bits of `net` and the interface identifier `iid`.
+pub fn with_iid(net: Ipv6Net, iid: u64) -> Ipv6Addr {
+    Ipv6Addr::from((u128::from(net.network()) & !u128::from(u64::MAX)) | u128::from(iid))
+}
+
+/// The interface identifier (lower 64 bits) of `a`.
+pub fn iid_of(a: Ipv6Addr) -> u64 {
+    u128::from(a) as u64
 }
 
 /// An inclusive port range; a single port has `lo == hi`.
@@ -343,5 +528,34 @@ mod tests {
         let m = merge_ranges(v);
         assert_eq!(m.len(), 2);
         assert_eq!(m[0].to_string(), "10.0.0.1-10.0.0.9");
+    }
+
+    #[test]
+    fn v6_ranges() {
+        let r = AddrRange6::parse("fd00:10::10-fd00:10::1f").unwrap();
+        let c: Vec<String> = r.to_cidrs().iter().map(|n| n.to_string()).collect();
+        assert_eq!(c, ["fd00:10::10/124"]);
+        assert_eq!(r.to_string(), "fd00:10::10/124");
+        let r = AddrRange6::parse("fd00:10::1-fd00:10::4").unwrap();
+        let c: Vec<String> = r.to_cidrs().iter().map(|n| n.to_string()).collect();
+        assert_eq!(c, ["fd00:10::1/128", "fd00:10::2/127", "fd00:10::4/128"]);
+        let all = AddrRange6::parse("::/0").unwrap();
+        assert_eq!(all.to_cidrs().len(), 1);
+        assert_eq!(all.to_string(), "::/0");
+        assert!(AddrRange6::parse("fd00:10::1/64").is_err());
+        let m = merge_ranges6(vec![
+            AddrRange6::parse("fd00::5-fd00::9").unwrap(),
+            AddrRange6::parse("fd00::1-fd00::4").unwrap(),
+        ]);
+        assert_eq!(m.len(), 1);
+        let s = subtract_ranges6(
+            &[AddrRange6::parse("fd00::/126").unwrap()],
+            &[AddrRange6::parse("fd00::1").unwrap()],
+        );
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            with_iid("fd00:10::/64".parse().unwrap(), 1),
+            "fd00:10::1".parse::<Ipv6Addr>().unwrap()
+        );
     }
 }

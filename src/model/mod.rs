@@ -4,13 +4,13 @@ pub mod addr;
 mod validate;
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::Serialize;
 
-pub use addr::{AddrRange, PortRange};
+pub use addr::{AddrRange, AddrRange6, PortRange};
 pub use validate::build;
 
 /// The uplink address the lab gives a gateway whose config says `address = "dhcp"`.
@@ -99,6 +99,36 @@ pub struct Uplink {
     pub addressing: UplinkAddressing,
     pub masquerade: bool,
     pub mtu: Option<u32>,
+    /// `[uplink] address6`: how the uplink gets its IPv6 address.
+    #[serde(skip_serializing_if = "Uplink6Addressing::is_none")]
+    pub address6: Uplink6Addressing,
+    /// `[uplink] prefix_delegation`: the prefix length (48-64) asked for by DHCPv6 IA_PD.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix_delegation: Option<u8>,
+}
+
+/// `[uplink] address6`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Uplink6Addressing {
+    /// No IPv6 address on the uplink (the default).
+    None,
+    /// Kernel SLAAC from the upstream's RAs (accept_ra=2 on the uplink only); a dhcpcd runs.
+    Slaac,
+    /// DHCPv6 (IA_NA) by dhcpcd; the default route still comes from the upstream's RAs.
+    Dhcpv6,
+    Static {
+        /// Address with its prefix, e.g. 2001:db8:0:1::2/64.
+        address: Ipv6Net,
+        /// The default router: inside `address`'s prefix or link-local.
+        gateway: Ipv6Addr,
+    },
+}
+
+impl Uplink6Addressing {
+    pub fn is_none(&self) -> bool {
+        matches!(self, Uplink6Addressing::None)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -147,6 +177,124 @@ pub struct Segment {
     pub management: bool,
     pub dhcp: Option<DhcpPool>,
     pub loc: Loc,
+    /// The segment's IPv6 side; `None`: IPv4-only (no RA, no DHCPv6, no IPv6 forwarding).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Segment6>,
+}
+
+/// Everything the RA sender and the DHCPv6 server need for one IPv6 segment.
+///
+/// The prefix of a delegated segment is known only at run time: resolve addresses with
+/// [`Segment6::subnet6`] and [`Segment6::gateway6`], giving them the prefix the uplink
+/// currently holds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Segment6 {
+    /// The segment's name (`[segments.NAME]`).
+    pub segment: String,
+    /// The kernel interface that carries the segment (the same as [`Segment::ifname`]).
+    pub ifname: String,
+    /// Where the segment's /64 comes from.
+    pub prefix: Prefix6,
+    /// The interface identifier (lower 64 bits) of the gateway's address in the /64: 1 unless
+    /// `gateway6` says otherwise. The full address is [`Segment6::gateway6`].
+    pub gateway_iid: u64,
+    /// `[segments.NAME.dhcp6] mode`: the M/O flags of the RAs and what DHCPv6 answers.
+    pub mode: Dhcp6Mode,
+    /// IPv6 DNS servers from `[segments.NAME.dhcp] dns` (RDNSS and DHCPv6 option 23).
+    pub dns6: Vec<Ipv6Addr>,
+    /// `[segments.NAME.dhcp] domain` (DNSSL and DHCPv6 option 24).
+    pub domain: Option<String>,
+    /// The stateful pool as interface identifiers (lower 64 bits), inclusive; `Some` exactly
+    /// when `mode` is stateful. [`Segment6::pool_in`] makes addresses of them.
+    pub pool: Option<Pool6>,
+    /// Valid lifetime of stateful leases, seconds (`[segments.NAME.dhcp] lease_time`, default
+    /// 3600).
+    pub lease_time: u32,
+    /// The segment's MTU, when configured (RA MTU option).
+    pub mtu: Option<u32>,
+}
+
+/// Where a segment's /64 comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Prefix6 {
+    /// `subnet6 = "PREFIX/64"`.
+    Static(Ipv6Net),
+    /// `subnet6 = "delegated"`: the `prefix_id`-th /64 of the prefix delegated to the uplink.
+    Delegated { prefix_id: u32 },
+}
+
+/// `[segments.NAME.dhcp6] mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dhcp6Mode {
+    /// Addresses by SLAAC only; RAs carry RDNSS/DNSSL; M=0, O=0, no DHCPv6 server.
+    Slaac,
+    /// SLAAC addresses, DNS by stateless DHCPv6 too; M=0, O=1.
+    Stateless,
+    /// Addresses from the DHCPv6 pool; M=1, O=1; prefix without the A flag.
+    Stateful,
+}
+
+impl Dhcp6Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Dhcp6Mode::Slaac => "slaac",
+            Dhcp6Mode::Stateless => "stateless",
+            Dhcp6Mode::Stateful => "stateful",
+        }
+    }
+}
+
+/// A stateful DHCPv6 pool: interface identifiers `first..=last` within the segment's /64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Pool6 {
+    pub first: u64,
+    pub last: u64,
+}
+
+/// The default stateful pool when `range6` is not given: PREFIX::1000 - PREFIX::1fff.
+pub const DEFAULT_POOL6: Pool6 = Pool6 {
+    first: 0x1000,
+    last: 0x1fff,
+};
+
+impl Segment6 {
+    /// The segment's /64: the static one, or the `prefix_id`-th /64 of `delegated` (`None`
+    /// while no prefix is delegated, or when the id does not fit in it).
+    pub fn subnet6(&self, delegated: Option<Ipv6Net>) -> Option<Ipv6Net> {
+        match self.prefix {
+            Prefix6::Static(n) => Some(n),
+            Prefix6::Delegated { prefix_id } => {
+                let d = delegated?;
+                let plen = d.prefix_len();
+                if plen > 64 || (plen < 64 && u64::from(prefix_id) >> (64 - plen) != 0) {
+                    return None;
+                }
+                if plen == 64 && prefix_id != 0 {
+                    return None;
+                }
+                let base = u128::from(d.network());
+                let net = base | (u128::from(prefix_id) << 64);
+                Ipv6Net::new(Ipv6Addr::from(net), 64).ok()
+            }
+        }
+    }
+
+    /// The gateway's address on the segment (see [`Segment6::subnet6`]).
+    pub fn gateway6(&self, delegated: Option<Ipv6Net>) -> Option<Ipv6Addr> {
+        self.subnet6(delegated)
+            .map(|n| addr::with_iid(n, self.gateway_iid))
+    }
+
+    /// The stateful pool as addresses of the segment's /64.
+    pub fn pool_in(&self, delegated: Option<Ipv6Net>) -> Option<AddrRange6> {
+        let (n, p) = (self.subnet6(delegated)?, self.pool?);
+        Some(AddrRange6 {
+            lo: addr::with_iid(n, p.first),
+            hi: addr::with_iid(n, p.last),
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -189,9 +337,12 @@ pub struct DhcpOption {
 pub struct Group {
     pub name: String,
     pub description: Option<String>,
-    /// Members as written, normalised to ranges.
+    /// IPv4 members as written, normalised to ranges.
     pub members: Vec<AddrRange>,
     pub loc: Loc,
+    /// IPv6 members as written, normalised to ranges.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub members6: Vec<AddrRange6>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -423,6 +574,26 @@ impl Model {
             };
         }
         m
+    }
+
+    /// The IPv6 segments, in config order.
+    pub fn segments6(&self) -> impl Iterator<Item = &Segment6> {
+        self.segments.iter().filter_map(|s| s.ipv6.as_ref())
+    }
+
+    /// Whether anything in the config is IPv6 (segments, uplink or group members).
+    pub fn has_ipv6(&self) -> bool {
+        self.segments6().next().is_some()
+            || !self.uplink.address6.is_none()
+            || self.uplink.prefix_delegation.is_some()
+            || self.groups.iter().any(|g| !g.members6.is_empty())
+    }
+
+    /// The segment whose static subnet6 holds `a`.
+    pub fn segment_of6(&self, a: Ipv6Addr) -> Option<&Segment> {
+        self.segments.iter().find(|s| {
+            matches!(s.ipv6.as_ref().map(|x| x.prefix), Some(Prefix6::Static(n)) if n.contains(&a))
+        })
     }
 
     /// The segment whose subnet holds `a`.

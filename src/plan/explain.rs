@@ -1,17 +1,18 @@
 //! `explain`: which rule decides a flow, evaluated on the same neutral ruleset the renderers use.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use serde::Serialize;
 
 use super::ruleset::{AddrMatch, Chain, Ct, FwRule, L4, Ruleset, Verdict};
-use crate::model::{Model, Proto, UplinkAddressing};
+use crate::model::{Model, Proto, Segment, Uplink6Addressing, UplinkAddressing};
 
 /// A new connection attempt to classify.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Flow {
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+    /// Source and destination: both IPv4 or both IPv6.
+    pub src: IpAddr,
+    pub dst: IpAddr,
     pub proto: Proto,
     pub port: Option<u16>,
 }
@@ -22,8 +23,8 @@ pub struct Packet {
     pub chain: &'static str,
     pub iif: Option<String>,
     pub oif: Option<String>,
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+    pub src: IpAddr,
+    pub dst: IpAddr,
     pub l4: Option<L4>,
     pub sport: Option<u16>,
     pub dport: Option<u16>,
@@ -86,28 +87,44 @@ impl Decision {
     }
 }
 
-fn gateway_addrs(m: &Model) -> Vec<Ipv4Addr> {
-    let mut v: Vec<Ipv4Addr> = m.segments.iter().map(|s| s.gateway).collect();
+fn gateway_addrs(m: &Model) -> Vec<IpAddr> {
+    let mut v: Vec<IpAddr> = m.segments.iter().map(|s| s.gateway.into()).collect();
     if let UplinkAddressing::Static { address, .. } = &m.uplink.addressing {
-        v.push(address.addr());
+        v.push(address.addr().into());
+    }
+    v.extend(
+        m.segments6()
+            .filter_map(|s| s.gateway6(None))
+            .map(IpAddr::from),
+    );
+    if let Uplink6Addressing::Static { address, .. } = &m.uplink.address6 {
+        v.push(address.addr().into());
     }
     v
 }
 
+/// The segment holding `a` (IPv6: a static subnet6).
+fn segment_of(m: &Model, a: IpAddr) -> Option<&Segment> {
+    match a {
+        IpAddr::V4(a) => m.segment_of(a),
+        IpAddr::V6(a) => m.segment_of6(a),
+    }
+}
+
 /// The interface a packet from `a` arrives on, or None when `a` is the gateway itself.
-fn ingress(m: &Model, a: Ipv4Addr) -> Option<String> {
+fn ingress(m: &Model, a: IpAddr) -> Option<String> {
     if gateway_addrs(m).contains(&a) {
         return None;
     }
     Some(
-        m.segment_of(a)
+        segment_of(m, a)
             .map(|s| s.ifname.clone())
             .unwrap_or_else(|| m.uplink.interface.clone()),
     )
 }
 
-fn egress(m: &Model, a: Ipv4Addr) -> String {
-    m.segment_of(a)
+fn egress(m: &Model, a: IpAddr) -> String {
+    segment_of(m, a)
         .map(|s| s.ifname.clone())
         .unwrap_or_else(|| m.uplink.interface.clone())
 }
@@ -117,6 +134,7 @@ pub fn classify(m: &Model, rs: &Ruleset, f: &Flow) -> (Packet, Option<String>) {
     let l4 = match f.proto {
         Proto::Tcp => Some(L4::Tcp),
         Proto::Udp => Some(L4::Udp),
+        Proto::Icmp if f.dst.is_ipv6() => Some(L4::Icmpv6),
         Proto::Icmp => Some(L4::Icmp),
         Proto::Any => None,
     };
@@ -128,15 +146,25 @@ pub fn classify(m: &Model, rs: &Ruleset, f: &Flow) -> (Packet, Option<String>) {
     // Port forwards: packets from the uplink to the gateway's uplink side.
     // From the uplink, any address outside the segments is taken as the gateway's own uplink
     // address (with a DHCP uplink it is not known in advance).
-    let to_uplink = match &m.uplink.addressing {
-        UplinkAddressing::Static { address, .. } => address.addr() == f.dst,
-        UplinkAddressing::Dhcp => m.segment_of(f.dst).is_none() && !gws.contains(&f.dst),
+    // IPv6 is routed, never forwarded by port: only a static address6 is known to be the
+    // gateway's own uplink side.
+    let to_uplink = match (f.dst, &m.uplink.addressing, &m.uplink.address6) {
+        (IpAddr::V6(d), _, Uplink6Addressing::Static { address, .. }) => address.addr() == d,
+        (IpAddr::V6(_), _, _) => false,
+        (IpAddr::V4(d), UplinkAddressing::Static { address, .. }, _) => address.addr() == d,
+        (IpAddr::V4(d), UplinkAddressing::Dhcp, _) => {
+            m.segment_of(d).is_none() && !gws.contains(&f.dst)
+        }
     };
     if iif.as_deref() == Some(m.uplink.interface.as_str()) && to_uplink {
         for d in &rs.dnat {
             let sets_ok = d.saddr.as_ref().is_none_or(|s| addr_in(rs, s, f.src));
-            if Some(d.proto) == l4 && dport.is_some_and(|p| d.port.contains(p)) && sets_ok {
-                dst = d.to;
+            if Some(d.proto) == l4
+                && dport.is_some_and(|p| d.port.contains(p))
+                && sets_ok
+                && f.dst.is_ipv4()
+            {
+                dst = d.to.into();
                 if let Some(tp) = d.to_port {
                     dport = Some(tp);
                 }
@@ -170,20 +198,41 @@ pub fn classify(m: &Model, rs: &Ruleset, f: &Flow) -> (Packet, Option<String>) {
     )
 }
 
-fn addr_in(rs: &Ruleset, m: &AddrMatch, a: Ipv4Addr) -> bool {
-    match m {
-        AddrMatch::Set(s) => rs
+fn addr_in(rs: &Ruleset, m: &AddrMatch, a: IpAddr) -> bool {
+    match (m, a) {
+        (AddrMatch::Set(s), IpAddr::V4(a)) => rs
             .set(s)
             .is_some_and(|set| set.elements.iter().any(|r| r.contains(a))),
-        AddrMatch::Nets(ns) => ns.iter().any(|n| n.contains(&a)),
+        (AddrMatch::Nets(ns), IpAddr::V4(a)) => ns.iter().any(|n| n.contains(&a)),
+        (AddrMatch::Set6(s), IpAddr::V6(a)) => rs
+            .set(s)
+            .is_some_and(|set| set.elements6.iter().any(|r| r.contains(a))),
+        (AddrMatch::Nets6(ns), IpAddr::V6(a)) => ns.iter().any(|n| n.contains(&a)),
+        // `ip saddr` never matches an IPv6 packet, nor `ip6 saddr` an IPv4 one.
+        _ => false,
     }
 }
 
 /// Does a neutral rule match the packet (a new connection)?
 pub fn rule_matches(rs: &Ruleset, r: &FwRule, p: &Packet) -> bool {
     let m = &r.m;
-    if m.ipv6 {
+    if m.ipv6 && !p.src.is_ipv6() {
         return false;
+    }
+    // Flows are new connections, never neighbour discovery or MLD (sent with hop limit 255
+    // or 1 on the link); an ICMP flow is an echo request.
+    if m.hoplimit.is_some() {
+        return false;
+    }
+    if !m.icmp_types.is_empty() {
+        let echo = match p.l4 {
+            Some(L4::Icmp) => 8,
+            Some(L4::Icmpv6) => 128,
+            _ => return false,
+        };
+        if !m.icmp_types.contains(&echo) {
+            return false;
+        }
     }
     if m.iif.as_ref().is_some_and(|i| p.iif.as_ref() != Some(i)) {
         return false;

@@ -4,11 +4,19 @@
 use std::fmt::Write;
 
 use super::nft;
-use super::ruleset::{AddrMatch, L4, Match, QUARANTINE};
+use super::ruleset::{AddrMatch, L4, Match, QUARANTINE, set6};
 use crate::model::{Endpoint, InternetAccess, Model, Proto, Service, addr::merge_ranges};
 
 pub const HOST_TABLE: &str = "bulkhead_host";
 const INTERNAL: &str = "internal_nets";
+/// ICMPv6 a host takes (RFC 4890 4.4): errors; neighbour discovery and router
+/// advertisements only from the link (hop limit 255); MLD (hop limit 1); echo rate-limited.
+const HOST_ICMPV6: &[&str] = &[
+    "icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } counter accept comment \"builtin:icmpv6-error\"",
+    "icmpv6 type { nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 255 counter accept comment \"builtin:icmpv6-nd\"",
+    "icmpv6 type { mld-listener-query, mld-listener-report, mld-listener-reduction, mld2-listener-report } ip6 hoplimit 1 counter accept comment \"builtin:icmpv6-mld\"",
+    "icmpv6 type echo-request limit rate 10/second burst 20 packets counter accept comment \"builtin:icmpv6-echo\"",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostRulesError {
@@ -19,6 +27,8 @@ pub enum HostRulesError {
 struct Out {
     text: String,
     sets: Vec<String>,
+    /// The config has IPv6: render IPv6 variants of rules.
+    v6: bool,
 }
 
 impl Out {
@@ -26,11 +36,10 @@ impl Out {
         let ms = nft::matches(m);
         let sp = if ms.is_empty() { "" } else { " " };
         let _ = writeln!(self.text, "\t\t{ms}{sp}{tail} comment \"{comment}\"");
-        if let Some(AddrMatch::Set(s)) = &m.saddr {
-            self.use_set(s);
-        }
-        if let Some(AddrMatch::Set(s)) = &m.daddr {
-            self.use_set(s);
+        for a in [&m.saddr, &m.daddr].into_iter().flatten() {
+            if let AddrMatch::Set(s) | AddrMatch::Set6(s) = a {
+                self.use_set(s);
+            }
         }
     }
 
@@ -47,19 +56,46 @@ impl Out {
         negate_internal: Option<bool>,
         comment: &str,
     ) {
+        let v6base = [&base.saddr, &base.daddr]
+            .into_iter()
+            .flatten()
+            .any(AddrMatch::is_v6);
+        let v4base = !v6base && (base.saddr.is_some() || base.daddr.is_some());
+        // An internet end is "not internal" in each family.
+        let fams: &[bool] = match (negate_internal, self.v6) {
+            (Some(_), true) => &[false, true],
+            _ => &[false],
+        };
+        let mut l4s: Vec<(Option<L4>, bool)> = Vec::new();
         for p in &svc.protos {
+            for &six in fams {
+                match p {
+                    Proto::Tcp => l4s.push((Some(L4::Tcp), six)),
+                    Proto::Udp => l4s.push((Some(L4::Udp), six)),
+                    Proto::Icmp => {
+                        if !v6base && !six {
+                            l4s.push((Some(L4::Icmp), six));
+                        }
+                        if self.v6 && !v4base && (six || negate_internal.is_none()) {
+                            l4s.push((Some(L4::Icmpv6), six));
+                        }
+                    }
+                    Proto::Any => l4s.push((None, six)),
+                }
+            }
+        }
+        for (l4, six) in l4s {
             let mut m = base.clone();
-            m.l4 = match p {
-                Proto::Tcp => Some(L4::Tcp),
-                Proto::Udp => Some(L4::Udp),
-                Proto::Icmp => Some(L4::Icmp),
-                Proto::Any => None,
-            };
+            m.l4 = l4;
             m.dport = svc.ports.clone();
             let mut ms = nft::matches(&m);
             if let Some(src) = negate_internal {
                 let dir = if src { "saddr" } else { "daddr" };
-                let e = format!("ip {dir} != @{INTERNAL}");
+                let e = if six {
+                    format!("ip6 {dir} != @{}", set6(INTERNAL))
+                } else {
+                    format!("ip {dir} != @{INTERNAL}")
+                };
                 ms = if ms.is_empty() {
                     e
                 } else {
@@ -71,14 +107,36 @@ impl Out {
                 self.text,
                 "\t\t{ms}{sp}counter accept comment \"{comment}\""
             );
-            if let Some(AddrMatch::Set(s)) = &m.saddr {
-                self.use_set(s);
-            }
-            if let Some(AddrMatch::Set(s)) = &m.daddr {
-                self.use_set(s);
+            for a in [&m.saddr, &m.daddr].into_iter().flatten() {
+                if let AddrMatch::Set(s) | AddrMatch::Set6(s) = a {
+                    self.use_set(s);
+                }
             }
         }
     }
+}
+
+/// The address matches of an endpoint in the host file: the IPv4 one, and with IPv6 the
+/// segment's static subnet6 or the group's IPv6 set.
+fn host_addrs(m: &Model, e: &Endpoint) -> Vec<AddrMatch> {
+    let mut v = Vec::new();
+    match e {
+        Endpoint::Segment(s) => {
+            let seg = m.segment(s).unwrap();
+            v.push(AddrMatch::Nets(vec![seg.subnet]));
+            if let Some(crate::model::Prefix6::Static(n)) = seg.ipv6.as_ref().map(|x| x.prefix) {
+                v.push(AddrMatch::Nets6(vec![n]));
+            }
+        }
+        Endpoint::Group(x) => {
+            v.push(AddrMatch::Set(x.clone()));
+            if m.group(x).is_some_and(|g| !g.members6.is_empty()) {
+                v.push(AddrMatch::Set6(set6(x)));
+            }
+        }
+        _ => {}
+    }
+    v
 }
 
 /// Render the host file for a member of `role`.
@@ -106,9 +164,11 @@ pub fn render(m: &Model, role: &str) -> Result<String, HostRulesError> {
         m.logging.drop_log_rate.count, m.logging.drop_log_rate.per, m.logging.drop_log_burst
     );
 
+    let v6 = m.has_ipv6();
     let mut o = Out {
         text: String::new(),
         sets: Vec::new(),
+        v6,
     };
     // input
     let _ = writeln!(o.text, "\tchain input {{");
@@ -132,21 +192,37 @@ pub fn render(m: &Model, role: &str) -> Result<String, HostRulesError> {
         o.text,
         "\t\tip saddr @{QUARANTINE} counter drop comment \"builtin:quarantine\""
     );
+    if v6 {
+        let _ = writeln!(
+            o.text,
+            "\t\tip6 saddr @{} counter drop comment \"builtin:quarantine\"",
+            set6(QUARANTINE)
+        );
+    }
     let _ = writeln!(
         o.text,
-        "\t\tmeta l4proto {{ icmp, ipv6-icmp }} counter accept comment \"builtin:icmp\""
+        "\t\tmeta l4proto icmp counter accept comment \"builtin:icmp\""
     );
+    for l in HOST_ICMPV6 {
+        let _ = writeln!(o.text, "\t\t{l}");
+    }
     let _ = writeln!(
         o.text,
         "\t\tudp sport 67 udp dport 68 counter accept comment \"builtin:dhcp-client\""
     );
+    if v6 {
+        let _ = writeln!(
+            o.text,
+            "\t\tip6 saddr fe80::/10 udp sport 547 udp dport 546 counter accept comment \"builtin:dhcp6-client\""
+        );
+    }
     let admin = if m.management.sources.is_empty() {
-        vec![AddrMatch::Nets(vec![mg.subnet])]
+        host_addrs(m, &Endpoint::Segment(mg.name.clone()))
     } else {
         m.management
             .sources
             .iter()
-            .map(|s| AddrMatch::Set(s.clone()))
+            .flat_map(|s| host_addrs(m, &Endpoint::Group(s.clone())))
             .collect()
     };
     for a in admin {
@@ -163,25 +239,19 @@ pub fn render(m: &Model, role: &str) -> Result<String, HostRulesError> {
     }
     for r in m.rules.iter().filter(|r| covers(&r.to)) {
         let comment = format!("rule:{}", r.name);
-        let (base, neg) = match &r.from {
-            Endpoint::Segment(s) => (
-                Match {
-                    saddr: Some(AddrMatch::Nets(vec![m.segment(s).unwrap().subnet])),
-                    ..Match::default()
-                },
-                None,
-            ),
-            Endpoint::Group(x) => (
-                Match {
-                    saddr: Some(AddrMatch::Set(x.clone())),
-                    ..Match::default()
-                },
-                None,
-            ),
-            Endpoint::Internet => (Match::default(), Some(true)),
-            _ => (Match::default(), None),
-        };
-        o.service(&base, &r.service, neg, &comment);
+        match &r.from {
+            e @ (Endpoint::Segment(_) | Endpoint::Group(_)) => {
+                for a in host_addrs(m, e) {
+                    let base = Match {
+                        saddr: Some(a),
+                        ..Match::default()
+                    };
+                    o.service(&base, &r.service, None, &comment);
+                }
+            }
+            Endpoint::Internet => o.service(&Match::default(), &r.service, Some(true), &comment),
+            _ => o.service(&Match::default(), &r.service, None, &comment),
+        }
     }
     for f in m
         .forwards
@@ -193,6 +263,7 @@ pub fn render(m: &Model, role: &str) -> Result<String, HostRulesError> {
             protos: vec![f.proto],
             ports: vec![port],
         };
+        // A port forward is IPv4 (destination NAT): its group matches IPv4 sources only.
         let (base, neg) = match &f.from {
             Endpoint::Group(x) => (
                 Match {
@@ -240,39 +311,47 @@ pub fn render(m: &Model, role: &str) -> Result<String, HostRulesError> {
         o.text,
         "\t\tudp sport 68 udp dport 67 counter accept comment \"builtin:dhcp-client\""
     );
+    if v6 {
+        let _ = writeln!(
+            o.text,
+            "\t\tudp sport 546 udp dport 547 counter accept comment \"builtin:dhcp6-client\""
+        );
+    }
     for r in m.rules.iter().filter(|r| covers(&r.from)) {
         let comment = format!("rule:{}", r.name);
-        let (base, neg) = match &r.to {
-            Endpoint::Segment(s) => (
-                Match {
-                    daddr: Some(AddrMatch::Nets(vec![m.segment(s).unwrap().subnet])),
-                    ..Match::default()
-                },
-                None,
-            ),
-            Endpoint::Group(x) => (
-                Match {
-                    daddr: Some(AddrMatch::Set(x.clone())),
-                    ..Match::default()
-                },
-                None,
-            ),
-            Endpoint::Gateway => (
-                Match {
-                    daddr: Some(AddrMatch::Nets(
-                        m.segments
-                            .iter()
-                            .map(|s| ipnet::Ipv4Net::new(s.gateway, 32).unwrap())
-                            .collect(),
-                    )),
-                    ..Match::default()
-                },
-                None,
-            ),
-            Endpoint::Internet => (Match::default(), Some(false)),
-            Endpoint::Any => (Match::default(), None),
-        };
-        o.service(&base, &r.service, neg, &comment);
+        let mut dsts: Vec<AddrMatch> = Vec::new();
+        let mut neg = None;
+        match &r.to {
+            e @ (Endpoint::Segment(_) | Endpoint::Group(_)) => dsts = host_addrs(m, e),
+            Endpoint::Gateway => {
+                dsts.push(AddrMatch::Nets(
+                    m.segments
+                        .iter()
+                        .map(|s| ipnet::Ipv4Net::new(s.gateway, 32).unwrap())
+                        .collect(),
+                ));
+                let gw6: Vec<ipnet::Ipv6Net> = m
+                    .segments6()
+                    .filter_map(|s| s.gateway6(None))
+                    .map(|a| ipnet::Ipv6Net::new(a, 128).unwrap())
+                    .collect();
+                if !gw6.is_empty() {
+                    dsts.push(AddrMatch::Nets6(gw6));
+                }
+            }
+            Endpoint::Internet => neg = Some(false),
+            Endpoint::Any => {}
+        }
+        if dsts.is_empty() {
+            o.service(&Match::default(), &r.service, neg, &comment);
+        }
+        for d in dsts {
+            let base = Match {
+                daddr: Some(d),
+                ..Match::default()
+            };
+            o.service(&base, &r.service, None, &comment);
+        }
     }
     if let Some(seg) = seg {
         match &seg.internet {
@@ -283,6 +362,14 @@ pub fn render(m: &Model, role: &str) -> Result<String, HostRulesError> {
                     "\t\tip daddr != @{INTERNAL} counter accept comment \"internet:{}\"",
                     seg.name
                 );
+                if v6 {
+                    let _ = writeln!(
+                        o.text,
+                        "\t\tip6 daddr != @{} counter accept comment \"internet:{}\"",
+                        set6(INTERNAL),
+                        seg.name
+                    );
+                }
             }
             InternetAccess::Profile(p) => {
                 for svc in &m.egress_profile(p).unwrap().allow {
@@ -349,9 +436,52 @@ pub fn render(m: &Model, role: &str) -> Result<String, HostRulesError> {
             sets.push((s.clone(), merge_ranges(gr.members.clone()), None));
         }
     }
-    for (name, els, timeout) in sets {
+    // IPv6 sets: (name, elements as text, timeout)
+    let mut sets6: Vec<(String, Vec<String>, Option<u64>)> = Vec::new();
+    if v6 {
+        let mut internal6: Vec<crate::model::AddrRange6> = m
+            .segments6()
+            .filter_map(|s| s.subnet6(None))
+            .map(crate::model::AddrRange6::from_net)
+            .collect();
+        if let crate::model::Uplink6Addressing::Static { address, .. } = &m.uplink.address6 {
+            internal6.push(crate::model::AddrRange6::from_net(address.trunc()));
+        }
+        let text = |v: Vec<crate::model::AddrRange6>| {
+            crate::model::addr::merge_ranges6(v)
+                .iter()
+                .map(|r| r.to_string())
+                .collect()
+        };
+        sets6.push((set6(INTERNAL), text(internal6), None));
+        sets6.push((
+            set6(QUARANTINE),
+            Vec::new(),
+            Some(m.alerts.quarantine.unwrap_or(600)),
+        ));
+        for s in &o.sets {
+            if let Some(gr) = s
+                .strip_suffix(super::ruleset::V6_SUFFIX)
+                .and_then(|g| m.group(g))
+            {
+                sets6.push((s.clone(), text(gr.members6.clone()), None));
+            }
+        }
+    }
+    let sets = sets
+        .into_iter()
+        .map(|(n, els, t)| {
+            let els: Vec<String> = els.iter().map(|r| r.to_string()).collect();
+            (n, "ipv4_addr", els, t)
+        })
+        .chain(
+            sets6
+                .into_iter()
+                .map(|(n, els, t)| (n, "ipv6_addr", els, t)),
+        );
+    for (name, ty, els, timeout) in sets {
         let _ = writeln!(out, "\tset {name} {{");
-        let _ = writeln!(out, "\t\ttype ipv4_addr");
+        let _ = writeln!(out, "\t\ttype {ty}");
         match timeout {
             Some(t) => {
                 let _ = writeln!(out, "\t\tflags interval,timeout\n\t\ttimeout {t}s");
@@ -362,8 +492,7 @@ pub fn render(m: &Model, role: &str) -> Result<String, HostRulesError> {
         }
         let _ = writeln!(out, "\t\tauto-merge");
         if !els.is_empty() {
-            let list: Vec<String> = els.iter().map(|r| r.to_string()).collect();
-            let _ = writeln!(out, "\t\telements = {{ {} }}", list.join(", "));
+            let _ = writeln!(out, "\t\telements = {{ {} }}", els.join(", "));
         }
         let _ = writeln!(out, "\t}}");
     }

@@ -99,8 +99,8 @@ pub fn check(m: &Model) -> Vec<Diagnostic> {
                 m,
                 &rs,
                 &Flow {
-                    src: *a,
-                    dst: mg.gateway,
+                    src: (*a).into(),
+                    dst: mg.gateway.into(),
                     proto: Proto::Tcp,
                     port: Some(*port),
                 },
@@ -164,8 +164,8 @@ pub fn check(m: &Model) -> Vec<Diagnostic> {
                     m,
                     &rs,
                     &Flow {
-                        src: *src,
-                        dst: *dst,
+                        src: (*src).into(),
+                        dst: (*dst).into(),
                         proto: Proto::Tcp,
                         port: Some(*port),
                     },

@@ -57,7 +57,7 @@ fn set_cidrs(n: Ipv4Net) -> Vec<Ipv4Net> {
 /// the quarantine set is created once and keeps its entries.
 pub fn render_ipset(rs: &Ruleset) -> String {
     let mut out = String::new();
-    for s in &rs.sets {
+    for s in rs.sets.iter().filter(|s| !s.ipv6) {
         let name = set_name(&s.name);
         if let Some(t) = s.timeout {
             let _ = writeln!(
@@ -127,6 +127,8 @@ fn addr_args(flag: &str, dir: &str, m: &AddrMatch) -> Vec<String> {
     match m {
         AddrMatch::Set(s) => vec![format!("-m set --match-set {} {dir}", set_name(s))],
         AddrMatch::Nets(ns) => ns.iter().map(|n| format!("{flag} {n}")).collect(),
+        // Not reached: `emit` skips IPv6 rules (the model refuses IPv6 with this backend).
+        AddrMatch::Set6(_) | AddrMatch::Nets6(_) => Vec::new(),
     }
 }
 
@@ -227,7 +229,8 @@ fn target(v: &Verdict) -> String {
 fn emit(out: &mut String, rs: &Ruleset, chain: &str, r: &FwRule) {
     // IPv6-only rules have no IPv4 rendering: with this backend IPv6 is switched off
     // (`disable_ipv6` in the plan's sysctls), so there is no IPv6 traffic to filter.
-    if r.m.ipv6 || r.m.l4 == Some(L4::Icmpv6) {
+    let v6addr = |a: &Option<AddrMatch>| a.as_ref().is_some_and(AddrMatch::is_v6);
+    if r.m.ipv6 || r.m.l4 == Some(L4::Icmpv6) || v6addr(&r.m.saddr) || v6addr(&r.m.daddr) {
         return;
     }
     let c = chain_name(chain);

@@ -24,7 +24,26 @@ fn addr(m: &AddrMatch) -> String {
         AddrMatch::Set(s) => format!("@{s}"),
         AddrMatch::Nets(n) if n.len() == 1 => net(&n[0]),
         AddrMatch::Nets(n) => format!("{{ {} }}", n.iter().map(net).collect::<Vec<_>>().join(", ")),
+        AddrMatch::Set6(s) => format!("@{s}"),
+        AddrMatch::Nets6(n) if n.len() == 1 => net6(&n[0]),
+        AddrMatch::Nets6(n) => format!(
+            "{{ {} }}",
+            n.iter().map(net6).collect::<Vec<_>>().join(", ")
+        ),
     }
+}
+
+fn net6(n: &ipnet::Ipv6Net) -> String {
+    if n.prefix_len() == 128 {
+        n.addr().to_string()
+    } else {
+        n.to_string()
+    }
+}
+
+/// `ip` or `ip6`, by the family of the address match.
+fn fam(a: &AddrMatch) -> &'static str {
+    if a.is_v6() { "ip6" } else { "ip" }
 }
 
 fn net(n: &ipnet::Ipv4Net) -> String {
@@ -102,10 +121,10 @@ pub fn matches(m: &Match) -> String {
         e.push(format!("oifname \"{o}\""));
     }
     if let Some(s) = &m.saddr {
-        e.push(format!("ip saddr {}", addr(s)));
+        e.push(format!("{} saddr {}", fam(s), addr(s)));
     }
     if let Some(d) = &m.daddr {
-        e.push(format!("ip daddr {}", addr(d)));
+        e.push(format!("{} daddr {}", fam(d), addr(d)));
     }
     if m.daddr_local {
         e.push("fib daddr type local".into());
@@ -218,7 +237,8 @@ pub fn render(rs: &Ruleset, source: &str) -> String {
     let _ = writeln!(out, "table inet {TABLE} {{");
     for s in &rs.sets {
         let _ = writeln!(out, "\tset {} {{", s.name);
-        let _ = writeln!(out, "\t\ttype ipv4_addr");
+        let ty = if s.ipv6 { "ipv6_addr" } else { "ipv4_addr" };
+        let _ = writeln!(out, "\t\ttype {ty}");
         match s.timeout {
             Some(t) => {
                 let _ = writeln!(out, "\t\tflags interval,timeout");
@@ -230,8 +250,8 @@ pub fn render(rs: &Ruleset, source: &str) -> String {
         }
         let _ = writeln!(out, "\t\tauto-merge");
         let _ = writeln!(out, "\t\tcomment \"{}\"", s.comment);
-        if !s.elements.is_empty() {
-            let els: Vec<String> = s
+        if !s.elements.is_empty() || !s.elements6.is_empty() {
+            let mut els: Vec<String> = s
                 .elements
                 .iter()
                 .map(|r| {
@@ -247,6 +267,7 @@ pub fn render(rs: &Ruleset, source: &str) -> String {
                     }
                 })
                 .collect();
+            els.extend(s.elements6.iter().map(|r| r.to_string()));
             let _ = writeln!(out, "\t\telements = {{");
             for chunk in els.chunks(8) {
                 let _ = writeln!(out, "\t\t\t{},", chunk.join(", "));

@@ -1,19 +1,36 @@
 //! The backend-neutral ruleset: what both renderers and `explain` are computed from.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::Serialize;
 
 use crate::model::{
-    AddrRange, Endpoint, InternetAccess, Loc, Model, PortRange, Proto, Rate, Service,
-    UplinkAddressing, addr::merge_ranges,
+    AddrRange, AddrRange6, Dhcp6Mode, Endpoint, InternetAccess, Loc, Model, PortRange, Prefix6,
+    Proto, Rate, Service, Uplink6Addressing, UplinkAddressing,
+    addr::{merge_ranges, merge_ranges6},
 };
 
 /// Name of the nftables table (and prefix of the iptables chains and ipsets) Bulkhead owns.
 pub const TABLE: &str = "bulkhead";
 /// The live set that alerts put scanning sources into.
 pub const QUARANTINE: &str = "quarantine";
+/// Suffix of the IPv6 twin of a set: group `web`'s IPv6 members are in set `web_v6`, the
+/// quarantined IPv6 sources in `quarantine_v6`, a delegated segment's /64 in `SEGMENT_v6`.
+pub const V6_SUFFIX: &str = "_v6";
+
+/// The name of the IPv6 twin of set `name`.
+pub fn set6(name: &str) -> String {
+    format!("{name}{V6_SUFFIX}")
+}
+
+/// Link-local unicast, fe80::/10: the source of neighbour discovery, RS and DHCPv6 requests.
+pub fn link_local() -> Ipv6Net {
+    Ipv6Net::new(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10).expect("constant")
+}
+
+/// All DHCPv6 relay agents and servers, ff02::1:2.
+pub const DHCP6_SERVERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2);
 
 const ICMPV6_ECHO_REQUEST: u8 = 128;
 const ICMPV6_ROUTER_ADVERT: u8 = 134;
@@ -47,6 +64,11 @@ pub struct SetDef {
     pub timeout: Option<u64>,
     pub elements: Vec<AddrRange>,
     pub comment: String,
+    /// An IPv6 set (`type ipv6_addr`): its elements are in `elements6`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ipv6: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub elements6: Vec<AddrRange6>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -112,6 +134,24 @@ pub enum L4 {
 pub enum AddrMatch {
     Set(String),
     Nets(Vec<Ipv4Net>),
+    /// An IPv6 set (`ip6 saddr @NAME`).
+    Set6(String),
+    Nets6(Vec<Ipv6Net>),
+}
+
+impl AddrMatch {
+    pub fn is_v6(&self) -> bool {
+        matches!(self, AddrMatch::Set6(_) | AddrMatch::Nets6(_))
+    }
+}
+
+/// The address family a rule variant is bound to by its address matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fam {
+    /// No address match: interfaces only, both families.
+    Any,
+    V4,
+    V6,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -183,23 +223,60 @@ pub struct Dnat {
     pub to_port: Option<u16>,
 }
 
-fn l4s(s: &Service) -> Vec<Option<L4>> {
-    s.protos
-        .iter()
-        .map(|p| match p {
-            Proto::Tcp => Some(L4::Tcp),
-            Proto::Udp => Some(L4::Udp),
-            Proto::Icmp => Some(L4::Icmp),
-            Proto::Any => None,
-        })
-        .collect()
+/// A service's protocols as rule variants. `icmp` means ICMPv6 too when the config has IPv6
+/// and the variant is not bound to IPv4 by its addresses.
+fn l4s(s: &Service, fam: Fam, v6: bool) -> Vec<Option<L4>> {
+    let mut out = Vec::new();
+    for p in &s.protos {
+        match p {
+            Proto::Tcp => out.push(Some(L4::Tcp)),
+            Proto::Udp => out.push(Some(L4::Udp)),
+            Proto::Icmp => {
+                if fam != Fam::V6 {
+                    out.push(Some(L4::Icmp));
+                }
+                if v6 && fam != Fam::V4 {
+                    out.push(Some(L4::Icmpv6));
+                }
+            }
+            Proto::Any => out.push(None),
+        }
+    }
+    out
 }
 
 struct Builder<'m> {
     m: &'m Model,
+    /// The config has IPv6 (segments, uplink or group members).
+    v6: bool,
 }
 
 impl Builder<'_> {
+    /// The per-family variants of a rule's address matches: the IPv4 one as always, and an
+    /// IPv6 one when every group it names has IPv6 members (segments and interfaces match
+    /// both families by themselves).
+    fn families(
+        &self,
+        saddr: Option<AddrMatch>,
+        daddr: Option<AddrMatch>,
+    ) -> Vec<(Option<AddrMatch>, Option<AddrMatch>)> {
+        let has6 = |a: &Option<AddrMatch>| match a {
+            Some(AddrMatch::Set(g)) => self.m.group(g).is_some_and(|g| !g.members6.is_empty()),
+            _ => true,
+        };
+        let to6 = |a: &Option<AddrMatch>| match a {
+            Some(AddrMatch::Set(g)) => Some(AddrMatch::Set6(set6(g))),
+            other => other.clone(),
+        };
+        let grouped =
+            matches!(saddr, Some(AddrMatch::Set(_))) || matches!(daddr, Some(AddrMatch::Set(_)));
+        let mut v = vec![(saddr.clone(), daddr.clone())];
+        if grouped && has6(&saddr) && has6(&daddr) {
+            v.push((to6(&saddr), to6(&daddr)));
+        }
+        v
+    }
+
     fn uplink(&self) -> String {
         self.m.uplink.interface.clone()
     }
@@ -233,7 +310,12 @@ impl Builder<'_> {
         svc: &Service,
         log: bool,
     ) {
-        for l4 in l4s(svc) {
+        let fam = match (&base.saddr, &base.daddr) {
+            (Some(a), _) | (None, Some(a)) if a.is_v6() => Fam::V6,
+            (None, None) => Fam::Any,
+            _ => Fam::V4,
+        };
+        for l4 in l4s(svc, fam, self.v6) {
             let mut m = base.clone();
             m.l4 = l4;
             m.dport = svc.ports.clone();
@@ -300,6 +382,17 @@ impl Builder<'_> {
                 verdict: Verdict::Drop,
                 log: false,
             });
+            if self.v6 {
+                rules.push(FwRule {
+                    origin: Origin::builtin(QUARANTINE),
+                    m: Match {
+                        saddr: Some(AddrMatch::Set6(set6(QUARANTINE))),
+                        ..Match::default()
+                    },
+                    verdict: Verdict::Drop,
+                    log: false,
+                });
+            }
         }
     }
 
@@ -354,6 +447,60 @@ impl Builder<'_> {
         ));
     }
 
+    /// DHCPv6: requests to the server of a stateless or stateful IPv6 segment (from
+    /// link-local to ff02::1:2, UDP 547), and the uplink client's replies (UDP 547 -> 546
+    /// from a link-local server) when the uplink runs dhcpcd.
+    fn dhcp6_input(&self, rules: &mut Vec<FwRule>) {
+        for s in &self.m.segments {
+            let Some(s6) = &s.ipv6 else { continue };
+            if s6.mode == Dhcp6Mode::Slaac {
+                continue;
+            }
+            rules.push(FwRule {
+                origin: Origin {
+                    kind: "dhcp6",
+                    name: s.name.clone(),
+                    loc: Some(s.loc.clone()),
+                },
+                m: Match {
+                    iif: Some(s.ifname.clone()),
+                    saddr: Some(AddrMatch::Nets6(vec![link_local()])),
+                    daddr: Some(AddrMatch::Nets6(vec![
+                        Ipv6Net::new(DHCP6_SERVERS, 128).expect("constant"),
+                    ])),
+                    l4: Some(L4::Udp),
+                    dport: vec![PortRange::single(547)],
+                    ..Match::default()
+                },
+                verdict: Verdict::Accept,
+                log: false,
+            });
+        }
+        if self.uplink_dhcp6() {
+            rules.push(FwRule {
+                origin: Origin::builtin("uplink-dhcp6-client"),
+                m: Match {
+                    iif: Some(self.uplink()),
+                    saddr: Some(AddrMatch::Nets6(vec![link_local()])),
+                    l4: Some(L4::Udp),
+                    sport: vec![PortRange::single(547)],
+                    dport: vec![PortRange::single(546)],
+                    ..Match::default()
+                },
+                verdict: Verdict::Accept,
+                log: false,
+            });
+        }
+    }
+
+    /// The uplink runs a DHCPv6 client (dhcpcd): for an address or a delegated prefix.
+    fn uplink_dhcp6(&self) -> bool {
+        matches!(
+            self.m.uplink.address6,
+            Uplink6Addressing::Slaac | Uplink6Addressing::Dhcpv6
+        ) || self.m.uplink.prefix_delegation.is_some()
+    }
+
     fn tail(&self, rules: &mut Vec<FwRule>) {
         rules.push(FwRule {
             origin: Origin::builtin("default-drop"),
@@ -363,18 +510,54 @@ impl Builder<'_> {
         });
     }
 
-    fn antispoof(&self) -> Chain {
-        // Segments are IPv4; IPv6 never gets forwarded (policy drop) and only ICMPv6 reaches
-        // the gateway, so address checks below concern IPv4 alone.
-        let mut rules = vec![FwRule {
-            origin: Origin::builtin("ipv6"),
+    /// IPv6 source checks of one segment: link-local (neighbour discovery, RS, DHCPv6), the
+    /// unspecified address for duplicate address detection and MLD, and the segment's /64.
+    /// A segment without subnet6 gets link-local only.
+    fn antispoof6(&self, rules: &mut Vec<FwRule>, s: &crate::model::Segment, o: &Origin) {
+        let ret = |saddr, l4, types: &[u8]| FwRule {
+            origin: o.clone(),
             m: Match {
-                ipv6: true,
+                iif: Some(s.ifname.clone()),
+                saddr: Some(saddr),
+                l4,
+                icmp_types: types.to_vec(),
                 ..Match::default()
             },
             verdict: Verdict::Return,
             log: false,
-        }];
+        };
+        rules.push(ret(AddrMatch::Nets6(vec![link_local()]), None, &[]));
+        rules.push(ret(
+            AddrMatch::Nets6(vec![
+                Ipv6Net::new(Ipv6Addr::UNSPECIFIED, 128).expect("constant"),
+            ]),
+            Some(L4::Icmpv6),
+            &[135, 143],
+        ));
+        match s.ipv6.as_ref().map(|x| x.prefix) {
+            Some(Prefix6::Static(n)) => rules.push(ret(AddrMatch::Nets6(vec![n]), None, &[])),
+            Some(Prefix6::Delegated { .. }) => {
+                rules.push(ret(AddrMatch::Set6(set6(&s.name)), None, &[]))
+            }
+            None => {}
+        }
+    }
+
+    fn antispoof(&self) -> Chain {
+        // Without IPv6 in the config, IPv6 never gets forwarded (no forwarding sysctl, policy
+        // drop) and only ICMPv6 reaches the gateway: the address checks concern IPv4 alone.
+        let mut rules = Vec::new();
+        if !self.v6 {
+            rules.push(FwRule {
+                origin: Origin::builtin("ipv6"),
+                m: Match {
+                    ipv6: true,
+                    ..Match::default()
+                },
+                verdict: Verdict::Return,
+                log: false,
+            });
+        }
         for s in &self.m.segments {
             let o = Origin {
                 kind: "antispoof",
@@ -407,6 +590,9 @@ impl Builder<'_> {
                 verdict: Verdict::Return,
                 log: false,
             });
+            if self.v6 {
+                self.antispoof6(&mut rules, s, &o);
+            }
             rules.push(FwRule {
                 origin: o,
                 m: Match {
@@ -434,6 +620,37 @@ impl Builder<'_> {
                 verdict: Verdict::Drop,
                 log: true,
             });
+            // No segment's IPv6 prefix arrives from the uplink.
+            let mut statics = Vec::new();
+            let mut delegated = Vec::new();
+            for s in &self.m.segments {
+                match s.ipv6.as_ref().map(|x| x.prefix) {
+                    Some(Prefix6::Static(n)) => statics.push(n),
+                    Some(Prefix6::Delegated { .. }) => delegated.push(set6(&s.name)),
+                    None => {}
+                }
+            }
+            let mut saddrs: Vec<AddrMatch> = Vec::new();
+            if !statics.is_empty() {
+                saddrs.push(AddrMatch::Nets6(statics));
+            }
+            saddrs.extend(delegated.into_iter().map(AddrMatch::Set6));
+            for saddr in saddrs {
+                rules.push(FwRule {
+                    origin: Origin {
+                        kind: "antispoof",
+                        name: "uplink".into(),
+                        loc: None,
+                    },
+                    m: Match {
+                        iif: Some(self.uplink()),
+                        saddr: Some(saddr),
+                        ..Match::default()
+                    },
+                    verdict: Verdict::Drop,
+                    log: true,
+                });
+            }
         }
         Chain {
             name: "antispoof",
@@ -514,6 +731,7 @@ impl Builder<'_> {
                 log: false,
             });
         }
+        self.dhcp6_input(&mut rules);
         let mg = m.management_segment();
         let mut ports = vec![PortRange::single(m.management.ssh_port)];
         if let Some(a) = m.management.api_port {
@@ -535,27 +753,31 @@ impl Builder<'_> {
                 .collect()
         };
         for saddr in sources {
-            rules.push(FwRule {
-                origin: origin.clone(),
-                m: Match {
-                    iif: Some(mg.ifname.clone()),
-                    saddr,
-                    l4: Some(L4::Tcp),
-                    dport: ports.clone(),
-                    ..Match::default()
-                },
-                verdict: Verdict::Accept,
-                log: false,
-            });
+            for (saddr, _) in self.families(saddr, None) {
+                rules.push(FwRule {
+                    origin: origin.clone(),
+                    m: Match {
+                        iif: Some(mg.ifname.clone()),
+                        saddr,
+                        l4: Some(L4::Tcp),
+                        dport: ports.clone(),
+                        ..Match::default()
+                    },
+                    verdict: Verdict::Accept,
+                    log: false,
+                });
+            }
         }
         for r in m.rules.iter().filter(|r| r.to == Endpoint::Gateway) {
             let (iif, saddr) = self.src(&r.from);
-            let base = Match {
-                iif,
-                saddr,
-                ..Match::default()
-            };
-            self.service_rules(&mut rules, &rule_origin(r), &base, &r.service, r.log);
+            for (saddr, _) in self.families(saddr, None) {
+                let base = Match {
+                    iif: iif.clone(),
+                    saddr,
+                    ..Match::default()
+                };
+                self.service_rules(&mut rules, &rule_origin(r), &base, &r.service, r.log);
+            }
         }
         self.tail(&mut rules);
         Chain {
@@ -604,14 +826,16 @@ impl Builder<'_> {
         for r in m.rules.iter().filter(|r| r.to != Endpoint::Gateway) {
             let (iif, saddr) = self.src(&r.from);
             let (oif, daddr) = self.dst(&r.to);
-            let base = Match {
-                iif,
-                oif,
-                saddr,
-                daddr,
-                ..Match::default()
-            };
-            self.service_rules(&mut rules, &rule_origin(r), &base, &r.service, r.log);
+            for (saddr, daddr) in self.families(saddr, daddr) {
+                let base = Match {
+                    iif: iif.clone(),
+                    oif: oif.clone(),
+                    saddr,
+                    daddr,
+                    ..Match::default()
+                };
+                self.service_rules(&mut rules, &rule_origin(r), &base, &r.service, r.log);
+            }
         }
         for s in &m.segments {
             let base = Match {
@@ -692,6 +916,31 @@ impl Builder<'_> {
                     oif: Some(self.uplink()),
                     l4: Some(L4::Udp),
                     dport: vec![PortRange::single(67)],
+                    ..Match::default()
+                },
+                verdict: Verdict::Accept,
+                log: false,
+            });
+        }
+        if self.v6 {
+            rules.push(FwRule {
+                origin: Origin::builtin("dhcp6-server"),
+                m: Match {
+                    l4: Some(L4::Udp),
+                    sport: vec![PortRange::single(547)],
+                    ..Match::default()
+                },
+                verdict: Verdict::Accept,
+                log: false,
+            });
+        }
+        if self.uplink_dhcp6() {
+            rules.push(FwRule {
+                origin: Origin::builtin("uplink-dhcp6-client"),
+                m: Match {
+                    oif: Some(self.uplink()),
+                    l4: Some(L4::Udp),
+                    dport: vec![PortRange::single(547)],
                     ..Match::default()
                 },
                 verdict: Verdict::Accept,
@@ -785,23 +1034,60 @@ fn forward_saddr(from: &Endpoint) -> Option<AddrMatch> {
 
 /// Build the ruleset for a validated model.
 pub fn build(m: &Model) -> Ruleset {
-    let b = Builder { m };
-    let mut sets: Vec<SetDef> = m
-        .groups
-        .iter()
-        .map(|g| SetDef {
+    let v6 = m.has_ipv6();
+    let b = Builder { m, v6 };
+    let mut sets: Vec<SetDef> = Vec::new();
+    for g in &m.groups {
+        sets.push(SetDef {
             name: g.name.clone(),
             timeout: None,
             elements: merge_ranges(g.members.clone()),
             comment: format!("group {}", g.name),
-        })
-        .collect();
+            ipv6: false,
+            elements6: Vec::new(),
+        });
+        if !g.members6.is_empty() {
+            sets.push(SetDef {
+                name: set6(&g.name),
+                timeout: None,
+                elements: Vec::new(),
+                comment: format!("group {} (IPv6)", g.name),
+                ipv6: true,
+                elements6: merge_ranges6(g.members6.clone()),
+            });
+        }
+    }
+    for s in &m.segments {
+        if let Some(Prefix6::Delegated { prefix_id }) = s.ipv6.as_ref().map(|x| x.prefix) {
+            // Filled with the segment's /64 when the uplink holds a delegated prefix.
+            sets.push(SetDef {
+                name: set6(&s.name),
+                timeout: None,
+                elements: Vec::new(),
+                comment: format!("segment {} (delegated /64 number {prefix_id})", s.name),
+                ipv6: true,
+                elements6: Vec::new(),
+            });
+        }
+    }
     sets.push(SetDef {
         name: QUARANTINE.into(),
         timeout: Some(m.alerts.quarantine.unwrap_or(600)),
         elements: Vec::new(),
         comment: "sources quarantined by alerts".into(),
+        ipv6: false,
+        elements6: Vec::new(),
     });
+    if v6 {
+        sets.push(SetDef {
+            name: set6(QUARANTINE),
+            timeout: Some(m.alerts.quarantine.unwrap_or(600)),
+            elements: Vec::new(),
+            comment: "IPv6 sources quarantined by alerts".into(),
+            ipv6: true,
+            elements6: Vec::new(),
+        });
+    }
     let dnat = m
         .forwards
         .iter()
@@ -850,6 +1136,9 @@ impl Ruleset {
     }
 
     pub fn element_count(&self) -> usize {
-        self.sets.iter().map(|s| s.elements.len()).sum()
+        self.sets
+            .iter()
+            .map(|s| s.elements.len() + s.elements6.len())
+            .sum()
     }
 }

@@ -84,6 +84,10 @@ pub(super) fn pool(
     }
     let mut dns = Vec::new();
     for (i, s) in d.dns.iter().flatten().enumerate() {
+        // IPv6 servers go to RDNSS/DHCPv6 (checked with the segment's subnet6).
+        if s.contains(':') {
+            continue;
+        }
         match config::parse_ipv4(s) {
             Ok(a) => dns.push(a),
             Err(e) => v.err(format!("{p}.dns[{i}]"), e),

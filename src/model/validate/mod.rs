@@ -11,6 +11,7 @@ mod logging;
 mod management;
 mod rules;
 mod segments;
+mod segments6;
 mod sysctl;
 mod system;
 mod trunk;
@@ -262,7 +263,12 @@ fn names(v: &mut V, c: &config::Config) -> (Names, BTreeSet<String>) {
     for (n, _) in &c.groups {
         let p = format!("groups.{n}");
         if v.name(&p, "group", n) {
-            if names.segments.contains_key(n) {
+            if n.ends_with("_v6") {
+                v.err(
+                    p,
+                    format!("group name `{n}` ends in `_v6`, which names the IPv6 set of group `{}`; choose another name", n.trim_end_matches("_v6")),
+                );
+            } else if names.segments.contains_key(n) {
                 v.err(
                     p,
                     format!("`{n}` names a segment already; a group needs a name of its own"),
@@ -295,7 +301,19 @@ pub fn build(src: &Source) -> Result<(Model, Report), Report> {
     let trunk = trunk::check(&mut v, c.trunk.as_ref(), &uplink);
     let (names, egress_names) = names(&mut v, c);
     let groups = groups::check(&mut v, &c.groups);
-    let segments = segments::check(&mut v, &c.segments, &uplink, &trunk, &names, &egress_names);
+    let cx6 = segments6::Ctx {
+        uplink: &uplink,
+        pd_written: c.uplink.as_ref().and_then(|u| u.prefix_delegation),
+    };
+    let segments = segments::check(
+        &mut v,
+        &c.segments,
+        &uplink,
+        &trunk,
+        &names,
+        &egress_names,
+        &cx6,
+    );
     let (egress, gateway_egress) = egress::check(&mut v, &c.egress, &c.system, &egress_names);
     let management = management::check(&mut v, &c.management, &segments, &groups, &names);
     let (rules, mut rule_names) = rules::check(&mut v, &c.rules, &names);
@@ -323,6 +341,14 @@ pub fn build(src: &Source) -> Result<(Model, Report), Report> {
         alerts,
         sysctl,
     };
+    if model.backend == Backend::Iptables
+        && let Some(key) = first_ipv6_key(&model)
+    {
+        v.err(
+            key,
+            "IPv6 needs the nftables backend: the iptables backend renders IPv4 only; set [system] backend = \"nftables\" or remove the IPv6 keys",
+        );
+    }
     let mut diagnostics = v.diags;
     for d in &mut diagnostics {
         src.locator.resolve(d);
@@ -336,6 +362,23 @@ pub fn build(src: &Source) -> Result<(Model, Report), Report> {
     } else {
         Ok((model, report))
     }
+}
+
+/// The first IPv6 key of the config, for the iptables backend's refusal.
+fn first_ipv6_key(m: &Model) -> Option<String> {
+    if !m.uplink.address6.is_none() {
+        return Some("uplink.address6".into());
+    }
+    if m.uplink.prefix_delegation.is_some() {
+        return Some("uplink.prefix_delegation".into());
+    }
+    if let Some(s) = m.segments6().next() {
+        return Some(format!("segments.{}.subnet6", s.segment));
+    }
+    m.groups
+        .iter()
+        .find(|g| !g.members6.is_empty())
+        .map(|g| format!("groups.{}.members", g.name))
 }
 
 /// A rule's or forward's name: 1-40 characters of a-z, A-Z, 0-9, `-`, `_`, `.` (it labels

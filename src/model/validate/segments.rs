@@ -10,6 +10,7 @@ pub(super) fn check(
     trunk: &Option<Trunk>,
     names: &Names,
     egress_names: &BTreeSet<String>,
+    cx6: &super::segments6::Ctx,
 ) -> Vec<Segment> {
     let mut segments: Vec<Segment> = Vec::new();
     let mut vlan_ids: BTreeMap<u16, String> = BTreeMap::new();
@@ -190,6 +191,7 @@ pub(super) fn check(
             }
             _ => None,
         };
+        let ipv6 = super::segments6::check(v, &p, s, &ifname, dhcp.as_ref(), mtu, cx6);
         if let (Some(l), Some(net), Some(gw)) = (link, subnet, gateway) {
             segments.push(Segment {
                 name: n.clone(),
@@ -203,6 +205,7 @@ pub(super) fn check(
                 management: s.management.unwrap_or(false),
                 dhcp,
                 loc: v.loc(&p),
+                ipv6,
             });
         }
     }
@@ -231,6 +234,8 @@ pub(super) fn check(
             }
         }
     }
+    super::segments6::across(v, &segments);
+    super::segments6::against_uplink(v, &segments, uplink);
     // management segment
     let mgmt: Vec<&Segment> = segments.iter().filter(|s| s.management).collect();
     if segs.is_empty() {
