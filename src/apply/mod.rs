@@ -668,7 +668,11 @@ impl Applier {
                     Action::AddRoute { via, dev } => {
                         let r = |e: NetlinkError| (Step::Routes, StepError::from(e));
                         let link = index(dev, "route device").map_err(r)?;
-                        if self.net.add_default_route(*via, link.index).map_err(r)? {
+                        let added = match via {
+                            std::net::IpAddr::V4(v) => self.net.add_default_route(*v, link.index),
+                            std::net::IpAddr::V6(v) => self.net.add_default_route6(*v, link.index),
+                        };
+                        if added.map_err(r)? {
                             changes.push(act.done());
                         } else {
                             tracing::warn!(via = %via, dev = %dev, "another default route exists; left alone");
