@@ -631,3 +631,35 @@ fn rogue_ra_changes_nothing_and_stays_on_its_segment() {
         "the rogue RA was not dropped by the firewall"
     );
 }
+
+#[test]
+fn a_quarantined_ipv6_source_is_cut_off() {
+    let s = site();
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let srv = serve(
+        &s.up,
+        "[2001:db8:3::fe]:8081".parse().unwrap(),
+        seen,
+        stop.clone(),
+    );
+    let dst: SocketAddr = "[2001:db8:3::fe]:8081".parse().unwrap();
+    assert!(reach(&s.cl, "fd00:db8:1::11", dst));
+    s.gw.run(|| {
+        Applier::new(s.state.path(), Backend::Nftables)
+            .unwrap()
+            .quarantine6("fd00:db8:1::11".parse().unwrap())
+            .unwrap()
+    });
+    assert!(nft_table(&s.gw).contains("fd00:db8:1::11"));
+    assert!(
+        !reach(&s.cl, "fd00:db8:1::11", dst),
+        "quarantined source still forwarded"
+    );
+    assert!(
+        reach(&s.cl, "fd00:db8:1::10", dst),
+        "its neighbour was cut off too"
+    );
+    stop.store(true, Ordering::SeqCst);
+    srv.join().unwrap();
+}

@@ -893,6 +893,31 @@ impl Applier {
         Ok(self.fw.set_del(group, addrs)?)
     }
 
+    /// Put an IPv6 source into the IPv6 quarantine set (`quarantine_v6`, nftables only: the
+    /// model refuses IPv6 with the iptables backend). It times out like the IPv4 set.
+    pub fn quarantine6(&self, addr: std::net::Ipv6Addr) -> Result<(), ApplyError> {
+        let set = crate::plan::ruleset::set6(crate::plan::ruleset::QUARANTINE);
+        let body = format!("{{ {addr} }}");
+        cmd::run(
+            "nft",
+            &[
+                "add",
+                "element",
+                "inet",
+                crate::plan::ruleset::TABLE,
+                &set,
+                &body,
+            ],
+            None,
+        )
+        .map_err(|source| FirewallError::Command {
+            phase: "quarantine an IPv6 source",
+            source,
+        })?;
+        tracing::info!(set = %set, element = %addr, "changed live set");
+        Ok(())
+    }
+
     /// After live set changes: the plan with the new members becomes the current generation's
     /// record (no new generation, no reload), so that the next check does not see drift.
     pub fn amend(&self, plan: &Plan) -> Result<(), ApplyError> {

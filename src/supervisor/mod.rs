@@ -27,7 +27,7 @@ enum Job {
     Check,
     Lease(crate::dhcp::LeaseEvent),
     /// An alert asks to quarantine a source (the live set; its timeout expires it).
-    Quarantine(std::net::Ipv4Addr),
+    Quarantine(std::net::IpAddr),
     Shutdown,
 }
 
@@ -130,9 +130,14 @@ fn engine(
         }
         match job {
             Job::Shutdown => break,
-            Job::Quarantine(addr) => {
+            Job::Quarantine(std::net::IpAddr::V4(addr)) => {
                 let net = ipnet::Ipv4Net::new(addr, 32).expect("/32");
                 if let Err(e) = gw.set_add(crate::plan::ruleset::QUARANTINE, &[net]) {
+                    tracing::error!(%addr, "quarantine failed: {e}");
+                }
+            }
+            Job::Quarantine(std::net::IpAddr::V6(addr)) => {
+                if let Err(e) = gw.quarantine6(addr) {
                     tracing::error!(%addr, "quarantine failed: {e}");
                 }
             }
