@@ -10,6 +10,7 @@ pub mod gateway;
 pub mod ipv6;
 pub mod ntp;
 pub mod uplink;
+pub mod uplink6;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,7 +29,7 @@ enum Job {
     Check,
     Lease(crate::dhcp::LeaseEvent),
     /// An alert asks to quarantine a source (the live set; its timeout expires it).
-    Quarantine(std::net::Ipv4Addr),
+    Quarantine(std::net::IpAddr),
     Shutdown,
 }
 
@@ -86,8 +87,15 @@ fn uplink_key(m: &crate::model::Model) -> (String, bool, String) {
 
 /// What the uplink's DHCP client and chronyd depend on: a reload that changes it sends the
 /// new model to the runtime, which restarts what changed.
-fn runtime_key(m: &crate::model::Model) -> ((String, bool, String), Vec<crate::model::NtpServer>) {
-    (uplink_key(m), m.ntp.clone())
+#[allow(clippy::type_complexity)]
+fn runtime_key(
+    m: &crate::model::Model,
+) -> (
+    (String, bool, String),
+    Vec<crate::model::NtpServer>,
+    (String, bool, Option<u8>, bool),
+) {
+    (uplink_key(m), m.ntp.clone(), uplink6::key(m))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,9 +141,14 @@ fn engine(
         }
         match job {
             Job::Shutdown => break,
-            Job::Quarantine(addr) => {
+            Job::Quarantine(std::net::IpAddr::V4(addr)) => {
                 let net = ipnet::Ipv4Net::new(addr, 32).expect("/32");
                 if let Err(e) = gw.set_add(crate::plan::ruleset::QUARANTINE, &[net]) {
+                    tracing::error!(%addr, "quarantine failed: {e}");
+                }
+            }
+            Job::Quarantine(std::net::IpAddr::V6(addr)) => {
+                if let Err(e) = gw.quarantine6(addr) {
                     tracing::error!(%addr, "quarantine failed: {e}");
                 }
             }
@@ -395,6 +408,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         let mut uplink_model = uplink_model;
         let mut uplink_client = uplink::start(&uplink_model, &state_dir);
         let mut ntp_client = ntp::start(&uplink_model, &state_dir, opts.lab.is_some());
+        let mut uplink6_client = uplink6::start(&uplink_model, &state_dir, opts.lab.is_some());
         // DHCP on every segment, leases in the state directory
         let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
         let dhcp = match crate::dhcp::serve(first_pools.clone(), &dhcp_dir(&state_dir), Some(ev_tx)).await {
@@ -437,12 +451,23 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
                         tracing::warn!(status = %st, "chronyd exited; starting it again");
                         ntp_client = ntp::start(&uplink_model, &state_dir, opts.lab.is_some());
                     }
+                    if let Some(c) = uplink6_client.as_mut()
+                        && let Ok(Some(st)) = c.try_wait()
+                    {
+                        tracing::warn!(status = %st, "dhcpcd (uplink IPv6) exited; starting it again");
+                        uplink6_client = uplink6::start(&uplink_model, &state_dir, opts.lab.is_some());
+                    }
                 }
                 Some(m) = uplink_rx.recv() => {
                     if m.ntp != uplink_model.ntp {
                         tracing::info!("[system] ntp changed: restarting chronyd");
                         ntp::stop(ntp_client.take());
                         ntp_client = ntp::start(&m, &state_dir, opts.lab.is_some());
+                    }
+                    if uplink6::key(&m) != uplink6::key(&uplink_model) {
+                        tracing::info!("[uplink] address6/prefix_delegation changed: restarting dhcpcd");
+                        uplink6::stop(uplink6_client.take());
+                        uplink6_client = uplink6::start(&m, &state_dir, opts.lab.is_some());
                     }
                     if uplink_key(&m) != uplink_key(&uplink_model) {
                         tracing::info!(interface = %m.uplink.interface, "the uplink changed: restarting its DHCP client");
@@ -489,6 +514,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         v6.stop().await;
         uplink::stop(uplink_client);
         ntp::stop(ntp_client);
+        uplink6::stop(uplink6_client);
         tracing::info!("stopping; the ruleset stays in place");
         crate::logship::stop(shippers, Duration::from_secs(3)).await;
     });
