@@ -707,3 +707,61 @@ fn a_quarantined_ipv6_source_is_cut_off() {
     stop.store(true, Ordering::SeqCst);
     srv.join().unwrap();
 }
+
+#[test]
+fn explain_command_takes_ipv6() {
+    let bin = env!("CARGO_BIN_EXE_bulkhead");
+    let cfg = common::root().join("tests/golden/dualstack.toml");
+    let run = |args: &[&str]| {
+        std::process::Command::new(bin)
+            .arg("explain")
+            .arg("-c")
+            .arg(&cfg)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = run(&[
+        "--from",
+        "fd00:20::50",
+        "--to",
+        "fd00:10::10",
+        "--proto",
+        "tcp",
+        "--port",
+        "443",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        out.starts_with("ACCEPT by rule internal-to-dmz-web"),
+        "{out}"
+    );
+    let o = run(&[
+        "--from",
+        "fd00:200::7",
+        "--to",
+        "fd00:30::53",
+        "--proto",
+        "udp",
+        "--port",
+        "53",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let o = run(&[
+        "--from",
+        "192.168.20.50",
+        "--to",
+        "fd00:10::10",
+        "--proto",
+        "tcp",
+        "--port",
+        "443",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--from and --to must both be IPv4 or both IPv6"),
+        "{err}"
+    );
+    assert_ne!(o.status.code(), Some(0));
+}
