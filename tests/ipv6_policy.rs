@@ -704,6 +704,28 @@ fn a_quarantined_ipv6_source_is_cut_off() {
         reach(&s.cl, "fd00:db8:1::10", dst),
         "its neighbour was cut off too"
     );
+    // a reload (a changed config replaces the whole table) keeps the IPv6 quarantine
+    let mut m = s.m.clone();
+    m.groups[0]
+        .members6
+        .push(model::AddrRange6::parse("fd00:db8:1::99").unwrap());
+    let plan = plan::build(&m, Some(Backend::Nftables));
+    s.gw.run(|| {
+        Applier::new(s.state.path(), Backend::Nftables)
+            .unwrap()
+            .apply(&plan)
+            .unwrap()
+    });
+    let table = nft_table(&s.gw);
+    assert!(
+        table.contains("fd00:db8:1::99"),
+        "the reload did not happen"
+    );
+    assert!(
+        table.contains("fd00:db8:1::11"),
+        "the reload released the quarantined IPv6 source:\n{table}"
+    );
+    assert!(!reach(&s.cl, "fd00:db8:1::11", dst));
     stop.store(true, Ordering::SeqCst);
     srv.join().unwrap();
 }
