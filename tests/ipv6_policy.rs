@@ -704,6 +704,86 @@ fn a_quarantined_ipv6_source_is_cut_off() {
         reach(&s.cl, "fd00:db8:1::10", dst),
         "its neighbour was cut off too"
     );
+    // a reload (a changed config replaces the whole table) keeps the IPv6 quarantine
+    let mut m = s.m.clone();
+    m.groups[0]
+        .members6
+        .push(model::AddrRange6::parse("fd00:db8:1::99").unwrap());
+    let plan = plan::build(&m, Some(Backend::Nftables));
+    s.gw.run(|| {
+        Applier::new(s.state.path(), Backend::Nftables)
+            .unwrap()
+            .apply(&plan)
+            .unwrap()
+    });
+    let table = nft_table(&s.gw);
+    assert!(
+        table.contains("fd00:db8:1::99"),
+        "the reload did not happen"
+    );
+    assert!(
+        table.contains("fd00:db8:1::11"),
+        "the reload released the quarantined IPv6 source:\n{table}"
+    );
+    assert!(!reach(&s.cl, "fd00:db8:1::11", dst));
     stop.store(true, Ordering::SeqCst);
     srv.join().unwrap();
+}
+
+#[test]
+fn explain_command_takes_ipv6() {
+    let bin = env!("CARGO_BIN_EXE_bulkhead");
+    let cfg = common::root().join("tests/golden/dualstack.toml");
+    let run = |args: &[&str]| {
+        std::process::Command::new(bin)
+            .arg("explain")
+            .arg("-c")
+            .arg(&cfg)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = run(&[
+        "--from",
+        "fd00:20::50",
+        "--to",
+        "fd00:10::10",
+        "--proto",
+        "tcp",
+        "--port",
+        "443",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        out.starts_with("ACCEPT by rule internal-to-dmz-web"),
+        "{out}"
+    );
+    let o = run(&[
+        "--from",
+        "fd00:200::7",
+        "--to",
+        "fd00:30::53",
+        "--proto",
+        "udp",
+        "--port",
+        "53",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let o = run(&[
+        "--from",
+        "192.168.20.50",
+        "--to",
+        "fd00:10::10",
+        "--proto",
+        "tcp",
+        "--port",
+        "443",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--from and --to must both be IPv4 or both IPv6"),
+        "{err}"
+    );
+    assert_ne!(o.status.code(), Some(0));
 }
