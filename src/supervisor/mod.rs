@@ -307,6 +307,9 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     // apply happens there and its outcome comes back before anything else starts.
     let (tx, rx) = std::sync::mpsc::channel::<Job>();
     crate::logship::activate();
+    // the appliance's hardware watchdog (BULKHEAD_WATCHDOG from the init): petted below while
+    // this daemon runs, disarmed when it exits (drop)
+    let mut watchdog = crate::upgrade::watchdog_from_env();
     let (first_tx, first_rx) = std::sync::mpsc::channel::<
         Result<(PathBuf, Vec<crate::dhcp::PoolConfig>, crate::model::Model), RunError>,
     >();
@@ -354,6 +357,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         }
     };
 
+    crate::upgrade::pet(&mut watchdog);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -409,6 +413,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = tick.tick() => {
+                    crate::upgrade::pet(&mut watchdog);
                     let _ = tx.send(Job::Check);
                     // a DHCP client that died is started again
                     if let Some(c) = uplink_client.as_mut()
