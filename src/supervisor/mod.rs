@@ -307,9 +307,6 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     // apply happens there and its outcome comes back before anything else starts.
     let (tx, rx) = std::sync::mpsc::channel::<Job>();
     crate::logship::activate();
-    // the appliance's hardware watchdog (BULKHEAD_WATCHDOG from the init): petted below while
-    // this daemon runs, disarmed when it exits (drop)
-    let mut watchdog = crate::upgrade::watchdog_from_env();
     let (first_tx, first_rx) = std::sync::mpsc::channel::<
         Result<(PathBuf, Vec<crate::dhcp::PoolConfig>, crate::model::Model), RunError>,
     >();
@@ -357,7 +354,10 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         }
     };
 
-    crate::upgrade::pet(&mut watchdog);
+    // the appliance's hardware watchdog (BULKHEAD_WATCHDOG from the init), armed once the
+    // first apply is done (a first apply that hangs is the init's ready watchdog's matter on a
+    // new slot): petted on every tick below, disarmed when this daemon exits (drop)
+    let mut watchdog = crate::upgrade::watchdog_from_env();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
