@@ -474,7 +474,7 @@ fn wait_for_confirmation(dir: &Path, p: Pending) {
                 .with("result", "awaiting-confirmation")
                 .with("slot", &p.slot)
                 .with("version", &p.version)
-                .with("deadline", &deadline.to_string()),
+                .with("deadline", deadline.to_string()),
         );
     } else {
         tracing::warn!(
