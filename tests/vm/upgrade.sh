@@ -25,10 +25,11 @@
 #      and still runs v4 after another reboot.
 # v2 and v3 are made from the test image's slot image by appending a small cpio archive to
 # its initramfs (the kernel unpacks it over the first), so no second image build is needed.
+# (before lib.sh, which otherwise sets its own shorter defaults: one qemu runs many boots here)
+VM_TIMEOUT=${VM_TIMEOUT:-2400}
+MARKER_TIMEOUT=${MARKER_TIMEOUT:-240}
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 require disk.img slot.img
-VM_TIMEOUT=${VM_TIMEOUT:-1500}
-MARKER_TIMEOUT=${MARKER_TIMEOUT:-240}
 READY_TIMEOUT=${READY_TIMEOUT:-45}   # the init's bound for a new slot (bulkhead.readytimeout)
 WATCHDOG_TIMEOUT=${WATCHDOG_TIMEOUT:-30}   # the hardware watchdog's timeout (bulkhead.watchdog)
 # step 6's window: long enough for a watchdog reset and a second boot inside it
