@@ -813,7 +813,7 @@ fn confirm(g: &Global) -> Result<ExitCode, CliError> {
     let upgraded = match crate::upgrade::confirm_upgrade() {
         Ok(Some(p)) => {
             println!(
-                "confirmed the upgrade: slot {} ({}) is marked good and stays (slot {}, {}, is the fallback no more)",
+                "confirmed the upgrade: slot {} ({}) is marked good and stays (slot {}, {}, is kept as the fallback)",
                 p.slot, p.version, p.from_slot, p.from_version
             );
             true
