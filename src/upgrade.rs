@@ -84,14 +84,26 @@ pub fn system_compatible() -> Option<String> {
     parse_kv(&text).remove("compatible")
 }
 
-/// An install waiting for the new slot's first healthy boot.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An install waiting for the new slot's first healthy boot (and, with `bulkhead upgrade
+/// --confirm-within`, for an operator's `bulkhead confirm`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Pending {
     pub slot: String,
     pub version: String,
     pub from_slot: String,
     pub from_version: String,
     pub installed_at: u64,
+    /// `--confirm-within`: seconds an operator has, from the new slot's first `bulkhead:
+    /// ready`, to run `bulkhead confirm`.
+    pub confirm_within: Option<u64>,
+    /// When that window closes (unix seconds), set at the new slot's first ready. It stays
+    /// across reboots of the new slot: a reboot in the window does not extend it.
+    pub confirm_deadline: Option<u64>,
+    /// When `bulkhead confirm` confirmed the new slot (it is marked good then).
+    pub confirmed_at: Option<u64>,
+    /// The window closed without a confirmation: the new slot was marked bad and the box
+    /// rebooted into the old one (which reports it).
+    pub unconfirmed: bool,
 }
 
 impl Pending {
@@ -106,7 +118,16 @@ impl Pending {
                 .get("installed_at")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
+            confirm_within: m.get("confirm_within").and_then(|v| v.parse().ok()),
+            confirm_deadline: m.get("confirm_deadline").and_then(|v| v.parse().ok()),
+            confirmed_at: m.get("confirmed_at").and_then(|v| v.parse().ok()),
+            unconfirmed: m.get("unconfirmed").is_some_and(|v| v == "1"),
         })
+    }
+
+    /// Ready on its slot and waiting for `bulkhead confirm`.
+    pub fn awaiting_confirmation(&self) -> bool {
+        self.confirm_within.is_some() && self.confirmed_at.is_none() && !self.unconfirmed
     }
 
     pub fn to_kv(&self) -> String {
@@ -116,6 +137,17 @@ impl Pending {
         m.insert("from_slot".to_string(), self.from_slot.clone());
         m.insert("from_version".to_string(), self.from_version.clone());
         m.insert("installed_at".to_string(), self.installed_at.to_string());
+        let opt = |v: Option<u64>| v.map(|x| x.to_string());
+        for (k, v) in [
+            ("confirm_within", opt(self.confirm_within)),
+            ("confirm_deadline", opt(self.confirm_deadline)),
+            ("confirmed_at", opt(self.confirmed_at)),
+            ("unconfirmed", self.unconfirmed.then(|| "1".to_string())),
+        ] {
+            if let Some(v) = v {
+                m.insert(k.to_string(), v);
+            }
+        }
         render_kv(&m)
     }
 }
@@ -219,6 +251,107 @@ pub fn after_ready() {
         .spawn(move || settle(booted.as_deref(), &upgrade_dir()));
 }
 
+/// The hardware watchdog for `bulkhead run`, when the init asks for it with
+/// `BULKHEAD_WATCHDOG=SECONDS` (the appliance sets it when it has `/dev/watchdog`; `0` or
+/// unset: none, so the daemon never arms a watchdog of a host it runs on in the lab or a
+/// test). The daemon pets it from its main loop; a frozen daemon or a hung kernel resets the
+/// box, and on a new slot GRUB's try counter then returns to the old one.
+pub fn watchdog_from_env() -> Option<crate::sys::watchdog::Watchdog> {
+    let v = std::env::var("BULKHEAD_WATCHDOG").ok()?;
+    let secs: u32 = match v.trim().parse() {
+        Ok(0) => return None,
+        Ok(n) => n,
+        Err(_) => {
+            tracing::error!("BULKHEAD_WATCHDOG={v}: not a number of seconds; no watchdog");
+            return None;
+        }
+    };
+    let dev = std::env::var_os("BULKHEAD_WATCHDOG_DEVICE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/dev/watchdog"));
+    match crate::sys::watchdog::Watchdog::open(&dev, secs) {
+        Ok(w) => {
+            tracing::info!(
+                device = %dev.display(),
+                timeout_s = w.timeout(),
+                "hardware watchdog armed: the box resets if this daemon stops petting it"
+            );
+            Some(w)
+        }
+        Err(e) => {
+            tracing::error!("cannot open the watchdog {}: {e}", dev.display());
+            None
+        }
+    }
+}
+
+/// Pet the watchdog, if there is one.
+pub fn pet(w: &mut Option<crate::sys::watchdog::Watchdog>) {
+    if let Some(d) = w.as_mut()
+        && let Err(e) = d.pet()
+    {
+        tracing::error!("petting the watchdog failed: {e}");
+    }
+}
+
+/// Written (tmpfs) once this boot of a newly installed slot got ready: the init's ready
+/// watchdog stands down even while the slot still waits for `bulkhead confirm`.
+pub const SLOT_READY_FLAG: &str = "/run/bulkhead/slot-ready";
+
+/// What a slot waiting for `bulkhead confirm` does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfirmStep {
+    /// `bulkhead confirm` ran: finish the upgrade.
+    Confirmed,
+    /// The window closed: mark the slot bad and reboot into the old one.
+    Expired,
+    /// Keep waiting (seconds left).
+    Wait(u64),
+}
+
+/// The confirmation window of `p` at `now`: opened at the first ready (the deadline, kept
+/// from an earlier boot of the same slot, is not moved by a reboot).
+pub fn open_window(p: &Pending, now: u64) -> Pending {
+    let mut p = p.clone();
+    if p.confirm_deadline.is_none() {
+        p.confirm_deadline = Some(now.saturating_add(p.confirm_within.unwrap_or(0)));
+    }
+    p
+}
+
+pub fn confirm_step(p: &Pending, now: u64) -> ConfirmStep {
+    if p.confirmed_at.is_some() {
+        return ConfirmStep::Confirmed;
+    }
+    match p.confirm_deadline {
+        Some(d) if now >= d => ConfirmStep::Expired,
+        Some(d) => ConfirmStep::Wait(d - now),
+        None => ConfirmStep::Wait(p.confirm_within.unwrap_or(0)),
+    }
+}
+
+/// The message of the `upgrade` event the old slot sends about a new one that is gone.
+pub fn failed_message(p: &Pending, booted: &str, running: &str) -> String {
+    if p.unconfirmed {
+        format!(
+            "upgrade to {} failed: slot {} was not confirmed (`bulkhead confirm`) within {} s of getting ready; it was marked bad and the box is back on slot {booted} ({running})",
+            p.version,
+            p.slot,
+            p.confirm_within.unwrap_or(0)
+        )
+    } else if p.confirm_deadline.is_some() {
+        format!(
+            "upgrade to {} failed: slot {} got ready but was not confirmed (`bulkhead confirm`) before it stopped and its tries ran out; back on slot {booted} ({running})",
+            p.version, p.slot
+        )
+    } else {
+        format!(
+            "upgrade to {} failed: slot {} did not get ready; back on slot {booted} ({running})",
+            p.version, p.slot
+        )
+    }
+}
+
 fn settle(booted: Option<&str>, dir: &Path) {
     use crate::logship::{Event, Kind, Severity, emit};
     let running = image_version().unwrap_or_else(|| "unknown".into());
@@ -229,42 +362,17 @@ fn settle(booted: Option<&str>, dir: &Path) {
                 tracing::error!("marking the running slot good failed: {e}");
             }
         }
-        Verdict::NewSlotGood(p) => match rauc(&["status", "mark-good"]) {
-            Ok(_) => {
-                let msg = format!(
-                    "upgrade to {} ok: slot {} is ready and marked good (was {} on slot {})",
-                    p.version, p.slot, p.from_version, p.from_slot
-                );
-                tracing::info!("{msg}");
-                emit(
-                    Event::new(Kind::Upgrade, Severity::Notice, msg.clone())
-                        .with("result", "ok")
-                        .with("slot", &p.slot)
-                        .with("version", &p.version)
-                        .with("from_version", &p.from_version),
-                );
-                let _ = write_last_result(
-                    dir,
-                    &[
-                        ("result", "ok"),
-                        ("slot", &p.slot),
-                        ("version", &p.version),
-                        ("message", &msg),
-                    ],
-                );
-                let _ = std::fs::remove_file(dir.join("pending"));
+        Verdict::NewSlotGood(p) => {
+            let _ = std::fs::write(SLOT_READY_FLAG, format!("{}\n", p.slot));
+            if p.confirm_within.is_some() && p.confirmed_at.is_none() {
+                wait_for_confirmation(dir, p);
+            } else {
+                finish_ok(dir, &p);
             }
-            Err(e) => tracing::error!(
-                "slot {} is ready but marking it good failed: {e}; it stays on trial",
-                p.slot
-            ),
-        },
+        }
         Verdict::NewSlotFailed(p) => {
             let b = booted.unwrap_or("?");
-            let msg = format!(
-                "upgrade to {} failed: slot {} did not get ready; back on slot {} ({running})",
-                p.version, p.slot, b
-            );
+            let msg = failed_message(&p, b, &running);
             tracing::error!("{msg}");
             if let Err(e) = rauc(&["status", "mark-bad", "other"]) {
                 tracing::error!("marking slot {} bad failed: {e}", p.slot);
@@ -272,9 +380,14 @@ fn settle(booted: Option<&str>, dir: &Path) {
             if let Err(e) = rauc(&["status", "mark-active", "booted"]) {
                 tracing::error!("making slot {b} primary again failed: {e}");
             }
+            let result = if p.unconfirmed {
+                "not-confirmed"
+            } else {
+                "failed"
+            };
             emit(
                 Event::new(Kind::Upgrade, Severity::Error, msg.clone())
-                    .with("result", "failed")
+                    .with("result", result)
                     .with("slot", &p.slot)
                     .with("version", &p.version)
                     .with("running_slot", b)
@@ -283,7 +396,7 @@ fn settle(booted: Option<&str>, dir: &Path) {
             let _ = write_last_result(
                 dir,
                 &[
-                    ("result", "failed"),
+                    ("result", result),
                     ("slot", &p.slot),
                     ("version", &p.version),
                     ("message", &msg),
@@ -292,6 +405,171 @@ fn settle(booted: Option<&str>, dir: &Path) {
             let _ = std::fs::remove_file(dir.join("pending"));
         }
     }
+}
+
+/// The new slot is healthy (and confirmed, when that was asked for): mark it good.
+fn finish_ok(dir: &Path, p: &Pending) {
+    use crate::logship::{Event, Kind, Severity, emit};
+    match rauc(&["status", "mark-good"]) {
+        Ok(_) => {
+            let how = if p.confirmed_at.is_some() {
+                " and confirmed"
+            } else {
+                ""
+            };
+            let msg = format!(
+                "upgrade to {} ok: slot {} is ready{how} and marked good (was {} on slot {})",
+                p.version, p.slot, p.from_version, p.from_slot
+            );
+            tracing::info!("{msg}");
+            emit(
+                Event::new(Kind::Upgrade, Severity::Notice, msg.clone())
+                    .with("result", "ok")
+                    .with("slot", &p.slot)
+                    .with("version", &p.version)
+                    .with("from_version", &p.from_version),
+            );
+            let _ = write_last_result(
+                dir,
+                &[
+                    ("result", "ok"),
+                    ("slot", &p.slot),
+                    ("version", &p.version),
+                    ("message", &msg),
+                ],
+            );
+            let _ = std::fs::remove_file(dir.join("pending"));
+        }
+        Err(e) => tracing::error!(
+            "slot {} is ready but marking it good failed: {e}; it stays on trial",
+            p.slot
+        ),
+    }
+}
+
+/// `--confirm-within`: the slot is ready; wait for `bulkhead confirm` (which marks it good
+/// and records `confirmed_at`) until the deadline, else mark it bad and reboot into the old
+/// slot. The deadline is on the data partition, so a reboot in the window does not skip it.
+fn wait_for_confirmation(dir: &Path, p: Pending) {
+    use crate::logship::{Event, Kind, Severity, emit};
+    let now = crate::dhcp::leases::unix_now();
+    let fresh = p.confirm_deadline.is_none();
+    let p = open_window(&p, now);
+    let deadline = p.confirm_deadline.unwrap_or(now);
+    if fresh {
+        if let Err(e) = write_pending(dir, &p) {
+            tracing::error!("recording the confirmation deadline failed: {e}");
+        }
+        let msg = format!(
+            "upgrade to {}: slot {} is ready; run `bulkhead confirm` within {} s, else the box goes back to slot {} ({})",
+            p.version,
+            p.slot,
+            deadline.saturating_sub(now),
+            p.from_slot,
+            p.from_version
+        );
+        tracing::warn!("{msg}");
+        emit(
+            Event::new(Kind::Upgrade, Severity::Warning, msg)
+                .with("result", "awaiting-confirmation")
+                .with("slot", &p.slot)
+                .with("version", &p.version)
+                .with("deadline", deadline.to_string()),
+        );
+    } else {
+        tracing::warn!(
+            "slot {} is ready again; `bulkhead confirm` is still awaited ({} s left)",
+            p.slot,
+            deadline.saturating_sub(now)
+        );
+    }
+    loop {
+        let cur = match read_pending(dir) {
+            Some(c) if c.slot == p.slot => c,
+            _ => return, // settled elsewhere
+        };
+        match confirm_step(&cur, crate::dhcp::leases::unix_now()) {
+            ConfirmStep::Confirmed => return finish_ok(dir, &cur),
+            ConfirmStep::Wait(_) => std::thread::sleep(std::time::Duration::from_secs(1)),
+            ConfirmStep::Expired => return not_confirmed(dir, cur),
+        }
+    }
+}
+
+fn not_confirmed(dir: &Path, mut p: Pending) {
+    use crate::logship::{Event, Kind, Severity, emit};
+    p.unconfirmed = true;
+    if let Err(e) = write_pending(dir, &p) {
+        tracing::error!("recording the missed confirmation failed: {e}");
+    }
+    let msg = format!(
+        "upgrade to {}: slot {} was not confirmed within {} s: marking it bad and rebooting into slot {} ({})",
+        p.version,
+        p.slot,
+        p.confirm_within.unwrap_or(0),
+        p.from_slot,
+        p.from_version
+    );
+    tracing::error!("{msg}");
+    emit(
+        Event::new(Kind::Upgrade, Severity::Error, msg)
+            .with("result", "not-confirmed")
+            .with("slot", &p.slot)
+            .with("version", &p.version),
+    );
+    if let Err(e) = rauc(&["status", "mark-bad", "booted"]) {
+        // rebooting anyway: the deadline has passed, so every further boot of this slot
+        // ends here at once, until GRUB's tries for it run out
+        tracing::error!("marking slot {} bad failed: {e}", p.slot);
+    }
+    if let Err(e) = Command::new("/sbin/reboot").status() {
+        tracing::error!("reboot failed: {e}");
+    }
+}
+
+/// `bulkhead confirm` on a new slot that waits for it: mark the slot good and record the
+/// confirmation (the daemon then reports it and clears the pending install). Ok(None): no
+/// upgrade waits for a confirmation on this boot.
+pub fn confirm_upgrade() -> Result<Option<Pending>, String> {
+    let Some(booted) = booted_slot() else {
+        return Ok(None);
+    };
+    let dir = upgrade_dir();
+    let Some(mut p) = read_pending(&dir) else {
+        return Ok(None);
+    };
+    if p.slot != booted || p.confirm_within.is_none() || p.confirmed_at.is_some() {
+        return Ok(None);
+    }
+    if p.unconfirmed {
+        return Err(format!(
+            "too late: slot {} was not confirmed in time and the box is going back to slot {}",
+            p.slot, p.from_slot
+        ));
+    }
+    if !Path::new(SLOT_READY_FLAG).exists() || p.confirm_deadline.is_none() {
+        return Err(format!(
+            "slot {} ({}) is not ready yet: confirm it once `bulkhead: ready` (`bulkhead upgrade status`)",
+            p.slot, p.version
+        ));
+    }
+    let now = crate::dhcp::leases::unix_now();
+    if confirm_step(&p, now) == ConfirmStep::Expired {
+        return Err(format!(
+            "too late: the confirmation window of slot {} closed; the box is going back to slot {}",
+            p.slot, p.from_slot
+        ));
+    }
+    rauc(&["status", "mark-good"])
+        .map_err(|e| format!("marking slot {} good failed: {e}", p.slot))?;
+    p.confirmed_at = Some(now);
+    write_pending(&dir, &p).map_err(|e| {
+        format!(
+            "slot {} is marked good, but recording it failed: {e}",
+            p.slot
+        )
+    })?;
+    Ok(Some(p))
 }
 
 #[cfg(test)]
@@ -305,6 +583,7 @@ mod tests {
             from_slot: other_slot(slot).into(),
             from_version: "v1".into(),
             installed_at: 1_700_000_000,
+            ..Default::default()
         }
     }
 
@@ -325,6 +604,51 @@ mod tests {
         assert!(text.lines().any(|l| l == "slot=B"), "{text}");
         assert_eq!(Pending::from_kv(&text), Some(p));
         assert_eq!(Pending::from_kv("version=v2\n"), None);
+    }
+
+    #[test]
+    fn confirm_fields_round_trip() {
+        let mut p = pending("B");
+        p.confirm_within = Some(60);
+        p.confirm_deadline = Some(1_700_000_100);
+        p.unconfirmed = true;
+        let text = p.to_kv();
+        assert!(text.lines().any(|l| l == "slot=B"), "{text}");
+        assert!(text.contains("confirm_within=60\n"), "{text}");
+        assert_eq!(Pending::from_kv(&text), Some(p.clone()));
+        // without --confirm-within the record is as before
+        assert!(!pending("B").to_kv().contains("confirm"));
+    }
+
+    #[test]
+    fn the_confirmation_window_opens_at_ready_and_a_reboot_does_not_move_it() {
+        let mut p = pending("B");
+        p.confirm_within = Some(60);
+        assert!(p.awaiting_confirmation());
+        let first = open_window(&p, 1000);
+        assert_eq!(first.confirm_deadline, Some(1060));
+        assert_eq!(confirm_step(&first, 1010), ConfirmStep::Wait(50));
+        // the slot rebooted in the window: the same deadline
+        let again = open_window(&first, 1040);
+        assert_eq!(again.confirm_deadline, Some(1060));
+        assert_eq!(confirm_step(&again, 1060), ConfirmStep::Expired);
+        let mut ok = again.clone();
+        ok.confirmed_at = Some(1050);
+        assert_eq!(confirm_step(&ok, 2000), ConfirmStep::Confirmed);
+        assert!(!ok.awaiting_confirmation());
+    }
+
+    #[test]
+    fn the_old_slot_says_why_the_new_one_failed() {
+        let mut p = pending("B");
+        assert!(failed_message(&p, "A", "v1").contains("did not get ready"));
+        p.confirm_within = Some(60);
+        p.confirm_deadline = Some(1);
+        p.unconfirmed = true;
+        let m = failed_message(&p, "A", "v1");
+        assert!(m.contains("was not confirmed"), "{m}");
+        assert!(m.contains("within 60 s"), "{m}");
+        assert!(m.contains("back on slot A (v1)"), "{m}");
     }
 
     #[test]

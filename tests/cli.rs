@@ -380,3 +380,40 @@ fn backup_then_restore_refuses_a_broken_config_with_nothing_changed() {
     assert_eq!(std::fs::read(&target).unwrap(), before);
     assert!(!s2.exists(), "the state directory was created");
 }
+
+#[test]
+fn upgrade_confirm_within_takes_a_duration() {
+    // a bad duration is refused with the option named, before anything else
+    let o = bh(&[
+        "upgrade",
+        "/nonexistent/bulkhead-9.raucb",
+        "--confirm-within",
+        "soon",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("bulkhead upgrade: --confirm-within: `soon` is not a duration"),
+        "{}",
+        stderr(&o)
+    );
+    let o = bh(&[
+        "upgrade",
+        "/nonexistent/bulkhead-9.raucb",
+        "--confirm-within",
+        "0s",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    // a good one is accepted; this host is no A/B system, which is said next
+    let o = bh(&[
+        "upgrade",
+        "/nonexistent/bulkhead-9.raucb",
+        "--confirm-within",
+        "1m30s",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not booted from an A/B slot"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -199,7 +199,8 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
-    /// Keep the applied config (ends a --confirm-within window).
+    /// Keep the applied config (ends an `apply --confirm-within` window) and/or the new
+    /// firmware slot (ends an `upgrade --confirm-within` window), whichever waits.
     Confirm,
     /// Go back to the config applied before the current one.
     Rollback,
@@ -517,8 +518,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 check_every: std::time::Duration::from_secs(1),
             })?;
         }
+        Command::Confirm => return confirm(&cli.global),
         Command::Apply { .. }
-        | Command::Confirm
         | Command::Rollback
         | Command::Diff
         | Command::Status { .. }
@@ -809,6 +810,40 @@ fn print_changes(
         writeln!(out, "{c}")?;
     }
     Ok(())
+}
+
+/// `bulkhead confirm`: the new firmware slot of an `upgrade --confirm-within`, when one
+/// waits for it, and the config of an `apply --confirm-within`, when one waits; says which.
+fn confirm(g: &Global) -> Result<ExitCode, CliError> {
+    let upgraded = match crate::upgrade::confirm_upgrade() {
+        Ok(Some(p)) => {
+            println!(
+                "confirmed the upgrade: slot {} ({}) is marked good and stays (slot {}, {}, is kept as the fallback)",
+                p.slot, p.version, p.from_slot, p.from_version
+            );
+            true
+        }
+        Ok(None) => false,
+        Err(e) => {
+            eprintln!("bulkhead confirm: upgrade: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    match ops(g, Command::Confirm) {
+        Err(CliError::Gateway(crate::supervisor::GwError::NothingToConfirm)) if upgraded => {
+            println!("config: no apply was waiting for confirmation");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(CliError::Daemon(e)) if upgraded && e.contains("nothing to confirm") => {
+            println!("config: no apply was waiting for confirmation");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) if upgraded => {
+            eprintln!("bulkhead confirm: config: {e}");
+            Ok(ExitCode::from(1))
+        }
+        r => r,
+    }
 }
 
 /// Operations on the running gateway: through the daemon's control socket when it runs,

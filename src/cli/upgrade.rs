@@ -24,6 +24,10 @@ pub struct UpgradeArgs {
     /// Reboot into the new slot once it is installed.
     #[arg(long)]
     pub reboot: bool,
+    /// The new slot is marked good only if `bulkhead confirm` also runs within this time
+    /// after it got ready (e.g. 60s, 10m); else the box goes back to the old slot by itself.
+    #[arg(long, value_name = "DURATION")]
+    pub confirm_within: Option<String>,
     /// With `status`: text or json.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
@@ -41,10 +45,28 @@ pub fn run(args: UpgradeArgs) -> ExitCode {
     if args.target.as_os_str() == "status" {
         return status(args.format);
     }
-    install(&args.target, args.reboot)
+    let confirm_within = match args.confirm_within.as_deref().map(parse_confirm_within) {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => {
+            eprintln!("bulkhead upgrade: --confirm-within: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    install(&args.target, args.reboot, confirm_within)
 }
 
-fn install(file: &Path, reboot: bool) -> ExitCode {
+/// `--confirm-within`: a duration like `bulkhead apply --confirm-within` takes, not zero.
+pub fn parse_confirm_within(s: &str) -> Result<u64, String> {
+    match crate::model::addr::parse_duration(s)? {
+        0 => Err(format!(
+            "`{s}` is no time to confirm in (give e.g. 60s or 10m)"
+        )),
+        n => Ok(n),
+    }
+}
+
+fn install(file: &Path, reboot: bool, confirm_within: Option<u64>) -> ExitCode {
     let Some(booted) = up::booted_slot() else {
         eprintln!(
             "bulkhead upgrade: this system was not booted from an A/B slot (no rauc.slot= on the kernel command line): upgrades need the appliance's disk image"
@@ -141,6 +163,8 @@ fn install(file: &Path, reboot: bool) -> ExitCode {
         from_slot: booted.clone(),
         from_version: from_version.clone(),
         installed_at: crate::dhcp::leases::unix_now(),
+        confirm_within,
+        ..Default::default()
     };
     if let Err(e) = up::write_pending(&dir, &p) {
         eprintln!(
@@ -162,6 +186,11 @@ fn install(file: &Path, reboot: bool) -> ExitCode {
     println!(
         "bulkhead upgrade: {version} is in slot {target}. On the next boot it gets a bounded time to become ready, else the box returns to slot {booted} ({from_version}) by itself."
     );
+    if let Some(s) = confirm_within {
+        println!(
+            "bulkhead upgrade: once it is ready, run `bulkhead confirm` within {s} s, else slot {target} is marked bad and the box reboots into slot {booted}"
+        );
+    }
     if reboot {
         println!("bulkhead upgrade: rebooting");
         let _ = std::io::stdout().flush();
@@ -256,7 +285,9 @@ fn status(format: Format) -> ExitCode {
             "slots": slots,
             "pending": pending.as_ref().map(|p| serde_json::json!({
                 "slot": p.slot, "version": p.version, "from_slot": p.from_slot,
-                "from_version": p.from_version, "installed_at": p.installed_at})),
+                "from_version": p.from_version, "installed_at": p.installed_at,
+                "confirm_within": p.confirm_within, "confirm_deadline": p.confirm_deadline,
+                "confirmed_at": p.confirmed_at, "unconfirmed": p.unconfirmed})),
             "last_result": last,
         });
         let _ = writeln!(out, "{}", serde_json::to_string_pretty(&j).expect("json"));
@@ -291,11 +322,7 @@ fn status(format: Format) -> ExitCode {
         );
     }
     if let Some(p) = pending {
-        let _ = writeln!(
-            out,
-            "pending: {} in slot {} (from {} on slot {}), waiting for its first healthy boot",
-            p.version, p.slot, p.from_version, p.from_slot
-        );
+        let _ = writeln!(out, "{}", pending_line(&p, crate::dhcp::leases::unix_now()));
     }
     match last {
         Some(m) => {
@@ -313,9 +340,91 @@ fn status(format: Format) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The `pending:` line of `upgrade status`.
+pub fn pending_line(p: &up::Pending, now: u64) -> String {
+    let head = format!(
+        "pending: {} in slot {} (from {} on slot {})",
+        p.version, p.slot, p.from_version, p.from_slot
+    );
+    match (p.confirm_within, p.confirm_deadline) {
+        (None, _) => format!("{head}, waiting for its first healthy boot"),
+        _ if p.unconfirmed => format!(
+            "{head}, NOT CONFIRMED in time: going back to slot {}",
+            p.from_slot
+        ),
+        _ if p.confirmed_at.is_some() => format!("{head}, confirmed; being marked good"),
+        (Some(w), None) => format!(
+            "{head}, waiting for its first healthy boot, then for `bulkhead confirm` within {w} s"
+        ),
+        (Some(_), Some(d)) => format!(
+            "{head}, PENDING CONFIRMATION: run `bulkhead confirm` by {} ({} s left), else back to slot {}",
+            rfc3339(d),
+            d.saturating_sub(now),
+            p.from_slot
+        ),
+    }
+}
+
+/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.
+fn rfc3339(t: u64) -> String {
+    let days = (t / 86400) as i64;
+    let s = t % 86400;
+    // civil from days (Howard Hinnant)
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        s / 3600,
+        s % 3600 / 60,
+        s % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_shows_the_pending_confirmation_and_its_deadline() {
+        let mut p = up::Pending {
+            slot: "B".into(),
+            version: "v2".into(),
+            from_slot: "A".into(),
+            from_version: "v1".into(),
+            installed_at: 1,
+            confirm_within: Some(60),
+            ..Default::default()
+        };
+        assert!(pending_line(&p, 0).contains("then for `bulkhead confirm` within 60 s"));
+        p.confirm_deadline = Some(1_796_540_460);
+        let l = pending_line(&p, 1_796_540_420);
+        assert!(
+            l.contains("PENDING CONFIRMATION: run `bulkhead confirm` by 2026-12-06T"),
+            "{l}"
+        );
+        assert!(l.contains("(40 s left), else back to slot A"), "{l}");
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn confirm_within_parses_like_commit_confirm() {
+        assert_eq!(parse_confirm_within("60s"), Ok(60));
+        assert_eq!(parse_confirm_within("1m30s"), Ok(90));
+        assert!(parse_confirm_within("0s").is_err());
+        assert!(
+            parse_confirm_within("soon")
+                .unwrap_err()
+                .contains("not a duration")
+        );
+    }
 
     #[test]
     fn slots_from_rauc_status_json() {

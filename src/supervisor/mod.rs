@@ -377,6 +377,10 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         }
     };
 
+    // the appliance's hardware watchdog (BULKHEAD_WATCHDOG from the init), armed once the
+    // first apply is done (a first apply that hangs is the init's ready watchdog's matter on a
+    // new slot): petted on every tick below, disarmed when this daemon exits (drop)
+    let mut watchdog = crate::upgrade::watchdog_from_env();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -435,6 +439,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = tick.tick() => {
+                    crate::upgrade::pet(&mut watchdog);
                     let _ = tx.send(Job::Check);
                     // a DHCP client that died is started again
                     if let Some(c) = uplink_client.as_mut()

@@ -9,3 +9,4 @@ pub mod netlink;
 pub mod proc;
 pub mod socket;
 pub mod term;
+pub mod watchdog;

@@ -15,13 +15,28 @@
 #   5. A broken v3 (its `bulkhead` exits at once) installed with --reboot: the init's watchdog
 #      reboots it twice (bulkhead.readytimeout), GRUB's tries run out and the box is back on
 #      v2, `bulkhead: ready`, by itself; an `upgrade` event says v3 failed.
+#   6. v4 with `--confirm-within` and no confirmation: ready on slot A, `upgrade status` shows
+#      the pending confirmation and its deadline; then the supervisor is frozen (kill -STOP):
+#      the hardware watchdog (qemu i6300esb) resets the box, GRUB's second try boots v4 again
+#      with the same deadline (the reboot neither skips nor extends the window), and when it
+#      passes slot A is marked bad and the box reboots into v2 by itself; an `upgrade` event
+#      on v2 says v4 was not confirmed.
+#   7. v4 with `--confirm-within 60s` and `bulkhead confirm` over SSH: slot A is marked good
+#      and still runs v4 after another reboot.
 # v2 and v3 are made from the test image's slot image by appending a small cpio archive to
 # its initramfs (the kernel unpacks it over the first), so no second image build is needed.
+# (before lib.sh, which otherwise sets its own shorter defaults: one qemu runs many boots here)
+VM_TIMEOUT=${VM_TIMEOUT:-2400}
+MARKER_TIMEOUT=${MARKER_TIMEOUT:-240}
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 require disk.img slot.img
-VM_TIMEOUT=${VM_TIMEOUT:-1500}
-MARKER_TIMEOUT=${MARKER_TIMEOUT:-240}
 READY_TIMEOUT=${READY_TIMEOUT:-45}   # the init's bound for a new slot (bulkhead.readytimeout)
+WATCHDOG_TIMEOUT=${WATCHDOG_TIMEOUT:-30}   # the hardware watchdog's timeout (bulkhead.watchdog)
+# step 6's window: long enough for a watchdog reset and a second boot inside it
+CONFIRM_WINDOW=${CONFIRM_WINDOW:-180}
+# UPGRADE_ONLY=confirm: only steps 1, 3, 6 and 7 (v1 -> v2, then --confirm-within and the
+# watchdog), for working on those; tools/test runs everything
+FULL=1; [ "${UPGRADE_ONLY:-}" = confirm ] && FULL=0
 CFG=$ROOT/overlay/etc/bulkhead/bulkhead.toml
 export MTOOLS_SKIP_CHECK=1
 for t in ssh scp ssh-keygen openssl mcopy cpio rauc; do
@@ -77,6 +92,7 @@ log "sizes: disk.qcow2 $(stat -c %s "$OUT/disk.qcow2") bytes, bulkhead-$V1.raucb
 log "v1 (factory) is $V1; building the v2 and broken v3 bundles"
 mkslot v2 2.0.0-upgradetest || { notok "building the v2 bundle"; finish; }
 mkslot v3 3.0.0-broken broken || { notok "building the v3 bundle"; finish; }
+mkslot v4 4.0.0-confirmtest || { notok "building the v4 bundle"; finish; }
 # small bundles for the refusals: another key, another compatible string
 mkdir -p "$TMP/tiny"; head -c 65536 /dev/zero > "$TMP/tiny.img"
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=not the bulkhead key" \
@@ -84,7 +100,7 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=not the bulkhead ke
 RAUC_CERT=$TMP/other.cert RAUC_KEY=$TMP/other.key "$ROOT/image/bundle" "$TMP/tiny.img" 9.9-otherkey "$TMP/otherkey.raucb"
 COMPATIBLE=someone-elses-box "$ROOT/image/bundle" "$TMP/tiny.img" 9.9-othercompat "$TMP/othercompat.raucb"
 ls -l "$TMP"/*.raucb | sed 's/^/# /'
-ok "bundles built: v2, broken v3, another key, another compatible ($((SECONDS - T0)) s)"
+ok "bundles built: v2, broken v3, v4, another key, another compatible ($((SECONDS - T0)) s)"
 
 # ---- the management VLAN: a client namespace behind the tagging switch ---------------------
 NS=bhu$BHID
@@ -104,7 +120,7 @@ ssh_up() { for _ in $(seq 30); do gssh true && return 0; sleep 2; done; return 1
 cp --sparse=always "$OUT/disk.img" "$TMP/disk.img"
 boot_vm() {
   start_vm vm --mode bios --disk "$TMP/disk.img" --mem 384 --trunk "dgram:$TMP/qemu.sock:$TMP/sw.sock" \
-    --append "bulkhead.readytimeout=$READY_TIMEOUT"
+    --append "bulkhead.readytimeout=$READY_TIMEOUT bulkhead.watchdog=$WATCHDOG_TIMEOUT"
 }
 # ready N: bulkhead printed `bulkhead: ready` N times on this console
 ready() { wait_console vm '^bulkhead: ready' "$1" "${2:-$MARKER_TIMEOUT}"; }
@@ -147,6 +163,7 @@ sed 's/^/# v1 state: /' "$TMP/state.v1"
 check "v1 state recorded (the lease of $CL is in it)" grep -q "$CL" "$TMP/state.v1"
 check "v1 runs the non-default config" grep -q "^$(sha256sum "$TMP/custom.toml" | cut -c1-64) " "$TMP/state.v1"
 
+if [ "$FULL" = 1 ]; then
 # ---- 2. refusals: slot B untouched ------------------------------------------------------------
 # slot B's device is the one of [slot.system.1] in RAUC's system.conf
 SLOTB_CMD=$(cat <<'EOF'
@@ -178,7 +195,10 @@ for n in flipped otherkey othercompat; do sed "s/^/# $n: /" "$TMP/$n.err"; done
 slotb > "$TMP/slotb.after" || true
 check "slot B is byte-identical after the refusals" cmp "$TMP/slotb.before" "$TMP/slotb.after"
 
+fi  # FULL (step 2)
+
 # ---- 3. v1 -> v2 over SSH ---------------------------------------------------------------------
+[ "$FULL" = 1 ] || check "v2 bundle copied with scp -O from the management VLAN" gscp "$TMP/v2.raucb" /tmp/v2.raucb
 t=$SECONDS
 gssh "bulkhead upgrade /tmp/v2.raucb --reboot" > "$TMP/install.v2" 2>&1 || true
 INSTALL_SECS=$((SECONDS - t))
@@ -202,6 +222,7 @@ check "upgrade status: last result ok" grep -q '^last result: ok: upgrade to 2.0
 event() { g vm "for i in \$(seq 30); do bulkhead logs --format json | grep -E '\"kind\": ?\"upgrade\"' | grep -q '$1' && exit 0; sleep 1; done; exit 1"; }
 check "an upgrade event says v2 is ok" event "upgrade to 2.0.0-upgradetest ok"
 
+if [ "$FULL" = 1 ]; then
 # ---- 4. power cut in the middle of an install ----------------------------------------------------
 check "v3 bundle copied" gscp "$TMP/v3.raucb" /tmp/v3.raucb
 G_TIMEOUT=10 g vm '(bulkhead upgrade /tmp/v3.raucb > /dev/console 2>&1 &)' || true
@@ -242,6 +263,80 @@ check "upgrade status: last result failed, slot A bad, next boot slot B" bash -c
   grep -q '^slot A .* bad ' '$TMP/status.v3' && grep -q '^next boot: slot B' '$TMP/status.v3'"
 snapshot "$TMP/state.v3"
 check "config, lease, generation, host key still unchanged after the fallback" diff "$TMP/state.v1" "$TMP/state.v3"
+
+fi  # FULL (steps 4 and 5)
+
+# ---- 6. --confirm-within without a confirmation; a frozen supervisor -----------------------------
+# seen N REGEX: how many console lines match so far
+seen() { grep -c -E "$1" "$TMP/vm.console" 2>/dev/null || true; }
+check "the init armed the hardware watchdog (i6300esb, ${WATCHDOG_TIMEOUT}s)" \
+  grep -qiE "bulkhead-init: watchdog: i6300esb.*, ${WATCHDOG_TIMEOUT}s" "$TMP/vm.console"
+# waiting: the pending install has its confirmation deadline (the slot got ready)
+deadline() { g vm 'for i in $(seq 60); do sed -n "s/^confirm_deadline=//p" /var/lib/bulkhead/upgrade/pending 2>/dev/null | grep . && exit 0; sleep 1; done; exit 1'; }
+check "v4 bundle copied" gscp "$TMP/v4.raucb" /tmp/v4.raucb
+nA=$(seen 'bulkhead-grub: booting slot A') nB=$(seen 'bulkhead-grub: booting slot B') nR=$(seen '^bulkhead: ready')
+t=$SECONDS
+gssh "bulkhead upgrade /tmp/v4.raucb --confirm-within ${CONFIRM_WINDOW}s --reboot" > "$TMP/install.v4a" 2>&1 || true
+sed 's/^/# /' "$TMP/install.v4a" | tr '\r' '\n' | grep -v '^# *$' | tail -3
+check "v4 installs into slot A with --confirm-within ${CONFIRM_WINDOW}s" grep -q "run \`bulkhead confirm\` within ${CONFIRM_WINDOW} s" "$TMP/install.v4a"
+check "the box boots v4 (slot A)" wait_console vm 'bulkhead-grub: booting slot A' $((nA + 1)) "$MARKER_TIMEOUT"
+check "v4 gets ready" ready $((nR + 1))
+deadline > "$TMP/deadline.1" || true
+check "the confirmation deadline is recorded on the data partition" grep -qE '^[0-9]+$' "$TMP/deadline.1"
+g vm 'bulkhead upgrade status' > "$TMP/status.v4a" 2>&1 || true
+sed 's/^/# /' "$TMP/status.v4a"
+check "upgrade status shows the pending confirmation and its deadline" \
+  grep -qE '^pending: 4.0.0-confirmtest in slot A .*PENDING CONFIRMATION: run `bulkhead confirm` by [0-9T:-]+Z \([0-9]+ s left\), else back to slot B' "$TMP/status.v4a"
+nS=$(seen 'bulkhead-init: shutting down')
+check "the supervisor is frozen (kill -STOP)" g vm 'kill -STOP $(cat /run/bulkhead/bulkhead.pid)'
+tf=$SECONDS
+check "the hardware watchdog resets the box (slot A's second try)" wait_console vm 'bulkhead-grub: booting slot A' $((nA + 2)) $((WATCHDOG_TIMEOUT + 60))
+log "watchdog reset $((SECONDS - tf)) s after the freeze (timeout ${WATCHDOG_TIMEOUT} s)"
+check "it was a reset, not an orderly reboot (no 'shutting down' from the init)" test "$(seen 'bulkhead-init: shutting down')" = "$nS"
+check "v4 gets ready again" ready $((nR + 2))
+check "control channel answers" gwait vm
+deadline > "$TMP/deadline.2" || true
+check "after the reboot the same confirmation deadline holds" cmp "$TMP/deadline.1" "$TMP/deadline.2"
+check "the window passes: slot A is marked bad and the box reboots into slot B by itself" \
+  wait_console vm 'bulkhead-grub: booting slot B' $((nB + 1)) $((CONFIRM_WINDOW + MARKER_TIMEOUT))
+check "v2 is ready again, without console input" ready $((nR + 3))
+log "unconfirmed v4: from install to v2 ready again $((SECONDS - t)) s (window ${CONFIRM_WINDOW} s, one watchdog reset)"
+check "control channel answers" gwait vm
+check "v2 runs on slot B" g vm 'grep -q "rauc.slot=B" /proc/cmdline && grep -qx BULKHEAD_IMAGE_VERSION=2.0.0-upgradetest /etc/bulkhead/image-release'
+check "an upgrade event on v2 says v4 was not confirmed" event "upgrade to 4.0.0-confirmtest failed: slot A was not confirmed"
+g vm 'for i in $(seq 60); do test -e /var/lib/bulkhead/upgrade/pending || break; sleep 1; done; bulkhead upgrade status' > "$TMP/status.v4b" 2>&1 || true
+sed 's/^/# /' "$TMP/status.v4b"
+check "upgrade status: last result not-confirmed, slot A bad, next boot slot B" bash -c "
+  grep -q '^last result: not-confirmed: upgrade to 4.0.0-confirmtest failed: slot A was not confirmed' '$TMP/status.v4b' &&
+  grep -q '^slot A .* bad ' '$TMP/status.v4b' && grep -q '^next boot: slot B' '$TMP/status.v4b'"
+
+# ---- 7. --confirm-within 60s and `bulkhead confirm` over SSH ---------------------------------------
+check "SSH works on v2" ssh_up
+check "v4 bundle copied again" gscp "$TMP/v4.raucb" /tmp/v4.raucb
+nA=$(seen 'bulkhead-grub: booting slot A') nR=$(seen '^bulkhead: ready')
+gssh "bulkhead upgrade /tmp/v4.raucb --confirm-within 60s --reboot" > "$TMP/install.v4c" 2>&1 || true
+check "v4 installs into slot A with --confirm-within 60s" grep -q 'run `bulkhead confirm` within 60 s' "$TMP/install.v4c"
+check "the box boots v4 (slot A)" wait_console vm 'bulkhead-grub: booting slot A' $((nA + 1)) "$MARKER_TIMEOUT"
+check "v4 gets ready" ready $((nR + 1))
+check "the slot waits for its confirmation" deadline
+check "SSH works on v4" ssh_up
+gssh 'bulkhead confirm' > "$TMP/confirm.out" 2>&1 || true
+sed 's/^/# /' "$TMP/confirm.out"
+check "bulkhead confirm over SSH confirms the upgrade and says so" \
+  grep -q '^confirmed the upgrade: slot A (4.0.0-confirmtest) is marked good' "$TMP/confirm.out"
+check "and says no config apply was waiting" grep -q '^config: no apply was waiting for confirmation' "$TMP/confirm.out"
+check "an upgrade event says v4 is ok and confirmed" event "upgrade to 4.0.0-confirmtest ok: slot A is ready and confirmed"
+g vm 'for i in $(seq 60); do test -e /var/lib/bulkhead/upgrade/pending || break; sleep 1; done; bulkhead upgrade status' > "$TMP/status.v4c" 2>&1 || true
+sed 's/^/# /' "$TMP/status.v4c"
+check "upgrade status: slot A good, no pending install, last result ok" bash -c "
+  grep -q '^slot A .* good ' '$TMP/status.v4c' && ! grep -q '^pending:' '$TMP/status.v4c' &&
+  grep -q '^last result: ok: upgrade to 4.0.0-confirmtest ok' '$TMP/status.v4c'"
+check "reboot" g vm '(sleep 1; reboot) >/dev/null 2>&1 &'
+check "after another reboot GRUB boots slot A" wait_console vm 'bulkhead-grub: booting slot A' $((nA + 2)) "$MARKER_TIMEOUT"
+check "v4 gets ready" ready $((nR + 2))
+check "control channel answers" gwait vm
+check "v4 still runs on slot A, marked good" g vm 'grep -q "rauc.slot=A" /proc/cmdline && grep -qx BULKHEAD_IMAGE_VERSION=4.0.0-confirmtest /etc/bulkhead/image-release &&
+  for i in $(seq 30); do bulkhead upgrade status | grep -q "^slot A .* good " && exit 0; sleep 1; done; exit 1'
 stop_vm vm
 log "upgrade.sh took $((SECONDS - T0)) s"
 finish
