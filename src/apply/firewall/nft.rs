@@ -2,9 +2,10 @@
 
 use std::path::Path;
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 use serde_json::Value;
 
+use super::nfset;
 use super::{Firewall, FirewallError, LoadText, RuleCounter, add_counter, net_text};
 use crate::apply::cmd::{CmdError, run};
 use crate::model::Backend;
@@ -266,33 +267,15 @@ impl Firewall for Nftables {
     }
 
     fn set_list(&self, set: &str) -> Result<Vec<String>, FirewallError> {
-        let items = match self.json(&["-j", "list", "set", "inet", TABLE, set]) {
-            Err(FirewallError::NotLoaded) => return Err(FirewallError::NoSuchSet(set.into())),
-            x => x?,
-        };
-        let mut out = Vec::new();
-        for it in items {
-            let Some(s) = it.get("set") else { continue };
-            for e in s
-                .get("elem")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(t) = elem_text(e) {
-                    out.push(t);
-                }
-            }
-        }
-        Ok(out)
+        nfset::list(nfset::FAMILY_INET, TABLE, set)
     }
 
     fn set_add(&self, set: &str, addrs: &[Ipv4Net]) -> Result<(), FirewallError> {
-        self.set_change("add", set, addrs)
+        self.set_change(nfset::Op::Add, set, addrs)
     }
 
     fn set_del(&self, set: &str, addrs: &[Ipv4Net]) -> Result<(), FirewallError> {
-        self.set_change("delete", set, addrs)
+        self.set_change(nfset::Op::Del, set, addrs)
     }
 
     fn set_sizes(&self) -> Result<Vec<(String, usize)>, FirewallError> {
@@ -322,31 +305,16 @@ impl Firewall for Nftables {
 }
 
 impl Nftables {
-    fn set_change(&self, op: &str, set: &str, addrs: &[Ipv4Net]) -> Result<(), FirewallError> {
+    /// A live set change over netlink (no `nft` run): one transaction, checked per element.
+    fn set_change(&self, op: nfset::Op, set: &str, addrs: &[Ipv4Net]) -> Result<(), FirewallError> {
         if addrs.is_empty() {
             return Ok(());
         }
+        let nets: Vec<IpNet> = addrs.iter().map(|a| IpNet::V4(*a)).collect();
+        let (deleted, added) = nfset::change(nfset::FAMILY_INET, TABLE, set, op, &nets)?;
         let els: Vec<String> = addrs.iter().map(net_text).collect();
-        let body = format!("{{ {} }}", els.join(", "));
-        // One nft call; a missing set (or table) is reported as ENOENT.
-        self.nft(&[op, "element", "inet", TABLE, set, &body])
-            .map_err(|e| {
-                if no_table(&e) && !self.set_exists(set).unwrap_or(false) {
-                    FirewallError::NoSuchSet(set.into())
-                } else {
-                    cmd("set change")(e)
-                }
-            })?;
-        tracing::info!(set = %set, op = %op, elements = %els.join(", "), "changed live set");
+        tracing::info!(set = %set, op = ?op, elements = %els.join(", "), deleted, added, "changed live set");
         Ok(())
-    }
-
-    fn set_exists(&self, set: &str) -> Result<bool, FirewallError> {
-        match self.nft(&["list", "set", "inet", TABLE, set]) {
-            Ok(_) => Ok(true),
-            Err(e) if no_table(&e) => Ok(false),
-            Err(e) => Err(cmd("list")(e)),
-        }
     }
 }
 
