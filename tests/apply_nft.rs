@@ -27,7 +27,30 @@ fn apply_puts_everything_in_place_and_second_apply_changes_nothing() {
     }
     assert!(r1.firewall_loaded);
     assert_eq!(r1.generation, Some(1));
-    assert!(r1.changes.iter().any(|c| c.step == Step::FailClosed));
+    // The ports exist and the links step creates none: the full firewall is loaded once, in
+    // one transaction, before any link is touched; no fail-closed table first.
+    assert!(!r1.changes.iter().any(|c| c.step == Step::FailClosed));
+    assert_eq!(
+        r1.changes
+            .iter()
+            .filter(|c| c.step == Step::Firewall)
+            .count(),
+        1,
+        "{:?}",
+        r1.changes
+    );
+    assert_eq!(r1.changes[0].step, Step::Sysctls);
+    let fw = r1
+        .changes
+        .iter()
+        .position(|c| c.step == Step::Firewall)
+        .unwrap();
+    let links = r1
+        .changes
+        .iter()
+        .position(|c| c.step == Step::Links)
+        .unwrap();
+    assert!(fw < links, "{:?}", r1.changes);
     // Links: addresses, MTU, up, as planned.
     for l in &plan.links {
         let want: Vec<String> = l.addresses.iter().map(|a| a.to_string()).collect();

@@ -1103,6 +1103,53 @@ pub fn change_ranges(
     })
 }
 
+/// The ranges of a live interval set with the timeout and the time left of each (ms), for
+/// carrying timed entries over a reload. Empty when there is no such set.
+pub fn timed(
+    family: u8,
+    table: &str,
+    set: &str,
+) -> Result<Vec<(String, Option<u64>, Option<u64>)>, FirewallError> {
+    let mut c = Conn::open().map_err(nl("opening the nf_tables socket"))?;
+    let Some(info) = c
+        .set_info(family, table, set)
+        .map_err(nl("reading the set"))?
+    else {
+        return Ok(Vec::new());
+    };
+    let Some(width) = info.width else {
+        return Ok(Vec::new());
+    };
+    let els = c
+        .elements(family, table, set)
+        .map_err(nl("reading the set's elements"))?;
+    let ranges = if info.interval() {
+        ranges_of(width, &els)
+    } else {
+        keys_of(width, &els)
+    };
+    Ok(ranges
+        .into_iter()
+        .map(|r| {
+            let start = els.iter().find(|e| {
+                e.flags & NFT_SET_ELEM_INTERVAL_END == 0 && width.value(&e.key) == Some(r.lo)
+            });
+            (
+                range_text(width, r),
+                start.and_then(|e| e.timeout_ms),
+                start.and_then(|e| e.expires_ms),
+            )
+        })
+        .collect())
+}
+
+/// Whether `table` exists (one netlink request, no listing).
+pub fn table_exists(family: u8, table: &str) -> Result<bool, FirewallError> {
+    Conn::open()
+        .and_then(|mut c| c.table_exists(family, table))
+        .map_err(nl("reading the table"))
+}
+
 /// The elements of a live set as `nft -j` names them: `a`, `a/n` or `a-b`.
 pub fn list(family: u8, table: &str, set: &str) -> Result<Vec<String>, FirewallError> {
     let mut c = Conn::open().map_err(nl("opening the nf_tables socket"))?;

@@ -61,61 +61,23 @@ impl Nftables {
             .unwrap_or_default())
     }
 
-    /// Live quarantine entries as `add element` statements keeping their remaining time, so a
-    /// reload (which replaces the whole table) does not release quarantined hosts early.
+    /// Live quarantine entries as `add element` statements keeping their timeout and the
+    /// time they have left, so a reload (which replaces the whole table) does not release
+    /// quarantined hosts early. Read over netlink: `nft` would first read every interval set.
     fn quarantine_carry(&self) -> Vec<String> {
-        let Ok(items) = self.json(&["-j", "list", "set", "inet", TABLE, QUARANTINE]) else {
+        let Ok(items) = nfset::timed(nfset::FAMILY_INET, TABLE, QUARANTINE) else {
             return Vec::new();
         };
-        let mut out = Vec::new();
-        for it in items {
-            let Some(set) = it.get("set") else { continue };
-            let default_timeout = set.get("timeout").and_then(Value::as_u64);
-            for e in set
-                .get("elem")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let Some(el) = e.get("elem") else { continue };
-                let Some(val) = el.get("val").and_then(elem_text) else {
-                    continue;
-                };
-                let timeout = el
-                    .get("timeout")
-                    .and_then(Value::as_u64)
-                    .or(default_timeout);
-                let expires = el.get("expires").and_then(Value::as_u64);
-                let mut s = val;
-                if let (Some(t), Some(x)) = (timeout, expires) {
-                    s.push_str(&format!(" timeout {t}s expires {}s", x.max(1)));
+        items
+            .into_iter()
+            .map(|(val, timeout, expires)| match (timeout, expires) {
+                (Some(t), Some(x)) => {
+                    format!("{val} timeout {t}ms expires {}ms", x.clamp(1, t.max(1)))
                 }
-                out.push(s);
-            }
-        }
-        out
+                _ => val,
+            })
+            .collect()
     }
-}
-
-/// An element of a set as text: `a.b.c.d`, `a.b.c.d/n` or `a-b`.
-fn elem_text(v: &Value) -> Option<String> {
-    if let Some(s) = v.as_str() {
-        return Some(s.to_string());
-    }
-    if let Some(p) = v.get("prefix") {
-        return Some(format!(
-            "{}/{}",
-            p.get("addr")?.as_str()?,
-            p.get("len")?.as_u64()?
-        ));
-    }
-    if let Some(r) = v.get("range").and_then(Value::as_array) {
-        return Some(format!("{}-{}", r.first()?.as_str()?, r.get(1)?.as_str()?));
-    }
-    if let Some(e) = v.get("elem") {
-        return elem_text(e.get("val")?);
-    }
-    None
 }
 
 /// Strip what changes while the ruleset stays the same: counter values and the entries of
@@ -183,13 +145,8 @@ impl Firewall for Nftables {
     }
 
     fn is_loaded(&self) -> Result<bool, FirewallError> {
-        // the list of tables, not the table itself (which lists every set element)
-        let out = self
-            .nft(&["list", "tables", "inet"])
-            .map_err(cmd("list tables"))?;
-        Ok(out
-            .lines()
-            .any(|l| l.trim() == format!("table inet {TABLE}")))
+        // one netlink request for the table, not the table itself (which lists every element)
+        nfset::table_exists(nfset::FAMILY_INET, TABLE)
     }
 
     fn generation(&self) -> Option<u32> {
@@ -234,7 +191,8 @@ impl Firewall for Nftables {
             source,
         })?;
         let p = path.to_string_lossy();
-        self.nft(&["-c", "-f", &p]).map_err(cmd("nft check"))?;
+        // One `nft -f` is one transaction: a script nft or the kernel refuses changes nothing,
+        // so a separate `nft -c -f` check would only double the cost.
         self.nft(&["-f", &p]).map_err(cmd("nft load"))?;
         tracing::info!(table = %format!("inet {TABLE}"), file = %p, quarantined = carry.len(), "loaded nftables table in one transaction");
         Ok(vec![format!(
