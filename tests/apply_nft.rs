@@ -390,3 +390,42 @@ fn forwarding_write_does_not_undo_accept_redirects() {
     assert_eq!(proc_sys(&gw, "net.ipv4.ip_forward"), "1");
     assert!(r2.changes.is_empty(), "{:?}", r2.changes);
 }
+
+/// The ruleset Bulkhead leaves after an apply and live set changes over netlink equals what
+/// `nft` lists for the text rendering of the same config with those members in the group.
+#[test]
+fn netlink_changed_ruleset_equals_the_text_rendering() {
+    init();
+    let gw = gateway("nlrend");
+    let state = TempDir::new("state");
+    let plan = plan("apply.toml", Backend::Nftables);
+    gw.run(|| {
+        let a = Applier::new(state.path(), Backend::Nftables).unwrap();
+        a.apply(&plan).unwrap();
+        let add: Vec<ipnet::Ipv4Net> = ["198.18.1.7/32", "198.18.1.8/32", "198.18.9.0/24"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        a.set_add("allowed", &add).unwrap();
+        a.set_del("allowed", &["198.18.1.250/32".parse().unwrap()])
+            .unwrap();
+    });
+    let live = nft_table(&gw);
+    // the same config, the group's members as they now are, rendered as text and loaded by nft
+    let text = std::fs::read_to_string(config("apply.toml")).unwrap().replace(
+        "members = [\"198.18.1.250\"]",
+        "members = [\"198.18.1.7\", \"198.18.1.8\", \"198.18.9.0/24\"]",
+    );
+    let (m, _) = bulkhead::plan::load_str("apply.toml", &text).unwrap();
+    let want = bulkhead::plan::build(&m, Some(Backend::Nftables));
+    let FirewallText::Nftables { script } = &want.firewall else {
+        unreachable!()
+    };
+    let probe = Ns::new("nlprobe");
+    let f = state.path().join("want.nft");
+    std::fs::write(&f, script).unwrap();
+    probe.sh(&format!("nft -f {}", f.display()));
+    let rendered = nft_table(&probe);
+    assert!(live.contains("198.18.1.7-198.18.1.8"), "{live}");
+    assert_eq!(live, rendered, "live table differs from the text rendering");
+}

@@ -272,11 +272,32 @@ fn backend_set_changes_need_no_nft_binary() {
         let noset = fw
             .set_add("nosuch", &["198.18.8.1/32".parse().unwrap()])
             .unwrap_err();
-        Ok::<_, FirewallError>((fw.set_list("g")?, missing, noset))
+        let sizes = fw.set_sizes()?;
+        Ok::<_, FirewallError>((fw.set_list("g")?, missing, noset, sizes))
     })
     .join()
     .unwrap();
-    let (list, missing, noset) = r.unwrap();
+    let (list, missing, noset, sizes) = r.unwrap();
+    // set sizes over netlink equal the element counts nft lists (named sets only)
+    let out = ns.ok(&["nft", "-j", "list", "sets", "inet"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let mut want: Vec<(String, usize)> = v["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|it| it.get("set"))
+        .filter(|s| s["table"] == "bulkhead")
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s.get("elem").and_then(Value::as_array).map_or(0, Vec::len),
+            )
+        })
+        .collect();
+    let mut got = sizes;
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
     assert!(list.contains(&"198.18.8.1".to_string()), "{list:?}");
     assert!(!list.contains(&"198.18.1.1".to_string()), "{list:?}");
     let m = missing.to_string();

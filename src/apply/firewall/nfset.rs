@@ -62,6 +62,7 @@ const NFTA_SET_ELEM_EXPIRATION: u16 = 5;
 const NFTA_DATA_VALUE: u16 = 1;
 const NFTA_GEN_ID: u16 = 1;
 
+const NFT_SET_ANONYMOUS: u32 = 0x1;
 const NFT_SET_INTERVAL: u32 = 0x4;
 const NFT_SET_MAP: u32 = 0x8;
 const NFT_SET_CONCAT: u32 = 0x80;
@@ -627,6 +628,14 @@ pub fn parse_set(payload: &[u8]) -> SetInfo {
     info
 }
 
+/// The name of the set in a NEWSET message (after nfgenmsg).
+fn set_name(payload: &[u8]) -> Option<String> {
+    let (_, v) = attrs(payload.get(4..)?)
+        .into_iter()
+        .find(|(t, _)| *t == NFTA_SET_NAME)?;
+    Some(String::from_utf8_lossy(v.split(|&b| b == 0).next()?).into_owned())
+}
+
 /// libnftnl user data: records of type (u8), length (u8), value.
 fn udata_automerge(mut b: &[u8]) -> bool {
     while b.len() >= 2 {
@@ -802,6 +811,17 @@ impl Conn {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// The named sets of a table (anonymous ones left out): name and what they are.
+    pub fn sets(&mut self, family: u8, table: &str) -> io::Result<Vec<(String, SetInfo)>> {
+        let mut a = Vec::new();
+        put_str(&mut a, NFTA_SET_TABLE, table);
+        let r = self.request(NFT_MSG_GETSET, NLM_F_DUMP, family, &a)?;
+        Ok(r.iter()
+            .filter_map(|p| Some((set_name(p)?, parse_set(p))))
+            .filter(|(_, i)| i.flags & NFT_SET_ANONYMOUS == 0)
+            .collect())
     }
 
     /// Every element of a set, as the kernel holds them.
@@ -1141,6 +1161,31 @@ pub fn timed(
             )
         })
         .collect())
+}
+
+/// The named sets of a table with their element counts as `nft list` shows them (a range of
+/// an interval set is one element). A missing table is [`FirewallError::NotLoaded`].
+pub fn set_sizes(family: u8, table: &str) -> Result<Vec<(String, usize)>, FirewallError> {
+    let mut c = Conn::open().map_err(nl("opening the nf_tables socket"))?;
+    let sets = match c.sets(family, table) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Err(FirewallError::NotLoaded),
+        r => r.map_err(nl("reading the sets"))?,
+    };
+    let mut out = Vec::with_capacity(sets.len());
+    for (name, info) in sets {
+        let els = c
+            .elements(family, table, &name)
+            .map_err(nl("reading the set's elements"))?;
+        let n = match info.width {
+            Some(w) if info.interval() => ranges_of(w, &els).len(),
+            _ => els
+                .iter()
+                .filter(|e| e.flags & NFT_SET_ELEM_INTERVAL_END == 0)
+                .count(),
+        };
+        out.push((name, n));
+    }
+    Ok(out)
 }
 
 /// Whether `table` exists (one netlink request, no listing).

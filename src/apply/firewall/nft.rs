@@ -202,7 +202,8 @@ impl Firewall for Nftables {
     }
 
     fn counters(&self) -> Result<Vec<RuleCounter>, FirewallError> {
-        let items = self.json(&["-j", "list", "table", "inet", TABLE])?;
+        // terse: the rules without the set elements, which counters do not need
+        let items = self.json(&["-t", "-j", "list", "table", "inet", TABLE])?;
         let mut v = Vec::new();
         for it in &items {
             let Some(r) = it.get("rule") else { continue };
@@ -237,18 +238,8 @@ impl Firewall for Nftables {
     }
 
     fn set_sizes(&self) -> Result<Vec<(String, usize)>, FirewallError> {
-        let items = self.json(&["-j", "list", "sets", "inet"])?;
-        let mut out = Vec::new();
-        for it in items {
-            let Some(s) = it.get("set") else { continue };
-            if s.get("table").and_then(Value::as_str) != Some(TABLE) {
-                continue;
-            }
-            let name = s.get("name").and_then(Value::as_str).unwrap_or("");
-            let n = s.get("elem").and_then(Value::as_array).map_or(0, Vec::len);
-            out.push((name.to_string(), n));
-        }
-        Ok(out)
+        // over netlink: `nft -j list sets` prints (and this would parse) every element
+        nfset::set_sizes(nfset::FAMILY_INET, TABLE)
     }
 
     fn remove_all(&self) -> Result<Vec<String>, FirewallError> {
