@@ -412,10 +412,12 @@ fn netlink_changed_ruleset_equals_the_text_rendering() {
     });
     let live = nft_table(&gw);
     // the same config, the group's members as they now are, rendered as text and loaded by nft
-    let text = std::fs::read_to_string(config("apply.toml")).unwrap().replace(
-        "members = [\"198.18.1.250\"]",
-        "members = [\"198.18.1.7\", \"198.18.1.8\", \"198.18.9.0/24\"]",
-    );
+    let text = std::fs::read_to_string(config("apply.toml"))
+        .unwrap()
+        .replace(
+            "members = [\"198.18.1.250\"]",
+            "members = [\"198.18.1.7\", \"198.18.1.8\", \"198.18.9.0/24\"]",
+        );
     let (m, _) = bulkhead::plan::load_str("apply.toml", &text).unwrap();
     let want = bulkhead::plan::build(&m, Some(Backend::Nftables));
     let FirewallText::Nftables { script } = &want.firewall else {

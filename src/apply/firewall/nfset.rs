@@ -1123,13 +1123,12 @@ pub fn change_ranges(
     })
 }
 
+/// A range as text, with its timeout and the time it has left (ms).
+pub type Timed = (String, Option<u64>, Option<u64>);
+
 /// The ranges of a live interval set with the timeout and the time left of each (ms), for
 /// carrying timed entries over a reload. Empty when there is no such set.
-pub fn timed(
-    family: u8,
-    table: &str,
-    set: &str,
-) -> Result<Vec<(String, Option<u64>, Option<u64>)>, FirewallError> {
+pub fn timed(family: u8, table: &str, set: &str) -> Result<Vec<Timed>, FirewallError> {
     let mut c = Conn::open().map_err(nl("opening the nf_tables socket"))?;
     let Some(info) = c
         .set_info(family, table, set)
