@@ -1,5 +1,5 @@
 //! Many `status` calls on a `bulkhead run` that holds the 10,000-element benchmark policy
-//! (bench/gen-policy.py) leave its memory bounded: each call reads the live firewall (counters,
+//! (bench/gen-policy.py) and 10,000 bound leases leave its memory bounded: each call reads the live firewall (counters,
 //! set sizes) and the leases, and what a call allocated must be given back, not kept per
 //! thread. Root, a network namespace, the real kernel and nft.
 
@@ -49,6 +49,25 @@ fn five_hundred_status_calls_keep_the_daemon_rss_bounded() {
     assert!(policy.status.success());
     std::fs::write(&cfg, &policy.stdout).unwrap();
     let state = dir.path().join("state");
+    // 10,000 bound leases in the lease store, which every status call reads
+    {
+        use bulkhead::dhcp::leases::{Lease, LeaseState, LeaseStore, StoreOptions, unix_now};
+        let (store, _) = LeaseStore::open(&state.join("dhcp"), StoreOptions::default()).unwrap();
+        let leases: Vec<Lease> = (0..10_000u32)
+            .map(|i| Lease {
+                segment: "lan".into(),
+                addr: std::net::Ipv4Addr::from(0x0a01_0000 + 2 + i),
+                mac: [2, 0, 0, 0, (i >> 8) as u8, i as u8],
+                client_id: None,
+                hostname: Some(format!("host-{i}")),
+                group: None,
+                expires: unix_now() + 86_400,
+                state: LeaseState::Bound,
+            })
+            .collect();
+        store.commit(leases).wait_blocking().unwrap();
+        store.close();
+    }
     let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
     let mut child = Command::new("ip")
         .args(["netns", "exec", &ns.name, &bin, "-c"])
