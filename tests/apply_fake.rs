@@ -26,6 +26,11 @@ struct World {
     sysctl: BTreeMap<String, String>,
     fw: Option<LoadText>,
     next: u32,
+    /// The next load of the full firewall is refused (as the kernel refuses a ruleset that
+    /// names a device yet to be created).
+    refuse_full_once: bool,
+    /// Adding an address fails.
+    fail_addresses: bool,
 }
 
 type W = Rc<RefCell<World>>;
@@ -109,6 +114,14 @@ impl Netlink for Net {
     }
     fn add_address(&self, index: u32, addr: IpNet) -> Result<bool, NetlinkError> {
         let mut w = self.0.borrow_mut();
+        if w.fail_addresses {
+            return Err(NetlinkError::Failed {
+                op: "add address",
+                object: addr.to_string(),
+                errno: Some(22),
+                message: "refused".into(),
+            });
+        }
         if w.addrs.contains(&(index, addr)) {
             return Ok(false);
         }
@@ -181,6 +194,13 @@ impl Firewall for Fw {
         } else {
             "fail-closed"
         };
+        if what == "full" && std::mem::take(&mut self.0.borrow_mut().refuse_full_once) {
+            self.1.borrow_mut().push("fw full refused".into());
+            return Err(FirewallError::Parse {
+                what: "load".into(),
+                message: "no such device".into(),
+            });
+        }
         self.1.borrow_mut().push(format!("fw {what}"));
         self.0.borrow_mut().fw = Some(text.clone());
         Ok(vec![])
@@ -466,4 +486,77 @@ fn diff_lists_exactly_what_apply_then_does() {
     // and then there is nothing left to do
     assert!(a.diff(&plan).unwrap().changes.is_empty());
     assert!(a.apply(&plan).unwrap().changes.is_empty());
+}
+
+/// Plain ports that exist already: eth0 a segment, eth1 the uplink.
+fn plain_ports() -> Plan {
+    let text = "[uplink]\ninterface = \"eth1\"\naddress = \"198.18.70.2/24\"\ngateway = \"198.18.70.1\"\n\n[segments.lan]\ninterface = \"eth0\"\nsubnet = \"198.18.71.0/24\"\ngateway = \"198.18.71.1\"\nmanagement = true\n\n[[rules]]\nname = \"lan-out\"\nfrom = \"lan\"\nto = \"internet\"\nproto = \"tcp\"\nports = [443]\n";
+    let (m, _) = plan::load_str("plain.toml", text).unwrap();
+    plan::build(&m, None)
+}
+
+fn fw_loads(s: &Setup) -> Vec<String> {
+    s.log
+        .borrow()
+        .iter()
+        .filter(|e| e.starts_with("fw "))
+        .cloned()
+        .collect()
+}
+
+/// A cold apply whose links step creates no interface loads the full firewall once, before any
+/// interface is touched: no fail-closed table first.
+#[test]
+fn cold_apply_on_existing_ports_loads_the_firewall_once_before_the_links() {
+    let s = Setup::new("cold1");
+    let a = s.applier();
+    let r = a.apply(&plain_ports()).unwrap();
+    assert_eq!(fw_loads(&s), vec!["fw full"]);
+    assert!(
+        !r.changes.iter().any(|c| c.step == Step::FailClosed),
+        "{:?}",
+        r.changes
+    );
+    assert!(
+        s.world.borrow().addrs.len() >= 2,
+        "the links were configured after"
+    );
+    // the second apply changes nothing and loads nothing
+    let r2 = a.apply(&plain_ports()).unwrap();
+    assert!(r2.changes.is_empty(), "{:?}", r2.changes);
+    assert_eq!(fw_loads(&s), vec!["fw full"]);
+}
+
+/// Where the kernel refuses the full firewall before the links, the fail-closed one goes first
+/// and the full one follows the links, as before.
+#[test]
+fn full_firewall_refused_before_the_links_falls_back_to_fail_closed_first() {
+    let s = Setup::new("cold2");
+    s.world.borrow_mut().refuse_full_once = true;
+    let r = s.applier().apply(&plain_ports()).unwrap();
+    assert_eq!(
+        fw_loads(&s),
+        vec!["fw full refused", "fw fail-closed", "fw full"]
+    );
+    assert!(r.changes.iter().any(|c| c.step == Step::FailClosed));
+}
+
+/// A cold apply that loaded the full firewall first and then failed at the links ends with the
+/// fail-closed firewall, as one that had loaded the fail-closed one first would.
+#[test]
+fn cold_apply_failing_at_the_links_after_the_full_firewall_ends_fail_closed() {
+    let s = Setup::new("cold3");
+    s.world.borrow_mut().fail_addresses = true;
+    let e = s.applier().apply(&plain_ports()).unwrap_err();
+    assert_eq!(fw_loads(&s), vec!["fw full", "fw fail-closed"]);
+    let m = e.to_string();
+    assert!(m.contains("the fail-closed firewall is loaded"), "{m}");
+    let w = s.world.borrow();
+    let Some(LoadText::Nftables { script }) = &w.fw else {
+        panic!("no firewall")
+    };
+    assert!(
+        !script.contains("rule:"),
+        "the fail-closed ruleset is loaded"
+    );
 }

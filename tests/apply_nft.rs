@@ -27,7 +27,30 @@ fn apply_puts_everything_in_place_and_second_apply_changes_nothing() {
     }
     assert!(r1.firewall_loaded);
     assert_eq!(r1.generation, Some(1));
-    assert!(r1.changes.iter().any(|c| c.step == Step::FailClosed));
+    // The ports exist and the links step creates none: the full firewall is loaded once, in
+    // one transaction, before any link is touched; no fail-closed table first.
+    assert!(!r1.changes.iter().any(|c| c.step == Step::FailClosed));
+    assert_eq!(
+        r1.changes
+            .iter()
+            .filter(|c| c.step == Step::Firewall)
+            .count(),
+        1,
+        "{:?}",
+        r1.changes
+    );
+    assert_eq!(r1.changes[0].step, Step::Sysctls);
+    let fw = r1
+        .changes
+        .iter()
+        .position(|c| c.step == Step::Firewall)
+        .unwrap();
+    let links = r1
+        .changes
+        .iter()
+        .position(|c| c.step == Step::Links)
+        .unwrap();
+    assert!(fw < links, "{:?}", r1.changes);
     // Links: addresses, MTU, up, as planned.
     for l in &plan.links {
         let want: Vec<String> = l.addresses.iter().map(|a| a.to_string()).collect();
@@ -321,11 +344,15 @@ fn set_change_on_a_missing_set_is_named() {
             .set_add("nosuch", &["198.18.1.1/32".parse().unwrap()])
             .unwrap_err();
         assert!(e.to_string().contains("no set `nosuch`"), "{e}");
-        // Deleting an element that is not there is an error from nft, reported as such.
+        // Deleting an element that is not there is refused, naming the set and the element.
         let e = a
             .set_del("allowed", &["198.18.1.2/32".parse().unwrap()])
             .unwrap_err();
-        assert!(e.to_string().contains("set change"), "{e}");
+        let m = e.to_string();
+        assert!(
+            m.contains("set change on `allowed`: 198.18.1.2: not an element"),
+            "{m}"
+        );
         assert_eq!(a.set_list("allowed").unwrap(), vec!["198.18.1.250"]);
         let sizes = a.set_sizes().unwrap();
         assert!(sizes.contains(&("allowed".to_string(), 1)), "{sizes:?}");
@@ -362,4 +389,45 @@ fn forwarding_write_does_not_undo_accept_redirects() {
     assert_eq!(proc_sys(&gw, "net.ipv4.conf.all.accept_redirects"), "1");
     assert_eq!(proc_sys(&gw, "net.ipv4.ip_forward"), "1");
     assert!(r2.changes.is_empty(), "{:?}", r2.changes);
+}
+
+/// The ruleset Bulkhead leaves after an apply and live set changes over netlink equals what
+/// `nft` lists for the text rendering of the same config with those members in the group.
+#[test]
+fn netlink_changed_ruleset_equals_the_text_rendering() {
+    init();
+    let gw = gateway("nlrend");
+    let state = TempDir::new("state");
+    let plan = plan("apply.toml", Backend::Nftables);
+    gw.run(|| {
+        let a = Applier::new(state.path(), Backend::Nftables).unwrap();
+        a.apply(&plan).unwrap();
+        let add: Vec<ipnet::Ipv4Net> = ["198.18.1.7/32", "198.18.1.8/32", "198.18.9.0/24"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        a.set_add("allowed", &add).unwrap();
+        a.set_del("allowed", &["198.18.1.250/32".parse().unwrap()])
+            .unwrap();
+    });
+    let live = nft_table(&gw);
+    // the same config, the group's members as they now are, rendered as text and loaded by nft
+    let text = std::fs::read_to_string(config("apply.toml"))
+        .unwrap()
+        .replace(
+            "members = [\"198.18.1.250\"]",
+            "members = [\"198.18.1.7\", \"198.18.1.8\", \"198.18.9.0/24\"]",
+        );
+    let (m, _) = bulkhead::plan::load_str("apply.toml", &text).unwrap();
+    let want = bulkhead::plan::build(&m, Some(Backend::Nftables));
+    let FirewallText::Nftables { script } = &want.firewall else {
+        unreachable!()
+    };
+    let probe = Ns::new("nlprobe");
+    let f = state.path().join("want.nft");
+    std::fs::write(&f, script).unwrap();
+    probe.sh(&format!("nft -f {}", f.display()));
+    let rendered = nft_table(&probe);
+    assert!(live.contains("198.18.1.7-198.18.1.8"), "{live}");
+    assert_eq!(live, rendered, "live table differs from the text rendering");
 }

@@ -81,6 +81,20 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// Whether the action creates (or recreates) an interface, or stands for one that is
+    /// missing: until it is done, settings of that interface are still to be written.
+    pub fn creates(&self) -> bool {
+        matches!(
+            self,
+            Action::Missing { .. }
+                | Action::Conflict { .. }
+                | Action::Recreate { .. }
+                | Action::Create { .. }
+        )
+    }
+}
+
 const CLEANUP: &str = "created by Bulkhead, no longer planned";
 
 impl Action {

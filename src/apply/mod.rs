@@ -310,11 +310,39 @@ impl Applier {
         }));
 
         // 2. Nothing of ours loaded yet: close the gateway before any interface comes up.
+        //    When the links step creates no interface and every planned interface's own
+        //    settings are written already, the full firewall closes it as well: one
+        //    transaction instead of the fail-closed table and then the full one. Where the
+        //    kernel refuses the full one before the links (e.g. it names a device to come),
+        //    the fail-closed table goes first as before.
         let is_loaded = self
             .fw
             .is_loaded()
             .map_err(|e| fail(Step::FailClosed, &changes, Recovery::NotAttempted)(e.into()))?;
-        if !is_loaded {
+        let text = LoadText::from_plan(plan);
+        let mut early = false;
+        if !is_loaded && late.is_empty() && !acts.links.iter().any(Action::creates) {
+            match self.fw.load(&text, &work) {
+                Ok(_) => {
+                    early = true;
+                    loaded = true;
+                    tracing::info!(
+                        backend = plan.backend.name(),
+                        "loaded the full firewall before the links: no fail-closed table needed"
+                    );
+                    changes.push(Change {
+                        step: Step::Firewall,
+                        object: self.fw_object(),
+                        detail: "loaded in one transaction before any interface was touched (no fail-closed table needed)".into(),
+                    });
+                }
+                Err(e) => tracing::info!(
+                    error = %e,
+                    "the full firewall was refused before the links: the fail-closed one goes first"
+                ),
+            }
+        }
+        if !is_loaded && !early {
             let text = self.fail_closed_text(plan);
             self.fw
                 .load(&text, &work)
@@ -331,7 +359,10 @@ impl Applier {
         // 3. Links, addresses, routes. A failure from here to the firewall step leaves the
         //    firewall as it was: the previous ruleset, or the fail-closed one just loaded.
         let untouched = || {
-            if loaded {
+            if early {
+                // the full firewall went in first: a failed cold apply ends fail-closed
+                self.close(plan, &work)
+            } else if loaded {
                 Recovery::FailClosed
             } else {
                 Recovery::NotAttempted
@@ -349,67 +380,80 @@ impl Applier {
         }));
 
         // 4. The full firewall, unless the live one is already exactly the last applied one.
-        let text = LoadText::from_plan(plan);
         let cur = self
             .store
             .current()
             .map_err(|e| fail(Step::State, &changes, untouched())(e.into()))?;
-        // Is the live firewall exactly the last applied one? The kernel's stamp answers
-        // without listing the table; else the listing is compared with the recorded one.
-        let stamp_before = self.kernel_stamp();
-        let same_text = cur.as_ref().is_some_and(|g| g.text == text);
-        let by_stamp = same_text
-            && stamp_before.is_some()
-            && cur.as_ref().and_then(|g| g.kernel_stamp.as_ref()) == stamp_before.as_ref();
-        let before = if by_stamp || (!same_text && stamp_before.is_some()) {
-            // not needed: unchanged by the stamp, or to be replaced (a failed load is then
-            // recognised by the stamp)
-            Before::Stamp(stamp_before.clone())
-        } else {
-            Before::Listing(
+        let (snapshot, stamp) = if early {
+            // loaded in step 2, and nothing in nftables changed since but by us
+            let stamp = self.kernel_stamp();
+            let snapshot = if stamp.is_some() {
+                None
+            } else {
                 self.fw
                     .snapshot()
-                    .map_err(|e| fail(Step::Firewall, &changes, untouched())(e.into()))?,
-            )
-        };
-        let same = by_stamp
-            || matches!(&before, Before::Listing(b) if same_text && b.is_some()
-                && cur.as_ref().is_some_and(|g| &g.snapshot == b));
-        let mut snapshot = match &before {
-            Before::Listing(b) => b.clone(),
-            Before::Stamp(_) => cur.as_ref().and_then(|g| g.snapshot.clone()),
-        };
-        let mut stamp = if same { stamp_before.clone() } else { None };
-        if !same {
-            match self.fw.load(&text, &work) {
-                Ok(_) => {
-                    loaded = true;
-                    changes.push(Change {
-                        step: Step::Firewall,
-                        object: self.fw_object(),
-                        detail: if is_loaded {
-                            "replaced in one transaction".into()
+                    .map_err(|e| fail(Step::Firewall, &changes, Recovery::NotAttempted)(e.into()))?
+            };
+            (snapshot, stamp)
+        } else {
+            // Is the live firewall exactly the last applied one? The kernel's stamp answers
+            // without listing the table; else the listing is compared with the recorded one.
+            let stamp_before = self.kernel_stamp();
+            let same_text = cur.as_ref().is_some_and(|g| g.text == text);
+            let by_stamp = same_text
+                && stamp_before.is_some()
+                && cur.as_ref().and_then(|g| g.kernel_stamp.as_ref()) == stamp_before.as_ref();
+            let before = if by_stamp || (!same_text && stamp_before.is_some()) {
+                // not needed: unchanged by the stamp, or to be replaced (a failed load is then
+                // recognised by the stamp)
+                Before::Stamp(stamp_before.clone())
+            } else {
+                Before::Listing(
+                    self.fw
+                        .snapshot()
+                        .map_err(|e| fail(Step::Firewall, &changes, untouched())(e.into()))?,
+                )
+            };
+            let same = by_stamp
+                || matches!(&before, Before::Listing(b) if same_text && b.is_some()
+                    && cur.as_ref().is_some_and(|g| &g.snapshot == b));
+            let mut snapshot = match &before {
+                Before::Listing(b) => b.clone(),
+                Before::Stamp(_) => cur.as_ref().and_then(|g| g.snapshot.clone()),
+            };
+            let mut stamp = if same { stamp_before.clone() } else { None };
+            if !same {
+                match self.fw.load(&text, &work) {
+                    Ok(_) => {
+                        loaded = true;
+                        changes.push(Change {
+                            step: Step::Firewall,
+                            object: self.fw_object(),
+                            detail: if is_loaded {
+                                "replaced in one transaction".into()
+                            } else {
+                                "loaded".into()
+                            },
+                        });
+                        // With a stamp, the listing is left to the next check (it lists once,
+                        // while the stamp still says nothing changed since this load).
+                        stamp = self.kernel_stamp();
+                        snapshot = if stamp.is_some() {
+                            None
                         } else {
-                            "loaded".into()
-                        },
-                    });
-                    // With a stamp, the listing is left to the next check (it lists once,
-                    // while the stamp still says nothing changed since this load).
-                    stamp = self.kernel_stamp();
-                    snapshot = if stamp.is_some() {
-                        None
-                    } else {
-                        self.fw.snapshot().map_err(|e| {
-                            fail(Step::Firewall, &changes, Recovery::NotAttempted)(e.into())
-                        })?
-                    };
-                }
-                Err(e) => {
-                    let recovery = self.recover(plan, &before, cur.as_ref());
-                    return Err(fail(Step::Firewall, &changes, recovery)(e.into()));
+                            self.fw.snapshot().map_err(|e| {
+                                fail(Step::Firewall, &changes, Recovery::NotAttempted)(e.into())
+                            })?
+                        };
+                    }
+                    Err(e) => {
+                        let recovery = self.recover(plan, &before, cur.as_ref());
+                        return Err(fail(Step::Firewall, &changes, recovery)(e.into()));
+                    }
                 }
             }
-        }
+            (snapshot, stamp)
+        };
 
         // The other backend's ruleset, left over from a config that used it.
         if let Some(o) = &self.other
@@ -502,6 +546,20 @@ impl Applier {
             }
         }
         (early, late)
+    }
+
+    /// A cold apply that loaded the full firewall first failed before finishing: load the
+    /// fail-closed one, as an apply that had loaded it first would have left.
+    fn close(&self, plan: &Plan, work: &std::path::Path) -> Recovery {
+        match self.fw.load(&self.fail_closed_text(plan), work) {
+            Ok(_) => {
+                tracing::warn!(
+                    "apply failed after the full firewall was loaded: the fail-closed one replaces it"
+                );
+                Recovery::FailClosed
+            }
+            Err(e) => Recovery::RestoreFailed(format!("loading the fail-closed firewall: {e}")),
+        }
     }
 
     fn fw_object(&self) -> String {

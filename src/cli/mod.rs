@@ -339,6 +339,27 @@ fn load_as(cfg: &std::path::Path, lab: Option<LabMode>) -> Result<(Model, Report
     }
 }
 
+/// [`load_as`] of a config's text already read.
+fn load_text_as(
+    cfg: &std::path::Path,
+    text: &str,
+    lab: Option<LabMode>,
+) -> Result<Model, ExitCode> {
+    match crate::plan::load_str(&cfg.display().to_string(), text) {
+        Ok((m, _)) => Ok(lab.map_or_else(|| m.clone(), |l| m.for_lab(l))),
+        Err(report) => {
+            eprint!("{report}");
+            let n = report.errors().count();
+            eprintln!(
+                "{}: {n} error{}",
+                cfg.display(),
+                if n == 1 { "" } else { "s" }
+            );
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
 fn print_warnings(r: &Report) {
     if !r.diagnostics.is_empty() {
         eprint!("{r}");
@@ -901,10 +922,20 @@ fn ops(g: &Global, command: Command) -> Result<ExitCode, CliError> {
         Command::Metrics { .. } => Request::Metrics,
         _ => unreachable!("ops handles these commands only"),
     };
+    let mut validated = None;
     if matches!(command, Command::Apply { .. }) {
-        // validate before touching anything, with every problem reported
-        if let Err(code) = load_as(&g.config, g.lab_mode()) {
-            return Ok(code);
+        // validate before touching anything, with every problem reported; without a daemon
+        // the apply below goes on with this model (the config is parsed once)
+        match std::fs::read_to_string(&g.config) {
+            Ok(text) => match load_text_as(&g.config, &text, g.lab_mode()) {
+                Ok(m) => validated = Some((m, text)),
+                Err(code) => return Ok(code),
+            },
+            Err(_) => {
+                if let Err(code) = load_as(&g.config, g.lab_mode()) {
+                    return Ok(code);
+                }
+            }
         }
     }
     // 1. the daemon, when it runs
@@ -924,7 +955,12 @@ fn ops(g: &Global, command: Command) -> Result<ExitCode, CliError> {
         }
         None => {
             // 2. no daemon: do it here
-            let mut gw = Gateway::open(&g.config, Some(state_dir.clone()), g.lab_mode())?;
+            let mut gw = match validated {
+                Some((m, text)) => {
+                    Gateway::open_loaded(&g.config, Some(state_dir.clone()), g.lab_mode(), m, text)?
+                }
+                None => Gateway::open(&g.config, Some(state_dir.clone()), g.lab_mode())?,
+            };
             match &req {
                 Request::Apply { confirm_within, .. } => {
                     let r = gw.apply_file(confirm_within.map(std::time::Duration::from_secs))?;

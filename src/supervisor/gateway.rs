@@ -269,6 +269,17 @@ impl Gateway {
         lab: Option<LabMode>,
     ) -> Result<Self, GwError> {
         let (model, text, _) = load(config, lab)?;
+        Self::open_loaded(config, state_dir, lab, model, text)
+    }
+
+    /// [`Gateway::open`] with the config already read and validated (`text` and its model).
+    pub fn open_loaded(
+        config: &Path,
+        state_dir: Option<PathBuf>,
+        lab: Option<LabMode>,
+        model: Model,
+        text: String,
+    ) -> Result<Self, GwError> {
         let state_dir = state_dir.unwrap_or_else(|| model.state_dir.clone());
         std::fs::create_dir_all(&state_dir)
             .map_err(io(format!("creating {}", state_dir.display())))?;
@@ -511,7 +522,14 @@ impl Gateway {
         save: Option<&Path>,
     ) -> Result<ApplyReport, GwError> {
         let file = config.unwrap_or(&self.config).to_path_buf();
-        let (m, text, _) = load(&file, self.lab)?;
+        // the config file as it was read last: its model is at hand (parse once)
+        let (m, text) = match std::fs::read_to_string(&file) {
+            Ok(t) if config.is_none() && t == self.text => (self.model.clone(), t),
+            _ => {
+                let (m, text, _) = load(&file, self.lab)?;
+                (m, text)
+            }
+        };
         if m.backend != self.model.backend {
             self.applier = Applier::new(&self.state_dir, m.backend)?;
         }

@@ -37,6 +37,13 @@ pub fn set_recv_buffer_force(fd: impl AsFd, bytes: u32) -> io::Result<()> {
     setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &size)
 }
 
+/// SO_SNDBUFFORCE: a send buffer of `bytes`, beyond wmem_max (needs CAP_NET_ADMIN). A netlink
+/// batch has to fit into one send.
+pub fn set_send_buffer_force(fd: impl AsFd, bytes: u32) -> io::Result<()> {
+    let size = bytes.min(i32::MAX as u32) as libc::c_int;
+    setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, &size)
+}
+
 /// send(2) on a connected (or netlink) socket.
 pub fn send(fd: impl AsFd, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: sending a buffer valid for its length; the fd is borrowed, so open.

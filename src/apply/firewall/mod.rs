@@ -4,6 +4,7 @@
 //! hook jumps from the built-in chains).
 
 mod iptables;
+pub mod nfset;
 mod nft;
 pub mod nftgen;
 
@@ -41,6 +42,21 @@ pub enum FirewallError {
     NotLoaded,
     #[error("no set `{0}` in the loaded ruleset")]
     NoSuchSet(String),
+    /// The kernel (or the check before it) refused an element of a live set change; nothing of
+    /// the change was applied.
+    #[error("set change on `{set}`: {element}: {reason}")]
+    SetElement {
+        set: String,
+        element: String,
+        reason: String,
+    },
+    /// A netlink request to nf_tables failed; `phase` names what was being done.
+    #[error("{phase}: {source}")]
+    Netlink {
+        phase: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("this is the {have} backend; the text to load is for {want}")]
     WrongBackend {
         have: &'static str,

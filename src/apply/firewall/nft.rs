@@ -2,9 +2,10 @@
 
 use std::path::Path;
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 use serde_json::Value;
 
+use super::nfset;
 use super::{Firewall, FirewallError, LoadText, RuleCounter, add_counter, net_text};
 use crate::apply::cmd::{CmdError, run};
 use crate::model::Backend;
@@ -60,61 +61,23 @@ impl Nftables {
             .unwrap_or_default())
     }
 
-    /// Live quarantine entries as `add element` statements keeping their remaining time, so a
-    /// reload (which replaces the whole table) does not release quarantined hosts early.
+    /// Live quarantine entries of `set` as `add element` statements keeping their timeout and
+    /// the time they have left, so a reload (which replaces the whole table) does not release
+    /// quarantined hosts early. Read over netlink: `nft` would first read every interval set.
     fn quarantine_carry(&self, set: &str) -> Vec<String> {
-        let Ok(items) = self.json(&["-j", "list", "set", "inet", TABLE, set]) else {
+        let Ok(items) = nfset::timed(nfset::FAMILY_INET, TABLE, set) else {
             return Vec::new();
         };
-        let mut out = Vec::new();
-        for it in items {
-            let Some(set) = it.get("set") else { continue };
-            let default_timeout = set.get("timeout").and_then(Value::as_u64);
-            for e in set
-                .get("elem")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let Some(el) = e.get("elem") else { continue };
-                let Some(val) = el.get("val").and_then(elem_text) else {
-                    continue;
-                };
-                let timeout = el
-                    .get("timeout")
-                    .and_then(Value::as_u64)
-                    .or(default_timeout);
-                let expires = el.get("expires").and_then(Value::as_u64);
-                let mut s = val;
-                if let (Some(t), Some(x)) = (timeout, expires) {
-                    s.push_str(&format!(" timeout {t}s expires {}s", x.max(1)));
+        items
+            .into_iter()
+            .map(|(val, timeout, expires)| match (timeout, expires) {
+                (Some(t), Some(x)) => {
+                    format!("{val} timeout {t}ms expires {}ms", x.clamp(1, t.max(1)))
                 }
-                out.push(s);
-            }
-        }
-        out
+                _ => val,
+            })
+            .collect()
     }
-}
-
-/// An element of a set as text: `a.b.c.d`, `a.b.c.d/n` or `a-b`.
-fn elem_text(v: &Value) -> Option<String> {
-    if let Some(s) = v.as_str() {
-        return Some(s.to_string());
-    }
-    if let Some(p) = v.get("prefix") {
-        return Some(format!(
-            "{}/{}",
-            p.get("addr")?.as_str()?,
-            p.get("len")?.as_u64()?
-        ));
-    }
-    if let Some(r) = v.get("range").and_then(Value::as_array) {
-        return Some(format!("{}-{}", r.first()?.as_str()?, r.get(1)?.as_str()?));
-    }
-    if let Some(e) = v.get("elem") {
-        return elem_text(e.get("val")?);
-    }
-    None
 }
 
 /// Strip what changes while the ruleset stays the same: counter values and the entries of
@@ -182,13 +145,8 @@ impl Firewall for Nftables {
     }
 
     fn is_loaded(&self) -> Result<bool, FirewallError> {
-        // the list of tables, not the table itself (which lists every set element)
-        let out = self
-            .nft(&["list", "tables", "inet"])
-            .map_err(cmd("list tables"))?;
-        Ok(out
-            .lines()
-            .any(|l| l.trim() == format!("table inet {TABLE}")))
+        // one netlink request for the table, not the table itself (which lists every element)
+        nfset::table_exists(nfset::FAMILY_INET, TABLE)
     }
 
     fn generation(&self) -> Option<u32> {
@@ -241,7 +199,8 @@ impl Firewall for Nftables {
             source,
         })?;
         let p = path.to_string_lossy();
-        self.nft(&["-c", "-f", &p]).map_err(cmd("nft check"))?;
+        // One `nft -f` is one transaction: a script nft or the kernel refuses changes nothing,
+        // so a separate `nft -c -f` check would only double the cost.
         self.nft(&["-f", &p]).map_err(cmd("nft load"))?;
         tracing::info!(table = %format!("inet {TABLE}"), file = %p, quarantined = carried, "loaded nftables table in one transaction");
         Ok(vec![format!(
@@ -251,7 +210,8 @@ impl Firewall for Nftables {
     }
 
     fn counters(&self) -> Result<Vec<RuleCounter>, FirewallError> {
-        let items = self.json(&["-j", "list", "table", "inet", TABLE])?;
+        // terse: the rules without the set elements, which counters do not need
+        let items = self.json(&["-t", "-j", "list", "table", "inet", TABLE])?;
         let mut v = Vec::new();
         for it in &items {
             let Some(r) = it.get("rule") else { continue };
@@ -274,48 +234,20 @@ impl Firewall for Nftables {
     }
 
     fn set_list(&self, set: &str) -> Result<Vec<String>, FirewallError> {
-        let items = match self.json(&["-j", "list", "set", "inet", TABLE, set]) {
-            Err(FirewallError::NotLoaded) => return Err(FirewallError::NoSuchSet(set.into())),
-            x => x?,
-        };
-        let mut out = Vec::new();
-        for it in items {
-            let Some(s) = it.get("set") else { continue };
-            for e in s
-                .get("elem")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(t) = elem_text(e) {
-                    out.push(t);
-                }
-            }
-        }
-        Ok(out)
+        nfset::list(nfset::FAMILY_INET, TABLE, set)
     }
 
     fn set_add(&self, set: &str, addrs: &[Ipv4Net]) -> Result<(), FirewallError> {
-        self.set_change("add", set, addrs)
+        self.set_change(nfset::Op::Add, set, addrs)
     }
 
     fn set_del(&self, set: &str, addrs: &[Ipv4Net]) -> Result<(), FirewallError> {
-        self.set_change("delete", set, addrs)
+        self.set_change(nfset::Op::Del, set, addrs)
     }
 
     fn set_sizes(&self) -> Result<Vec<(String, usize)>, FirewallError> {
-        let items = self.json(&["-j", "list", "sets", "inet"])?;
-        let mut out = Vec::new();
-        for it in items {
-            let Some(s) = it.get("set") else { continue };
-            if s.get("table").and_then(Value::as_str) != Some(TABLE) {
-                continue;
-            }
-            let name = s.get("name").and_then(Value::as_str).unwrap_or("");
-            let n = s.get("elem").and_then(Value::as_array).map_or(0, Vec::len);
-            out.push((name.to_string(), n));
-        }
-        Ok(out)
+        // over netlink: `nft -j list sets` prints (and this would parse) every element
+        nfset::set_sizes(nfset::FAMILY_INET, TABLE)
     }
 
     fn remove_all(&self) -> Result<Vec<String>, FirewallError> {
@@ -330,31 +262,16 @@ impl Firewall for Nftables {
 }
 
 impl Nftables {
-    fn set_change(&self, op: &str, set: &str, addrs: &[Ipv4Net]) -> Result<(), FirewallError> {
+    /// A live set change over netlink (no `nft` run): one transaction, checked per element.
+    fn set_change(&self, op: nfset::Op, set: &str, addrs: &[Ipv4Net]) -> Result<(), FirewallError> {
         if addrs.is_empty() {
             return Ok(());
         }
+        let nets: Vec<IpNet> = addrs.iter().map(|a| IpNet::V4(*a)).collect();
+        let (deleted, added) = nfset::change(nfset::FAMILY_INET, TABLE, set, op, &nets)?;
         let els: Vec<String> = addrs.iter().map(net_text).collect();
-        let body = format!("{{ {} }}", els.join(", "));
-        // One nft call; a missing set (or table) is reported as ENOENT.
-        self.nft(&[op, "element", "inet", TABLE, set, &body])
-            .map_err(|e| {
-                if no_table(&e) && !self.set_exists(set).unwrap_or(false) {
-                    FirewallError::NoSuchSet(set.into())
-                } else {
-                    cmd("set change")(e)
-                }
-            })?;
-        tracing::info!(set = %set, op = %op, elements = %els.join(", "), "changed live set");
+        tracing::info!(set = %set, op = ?op, elements = %els.join(", "), deleted, added, "changed live set");
         Ok(())
-    }
-
-    fn set_exists(&self, set: &str) -> Result<bool, FirewallError> {
-        match self.nft(&["list", "set", "inet", TABLE, set]) {
-            Ok(_) => Ok(true),
-            Err(e) if no_table(&e) => Ok(false),
-            Err(e) => Err(cmd("list")(e)),
-        }
     }
 }
 
