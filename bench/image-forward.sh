@@ -63,7 +63,9 @@ done
 
 # setcfg NAME: the guest runs W/NAME.toml (SIGHUP) and its table is loaded
 setcfg() {
-  g "cat > /etc/bulkhead/bulkhead.toml" < "$W/$1.toml" >/dev/null
+  { echo "cat > /etc/bulkhead/bulkhead.toml <<'TOML'"; cat "$W/$1.toml"; echo TOML
+    echo "bulkhead -c /etc/bulkhead/bulkhead.toml check"; } | GT=300 g - >&2 ||
+    die "the guest did not take the $1 config"
   g 'kill -CONT $(cat /run/bulkhead/bulkhead.pid) 2>/dev/null; kill -HUP $(cat /run/bulkhead/bulkhead.pid)' >/dev/null
   local want=absent i out
   [ "$1" = offload ] && want=present
