@@ -76,7 +76,12 @@ fn apply_puts_everything_in_place_and_second_apply_changes_nothing() {
     }
     // The ruleset: what nft lists equals what loading the plan's script alone gives.
     let live = nft_table(&gw);
-    let FirewallText::Nftables { script } = &plan.firewall else {
+    // (where the kernel has no flowtable, the plan is loaded without it)
+    let loaded = match bulkhead::apply::firewall::offload::probe("nft") {
+        Ok(()) => plan.clone(),
+        Err(_) => plan.without_flow_offload(),
+    };
+    let FirewallText::Nftables { script } = &loaded.firewall else {
         unreachable!()
     };
     let probe = Ns::new("probe");
@@ -114,7 +119,9 @@ fn rejected_firewall_leaves_previous_ruleset_byte_identical() {
     init();
     let gw = gateway("nftbad");
     let state = TempDir::new("state");
-    let good = plan("apply.toml", Backend::Nftables);
+    // without the flowtable: an applier re-renders a plan whose flowtable this kernel cannot
+    // hold, which would drop the edit below
+    let good = plan("apply.toml", Backend::Nftables).without_flow_offload();
     let mut bad = good.clone();
     let FirewallText::Nftables { script } = &mut bad.firewall else {
         unreachable!()
@@ -296,7 +303,8 @@ fn shipped_config_firewall_loads_in_both_backends() {
     let ns = Ns::new("shipped");
     let work = TempDir::new("work");
     for b in [Backend::Nftables, Backend::Iptables] {
-        let plan = bulkhead::plan::build(&m, Some(b));
+        // the flowtable's devices (eth0.10, ...) do not exist here (kernel_load covers it)
+        let plan = bulkhead::plan::build(&m, Some(b)).without_flow_offload();
         let text = LoadText::from_plan(&plan);
         let fw: Box<dyn Firewall + Send + Sync> = match b {
             Backend::Nftables => Box::new(Nftables::new()),
@@ -430,4 +438,74 @@ fn netlink_changed_ruleset_equals_the_text_rendering() {
     let rendered = nft_table(&probe);
     assert!(live.contains("198.18.1.7-198.18.1.8"), "{live}");
     assert_eq!(live, rendered, "live table differs from the text rendering");
+}
+
+/// `[system] flow_offload` (default on) renders a flowtable; where the kernel has none (this
+/// host's), the apply still succeeds, loads the policy without it, says so, and the next apply
+/// and check see no drift. Where the kernel has one, the live table holds it.
+#[test]
+fn flow_offload_is_loaded_or_degrades_without_failing() {
+    use bulkhead::apply::FlowOffload;
+    init();
+    let gw = gateway("nftoff");
+    let state = TempDir::new("state");
+    let plan = plan("apply.toml", Backend::Nftables);
+    let FirewallText::Nftables { script } = &plan.firewall else {
+        unreachable!()
+    };
+    assert!(
+        script.contains("flowtable ft {")
+            && script.contains("devices = { \"bhup\", \"bhlan\", \"bhsrv\", \"bhmgmt\" };"),
+        "{script}"
+    );
+    let (r1, r2, diff, state_of) = gw.run(|| {
+        let a = Applier::new(state.path(), Backend::Nftables).unwrap();
+        let r1 = a.apply(&plan).unwrap();
+        let r2 = a.apply(&plan).unwrap();
+        let diff = a.diff(&plan).unwrap();
+        (r1, r2, diff, a.flow_offload(&plan))
+    });
+    assert!(r1.firewall_loaded);
+    assert!(r2.changes.is_empty(), "second apply: {:?}", r2.changes);
+    assert!(diff.changes.is_empty(), "diff: {:?}", diff.changes);
+    let live = nft_table(&gw);
+    let kernel_has_it = gw.run(|| bulkhead::apply::firewall::offload::probe("nft").is_ok());
+    if kernel_has_it {
+        assert_eq!(state_of, FlowOffload::On);
+        assert!(live.contains("flowtable ft"), "{live}");
+        assert!(live.contains("flow add @ft"), "{live}");
+    } else {
+        assert_eq!(
+            state_of,
+            FlowOffload::Unavailable("kernel has no nf_flow_table".into())
+        );
+        assert_eq!(
+            state_of.to_string(),
+            "unavailable (kernel has no nf_flow_table)"
+        );
+        assert!(!live.contains("flowtable"), "{live}");
+        assert!(!live.contains("flow add"), "{live}");
+    }
+    // the policy itself is whole either way
+    assert!(live.contains("comment \"rule:allowed-to-srv\""), "{live}");
+    assert!(
+        live.contains("ct state established,related counter packets"),
+        "{live}"
+    );
+
+    // `[system] flow_offload = false`: no flowtable in the rendering at all
+    let text = std::fs::read_to_string(config("apply.toml"))
+        .unwrap()
+        .replacen("[system]\n", "[system]\nflow_offload = false\n", 1);
+    let f = state.path().join("off.toml");
+    std::fs::write(&f, text).unwrap();
+    let (m, _) = bulkhead::model::load(&f).unwrap();
+    assert!(!m.flow_offload);
+    let off = bulkhead::plan::build(&m, Some(Backend::Nftables));
+    let FirewallText::Nftables { script } = &off.firewall else {
+        unreachable!()
+    };
+    assert!(!script.contains("flowtable") && !script.contains("flow add"));
+    let a = Applier::new(state.path(), Backend::Nftables).unwrap();
+    assert_eq!(a.flow_offload(&off), FlowOffload::Off);
 }

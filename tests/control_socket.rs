@@ -417,3 +417,38 @@ fn running_out_of_descriptors_does_not_make_it_spin() {
     let n = log.matches("accepting a connection failed").count();
     assert!((1..=3).contains(&n), "{n} accept failures logged:\n{log}");
 }
+
+/// `bulkhead status` names the flow offload state; on a kernel without flowtables the daemon
+/// applied without one, says `unavailable (kernel has no nf_flow_table)` and put a warning
+/// event into its stream.
+#[test]
+fn status_names_the_flow_offload_state() {
+    require_root!();
+    let d = Daemon::start("ctlflow");
+    assert!(d.status_ok());
+    let o = d.cli(None, &["status"]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("flow offload: "))
+        .unwrap_or_else(|| panic!("no flow offload line:\n{out}"));
+    let probe = d.ns.run(&[
+        "nft",
+        "-c",
+        "add table inet p; add flowtable inet p ft { hook ingress priority filter; devices = { lo }; }",
+    ]);
+    if probe.status.success() {
+        assert_eq!(line, "flow offload: on");
+    } else {
+        assert_eq!(
+            line,
+            "flow offload: unavailable (kernel has no nf_flow_table)"
+        );
+        let logs = d.cli(None, &["logs"]);
+        let logs = String::from_utf8_lossy(&logs.stdout).into_owned();
+        assert!(
+            logs.contains("flow offload unavailable (kernel has no nf_flow_table)"),
+            "{logs}"
+        );
+    }
+}

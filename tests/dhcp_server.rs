@@ -142,3 +142,150 @@ fn segments_start_and_stop_independently() {
     .join()
     .unwrap();
 }
+
+/// A burst of requests that is waiting in the socket when the server wakes up is read in one
+/// go (recvmmsg) and its leases go to the journal as one commit with one fdatasync; every ACK
+/// still comes only after that commit is on disk. 20 DISCOVERs, then 20 REQUESTs, each burst
+/// sent while the server's runtime cannot run (same thread), through a relay address as
+/// perfdhcp does.
+#[test]
+fn a_burst_of_requests_is_one_commit_and_one_fsync() {
+    use dhcproto::v4::{DhcpOption, Message, MessageType};
+    use dhcproto::{Decodable, Decoder, Encodable, Encoder};
+    common::require_root_and(&["ip"]);
+    const N: u8 = 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let pid = std::process::id();
+    let srv = Netns::new(format!("bhd-bsrv-{pid}"));
+    let cli = Netns::new(format!("bhd-bcli-{pid}"));
+    sh(&[
+        "ip", "link", "add", "bs", "netns", &srv.0, "type", "veth", "peer", "name", "bc", "netns",
+        &cli.0,
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &srv.0,
+        "addr",
+        "add",
+        "198.18.32.1/24",
+        "dev",
+        "bs",
+    ]);
+    sh(&["ip", "-n", &srv.0, "link", "set", "bs", "up"]);
+    sh(&[
+        "ip",
+        "-n",
+        &cli.0,
+        "addr",
+        "add",
+        "198.18.32.2/24",
+        "dev",
+        "bc",
+    ]);
+    sh(&["ip", "-n", &cli.0, "link", "set", "bc", "up"]);
+    let server = std::net::SocketAddr::from(([198, 18, 32, 1], 67));
+    let relay = Ipv4Addr::new(198, 18, 32, 2);
+    // the relay's socket (port 67, where the replies come back)
+    let client = common::in_netns(&cli.0, move || {
+        std::net::UdpSocket::bind(std::net::SocketAddr::from((relay, 67))).unwrap()
+    })
+    .join()
+    .unwrap();
+    client.set_nonblocking(true).unwrap();
+    let mut pool = PoolConfig::new(
+        "burst",
+        "bs",
+        Ipv4Addr::new(198, 18, 32, 1),
+        "198.18.32.0/24".parse().unwrap(),
+        vec![(
+            Ipv4Addr::new(198, 18, 32, 100),
+            Ipv4Addr::new(198, 18, 32, 199),
+        )],
+    );
+    pool.relays = vec![relay];
+    let state = tmp.path().join("state");
+    let msg = move |mt: MessageType, n: u8, req: Option<Ipv4Addr>| {
+        let mac = [0x02, 0, 0, 0, 0x32, n];
+        let mut m = Message::new_with_id(
+            0x3200 + u32::from(n),
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            relay,
+            &mac,
+        );
+        m.opts_mut().insert(DhcpOption::MessageType(mt));
+        if let Some(a) = req {
+            m.opts_mut().insert(DhcpOption::RequestedIpAddress(a));
+            m.opts_mut()
+                .insert(DhcpOption::ServerIdentifier(Ipv4Addr::new(198, 18, 32, 1)));
+        }
+        let mut buf = Vec::new();
+        m.encode(&mut Encoder::new(&mut buf)).unwrap();
+        buf
+    };
+    // replies waiting at the relay: (xid, type, yiaddr), up to `want` of them or 20 s
+    async fn replies(s: &std::net::UdpSocket, want: usize) -> Vec<(u32, MessageType, Ipv4Addr)> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 1500];
+        for _ in 0..400 {
+            while let Ok((n, _)) = s.recv_from(&mut buf) {
+                let m = Message::decode(&mut Decoder::new(&buf[..n])).unwrap();
+                out.push((m.xid(), m.opts().msg_type().unwrap(), m.yiaddr()));
+            }
+            if out.len() >= want {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        out
+    }
+    let (offers, acks, stats, leases) = common::in_netns(&srv.0, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let h = serve(vec![pool], &state, None).await.unwrap();
+            // the segment's task starts and waits for its socket
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            for n in 0..N {
+                client
+                    .send_to(&msg(MessageType::Discover, n, None), server)
+                    .unwrap();
+            }
+            let offers = replies(&client, N.into()).await;
+            let before = h.store_stats();
+            for &(xid, _, yiaddr) in &offers {
+                let n = (xid - 0x3200) as u8;
+                client
+                    .send_to(&msg(MessageType::Request, n, Some(yiaddr)), server)
+                    .unwrap();
+            }
+            let acks = replies(&client, N.into()).await;
+            let after = h.store_stats();
+            let leases = h.leases();
+            h.shutdown().await.unwrap();
+            (offers, acks, (before, after), leases)
+        })
+    })
+    .join()
+    .unwrap();
+    assert_eq!(offers.len(), usize::from(N), "{offers:?}");
+    assert!(offers.iter().all(|o| o.1 == MessageType::Offer));
+    assert_eq!(acks.len(), usize::from(N), "{acks:?}");
+    assert!(acks.iter().all(|a| a.1 == MessageType::Ack), "{acks:?}");
+    let bound = leases
+        .iter()
+        .filter(|l| l.state == LeaseState::Bound)
+        .count();
+    assert_eq!(bound, usize::from(N));
+    let (before, after) = stats;
+    let commits = after.commits - before.commits;
+    let fsyncs = after.fsyncs - before.fsyncs;
+    eprintln!("{N} REQUESTs in one burst: {commits} commits, {fsyncs} fdatasyncs");
+    assert_eq!(after.records - before.records, u64::from(N));
+    assert!(commits <= 2, "{N} REQUESTs took {commits} commits");
+    assert!(fsyncs <= 2, "{N} REQUESTs took {fsyncs} fdatasyncs");
+}

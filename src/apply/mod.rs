@@ -194,6 +194,8 @@ pub struct Applier {
     fw: Box<dyn Firewall>,
     /// The other backend, whose leftovers are removed once this one is loaded.
     other: Option<Box<dyn Firewall>>,
+    /// The kernel's flowtable support, probed once (see [`Applier::flow_offload`]).
+    flowtable: std::sync::OnceLock<Result<(), String>>,
 }
 
 fn fail(
@@ -251,6 +253,7 @@ impl Applier {
             sys,
             fw,
             other: None,
+            flowtable: std::sync::OnceLock::new(),
         }
     }
 
@@ -282,6 +285,7 @@ impl Applier {
     /// what Bulkhead created that the plan no longer lists → a new generation.
     pub fn apply(&self, plan: &Plan) -> Result<ApplyReport, ApplyError> {
         let t0 = Instant::now();
+        let plan = &*self.effective(plan);
         if plan.backend != self.fw.backend() {
             return Err(ApplyError::BackendMismatch {
                 plan: plan.backend.name(),
@@ -793,6 +797,7 @@ impl Applier {
 
     /// What an apply of `plan` would change, read from the live system (changes nothing).
     pub fn diff(&self, plan: &Plan) -> Result<DiffReport, ApplyError> {
+        let plan = &*self.effective(plan);
         let mut v = Vec::new();
         let (early, late) = self.split_sysctls(plan);
         for c in sysctl::diff(self.sys.as_ref(), &early)? {
@@ -979,6 +984,7 @@ impl Applier {
     /// After live set changes: the plan with the new members becomes the current generation's
     /// record (no new generation, no reload), so that the next check does not see drift.
     pub fn amend(&self, plan: &Plan) -> Result<(), ApplyError> {
+        let plan = &*self.effective(plan);
         let _lock = self.store.lock()?;
         Ok(self.store.amend(
             &LoadText::from_plan(plan),
@@ -998,5 +1004,74 @@ impl Applier {
     /// Packet/byte counters per (chain, rule comment).
     pub fn counters(&self) -> Result<Vec<RuleCounter>, ApplyError> {
         Ok(self.fw.counters()?)
+    }
+
+    /// Flow offload as this applier loads `plan`: on, off by config, or unavailable (the
+    /// kernel has no flowtable; the plan is then loaded without it).
+    pub fn flow_offload(&self, plan: &Plan) -> FlowOffload {
+        if plan.ruleset.flowtable.is_none() {
+            return FlowOffload::Off;
+        }
+        if plan.backend != Backend::Nftables {
+            return FlowOffload::Unavailable(format!("{} backend", plan.backend.name()));
+        }
+        match self.flowtable_support() {
+            Ok(()) => FlowOffload::On,
+            Err(why) => FlowOffload::Unavailable(why.clone()),
+        }
+    }
+
+    /// The kernel's answer, asked once; a kernel without flowtables is logged and reported as
+    /// an event the first time.
+    fn flowtable_support(&self) -> &Result<(), String> {
+        self.flowtable.get_or_init(|| {
+            let r = self.fw.flowtable_support();
+            if let Err(why) = &r {
+                tracing::warn!(reason = %why, "flow offload unavailable: the firewall is loaded without the flowtable");
+                crate::logship::emit(
+                    crate::logship::event::Event::new(
+                        crate::logship::event::Kind::Apply,
+                        crate::logship::event::Severity::Warning,
+                        format!("flow offload unavailable ({why}): the firewall is loaded without the flowtable"),
+                    )
+                    .with("flow_offload", "unavailable"),
+                );
+            }
+            r
+        })
+    }
+
+    /// The plan as it is loaded here: without the flowtable where the kernel has none, so the
+    /// apply never fails for it.
+    fn effective<'p>(&self, plan: &'p Plan) -> std::borrow::Cow<'p, Plan> {
+        if plan.backend == Backend::Nftables
+            && plan.ruleset.flowtable.is_some()
+            && self.flowtable_support().is_err()
+        {
+            std::borrow::Cow::Owned(plan.without_flow_offload())
+        } else {
+            std::borrow::Cow::Borrowed(plan)
+        }
+    }
+}
+
+/// Whether established forwarded flows are offloaded to the flowtable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowOffload {
+    On,
+    /// `[system] flow_offload = false`.
+    Off,
+    /// Asked for, but not possible here (the reason).
+    Unavailable(String),
+}
+
+impl std::fmt::Display for FlowOffload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FlowOffload::On => f.write_str("on"),
+            FlowOffload::Off => f.write_str("off ([system] flow_offload = false)"),
+            FlowOffload::Unavailable(why) => write!(f, "unavailable ({why})"),
+        }
     }
 }

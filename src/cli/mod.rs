@@ -1225,6 +1225,8 @@ fn print_status(
                     v["error"].as_str().unwrap_or("unknown")
                 )?,
             }
+        } else if let Some(text) = v.as_str() {
+            writeln!(out, "{k}: {text}")?;
         } else {
             writeln!(out, "{k}: {v}")?;
         }

@@ -27,6 +27,9 @@ pub struct System {
     pub gateway_egress: Option<String>,
     /// NTP servers (addresses or host names) the gateway keeps its clock with (chrony).
     pub ntp: Option<Vec<String>>,
+    /// Offload established forwarded TCP/UDP flows to an nftables flowtable (default true;
+    /// used only where the kernel has nf_flow_table).
+    pub flow_offload: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

@@ -1,10 +1,13 @@
 //! Thin tokio socket layer around the sans-IO core.
 //!
 //! One UDP socket per segment (bound to 0.0.0.0:67 with SO_BINDTODEVICE and
-//! SO_BROADCAST). For each received packet the core decides; its lease
-//! changes go to the lease store (group commit shared by all segments), and
-//! only once they are durable are the replies sent and the lease events
-//! reported.
+//! SO_BROADCAST). Each wake-up reads every queued datagram with one recvmmsg
+//! (up to 32); the core decides each of them, and the lease changes of the
+//! whole batch go to the lease store as one commit (one write and one
+//! fdatasync, shared with the other segments' commits by group commit). Only
+//! once they are durable are the replies of that batch sent (sendmmsg) and
+//! the lease events reported; replies that change no lease (OFFER, NAK) go
+//! out at once.
 //!
 //! Clients without an address that did not ask for a broadcast reply get a
 //! unicast frame to their chaddr: the server adds a (non-permanent) ARP
@@ -19,6 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
@@ -310,6 +314,9 @@ fn open_socket(iface: &str) -> io::Result<UdpSocket> {
     UdpSocket::from_std(s.into())
 }
 
+/// Datagrams read per wake-up (recvmmsg) and replies sent per call (sendmmsg).
+const BATCH: usize = 32;
+
 async fn run_segment(
     shared: Arc<Shared>,
     seg: String,
@@ -317,83 +324,150 @@ async fn run_segment(
     sock: Arc<UdpSocket>,
     stop: Arc<Notify>,
 ) {
-    let mut buf = vec![0u8; 4096];
+    let mut bufs = vec![vec![0u8; 4096]; BATCH];
+    let mut got: Vec<(usize, SocketAddrV4)> = Vec::with_capacity(BATCH);
     loop {
-        let (n, src) = tokio::select! {
+        tokio::select! {
             _ = stop.notified() => break,
-            r = sock.recv_from(&mut buf) => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(segment = %seg, error = %e, "recv failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
+            r = sock.readable() => if let Err(e) = r {
+                tracing::warn!(segment = %seg, error = %e, "recv failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
             },
-        };
-        let SocketAddr::V4(src) = src else { continue };
-        let rx = RxInfo::new(seg.clone(), src);
+        }
+        // Everything queued, in one call. A batch that did not fill the buffers drained the
+        // socket: it reports WouldBlock to tokio so that readiness is cleared now rather than
+        // by one more empty recvmmsg (tokio clears it only if no new readiness event came in
+        // meanwhile, so a datagram that arrives after the call still wakes this loop).
+        let mut drained = false;
+        let r = sock.try_io(Interest::READABLE, || {
+            let n = crate::sys::socket::recv_batch(&*sock, &mut bufs, &mut got)?;
+            if n < BATCH {
+                drained = true;
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        });
+        match r {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && drained => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => {
+                tracing::warn!(segment = %seg, error = %e, "recv failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        }
         let now = unix_now();
-        // Decide and queue the journal write under the core lock so that
-        // records reach the journal in decision order.
-        let (outcome, ticket) = {
+        // Decide every packet of the batch and queue their journal records as one commit,
+        // under the core lock, so that records reach the journal in decision order. Replies
+        // of packets that changed no lease go out at once; the others once the commit is
+        // on disk.
+        let mut now_replies: Vec<Reply> = Vec::new();
+        let mut now_events: Vec<LeaseEvent> = Vec::new();
+        let mut durable_replies: Vec<Reply> = Vec::new();
+        let mut durable_events: Vec<LeaseEvent> = Vec::new();
+        let ticket = {
             let mut core = shared.core();
-            let mut o: Outcome = core.handle_packet(now, &rx, &buf[..n]);
-            message_counts().add(
-                &seg,
-                Direction::Received,
-                o.received.map_or("malformed", type_name),
-            );
-            let t = (!o.changes.is_empty())
-                .then(|| shared.store.commit(std::mem::take(&mut o.changes)));
-            (o, t)
+            let mut changes: Vec<Lease> = Vec::new();
+            for (i, &(n, src)) in got.iter().enumerate() {
+                let rx = RxInfo::new(seg.clone(), src);
+                let mut o: Outcome = core.handle_packet(now, &rx, &bufs[i][..n]);
+                message_counts().add(
+                    &seg,
+                    Direction::Received,
+                    o.received.map_or("malformed", type_name),
+                );
+                if o.changes.is_empty() {
+                    now_replies.append(&mut o.replies);
+                    now_events.append(&mut o.events);
+                } else {
+                    changes.append(&mut o.changes);
+                    durable_replies.append(&mut o.replies);
+                    durable_events.append(&mut o.events);
+                }
+            }
+            (!changes.is_empty()).then(|| shared.store.commit(changes))
         };
-        match ticket {
-            None => {
-                send_all(&sock, &iface, &outcome.replies).await;
-                shared.emit(outcome.events);
-            }
-            Some(ticket) => {
-                // Wait for durability off the receive loop so that other
-                // requests keep coming in and share the next fsync.
-                let (shared, sock, iface) = (shared.clone(), sock.clone(), iface.clone());
-                tokio::spawn(async move {
-                    match ticket.wait().await {
-                        Ok(()) => {
-                            send_all(&sock, &iface, &outcome.replies).await;
-                            shared.emit(outcome.events);
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "lease not durable; reply withheld");
-                        }
+        if !now_replies.is_empty() {
+            send_all(&sock, &iface, &now_replies).await;
+        }
+        shared.emit(now_events);
+        if let Some(ticket) = ticket {
+            // Wait for durability off the receive loop so that other requests keep coming in
+            // and share the next fsync.
+            let (shared, sock, iface) = (shared.clone(), sock.clone(), iface.clone());
+            tokio::spawn(async move {
+                match ticket.wait().await {
+                    Ok(()) => {
+                        send_all(&sock, &iface, &durable_replies).await;
+                        shared.emit(durable_events);
                     }
-                });
-            }
+                    Err(e) => {
+                        tracing::error!(error = %e, "lease not durable; reply withheld");
+                    }
+                }
+            });
         }
     }
 }
 
+/// Send replies in order: the ARP entries for unicast-to-chaddr replies first, then the
+/// datagrams in batches (sendmmsg); a full send buffer is waited out one datagram at a time.
 async fn send_all(sock: &UdpSocket, iface: &str, replies: &[Reply]) {
-    for r in replies {
-        let mut dest = r.dest;
-        if let Destination::UnicastL2 { ip, mac } = dest
-            && let Err(e) = set_arp(sock, iface, ip, mac)
-        {
-            tracing::debug!(%ip, error = %e, "cannot add ARP entry; broadcasting instead");
-            dest = Destination::Broadcast;
-        }
-        let to = dest.socket_addr();
-        match sock.send_to(&r.payload, to).await {
-            Ok(_) => {
-                message_counts().add(&r.segment, Direction::Sent, type_name(r.msg_type));
-                tracing::debug!(
-                xid = format_args!("{:#010x}", r.xid),
-                msg_type = ?r.msg_type,
-                to = %to,
-                segment = %r.segment,
-                "sent"
-                )
+    let dests: Vec<SocketAddrV4> = replies
+        .iter()
+        .map(|r| {
+            let mut dest = r.dest;
+            if let Destination::UnicastL2 { ip, mac } = dest
+                && let Err(e) = set_arp(sock, iface, ip, mac)
+            {
+                tracing::debug!(%ip, error = %e, "cannot add ARP entry; broadcasting instead");
+                dest = Destination::Broadcast;
             }
-            Err(e) => tracing::warn!(xid = r.xid, to = %to, error = %e, "send failed"),
+            dest.socket_addr()
+        })
+        .collect();
+    let sent = |r: &Reply, to: SocketAddrV4| {
+        message_counts().add(&r.segment, Direction::Sent, type_name(r.msg_type));
+        tracing::debug!(
+            xid = format_args!("{:#010x}", r.xid),
+            msg_type = ?r.msg_type,
+            to = %to,
+            segment = %r.segment,
+            "sent"
+        )
+    };
+    let mut i = 0;
+    while i < replies.len() {
+        let msgs: Vec<(&[u8], SocketAddrV4)> = replies[i..]
+            .iter()
+            .zip(&dests[i..])
+            .map(|(r, d)| (r.payload.as_slice(), *d))
+            .collect();
+        match sock.try_io(Interest::WRITABLE, || {
+            crate::sys::socket::send_batch(sock, &msgs)
+        }) {
+            Ok(n) if n > 0 => {
+                for k in i..i + n {
+                    sent(&replies[k], dests[k]);
+                }
+                i += n;
+            }
+            Ok(_) => i += 1,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let (r, to) = (&replies[i], dests[i]);
+                match sock.send_to(&r.payload, to).await {
+                    Ok(_) => sent(r, to),
+                    Err(e) => tracing::warn!(xid = r.xid, to = %to, error = %e, "send failed"),
+                }
+                i += 1;
+            }
+            Err(e) => {
+                let r = &replies[i];
+                tracing::warn!(xid = r.xid, to = %dests[i], error = %e, "send failed");
+                i += 1;
+            }
         }
     }
 }

@@ -80,6 +80,9 @@ pub struct Model {
     pub gateway_egress: Option<String>,
     /// `[system] ntp`: the NTP servers (IPv4 addresses or host names), in config order.
     pub ntp: Vec<NtpServer>,
+    /// `[system] flow_offload` (default true): established forwarded flows go through an
+    /// nftables flowtable when the kernel has one.
+    pub flow_offload: bool,
     pub uplink: Uplink,
     pub trunk: Option<Trunk>,
     pub segments: Vec<Segment>,

@@ -485,3 +485,15 @@ impl Plan {
         s
     }
 }
+
+impl Plan {
+    /// The same plan without the flowtable, for a kernel that has none (nf_flow_table): the
+    /// policy is unchanged, established flows stay on the normal forwarding path.
+    pub fn without_flow_offload(&self) -> Plan {
+        let mut p = self.clone();
+        if p.ruleset.flowtable.take().is_some() {
+            p.firewall = render_firewall(&p.ruleset, p.backend, &p.source);
+        }
+        p
+    }
+}

@@ -2,7 +2,9 @@
 
 use std::fmt::Write;
 
-use super::ruleset::{AddrMatch, Chain, Ct, FwRule, Hook, L4, Match, Ruleset, TABLE, Verdict};
+use super::ruleset::{
+    AddrMatch, Chain, Ct, FLOWTABLE, FwRule, Hook, L4, Match, Ruleset, TABLE, Verdict,
+};
 use crate::model::PortRange;
 
 fn ports(p: &[PortRange]) -> String {
@@ -218,6 +220,9 @@ fn chain(out: &mut String, rs: &Ruleset, c: &Chain) {
             verdict(&c.policy)
         );
     }
+    if c.hook == Some(Hook::Forward) {
+        offload_rule(out, rs);
+    }
     for r in &c.rules {
         rule(out, rs, c.name, r);
     }
@@ -276,6 +281,7 @@ pub fn render(rs: &Ruleset, source: &str) -> String {
         }
         let _ = writeln!(out, "\t}}");
     }
+    flowtable(&mut out, rs);
     for c in &rs.chains {
         chain(&mut out, rs, c);
     }
@@ -319,4 +325,26 @@ pub fn render(rs: &Ruleset, source: &str) -> String {
     let _ = writeln!(out, "\t}}");
     let _ = writeln!(out, "}}");
     out
+}
+
+/// The flowtable block (with `[system] flow_offload` on): the software fast path for
+/// established forwarded flows.
+fn flowtable(out: &mut String, rs: &Ruleset) {
+    let Some(ft) = &rs.flowtable else { return };
+    let devs: Vec<String> = ft.devices.iter().map(|d| format!("\"{d}\"")).collect();
+    let _ = writeln!(out, "\tflowtable {FLOWTABLE} {{");
+    let _ = writeln!(out, "\t\thook ingress priority filter;");
+    let _ = writeln!(out, "\t\tdevices = {{ {} }};", devs.join(", "));
+    let _ = writeln!(out, "\t}}");
+}
+
+/// First in the forward chain: a TCP/UDP flow the policy accepted when it was new, and that is
+/// established now, is offloaded (the next rule accepts it); new flows are never offloaded.
+fn offload_rule(out: &mut String, rs: &Ruleset) {
+    if rs.flowtable.is_some() {
+        let _ = writeln!(
+            out,
+            "\t\tmeta l4proto {{ tcp, udp }} ct state established flow add @{FLOWTABLE} comment \"builtin:offload\""
+        );
+    }
 }

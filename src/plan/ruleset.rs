@@ -55,6 +55,19 @@ pub struct Ruleset {
     pub nflog_group: u16,
     pub log_rate: Rate,
     pub log_burst: u32,
+    /// Established forwarded TCP/UDP flows are offloaded to this flowtable (nftables only;
+    /// `None` with `[system] flow_offload = false` or where the kernel has no flowtable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flowtable: Option<Flowtable>,
+}
+
+/// Name of the flowtable established forwarded flows are offloaded to.
+pub const FLOWTABLE: &str = "ft";
+
+/// An nftables flowtable over the interfaces forwarded traffic enters and leaves by.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Flowtable {
+    pub devices: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -1117,7 +1130,23 @@ pub fn build(m: &Model) -> Ruleset {
         nflog_group: m.logging.nflog_group,
         log_rate: m.logging.drop_log_rate,
         log_burst: m.logging.drop_log_burst,
+        flowtable: flowtable(m),
     }
+}
+
+/// The uplink, the trunk and every segment's link, when `[system] flow_offload` is on.
+fn flowtable(m: &Model) -> Option<Flowtable> {
+    if !m.flow_offload {
+        return None;
+    }
+    let mut devices = vec![m.uplink.interface.clone()];
+    devices.extend(m.trunk.as_ref().map(|t| t.interface.clone()));
+    for s in &m.segments {
+        if !devices.contains(&s.ifname) {
+            devices.push(s.ifname.clone());
+        }
+    }
+    Some(Flowtable { devices })
 }
 
 impl Ruleset {

@@ -987,7 +987,10 @@ impl Gateway {
                 .ok()
                 .flatten()
                 .map(|g| g.meta.generation),
-            extra: BTreeMap::new(),
+            extra: BTreeMap::from([(
+                "flow offload".to_string(),
+                serde_json::Value::String(self.applier.flow_offload(&plan).to_string()),
+            )]),
         }
     }
 }

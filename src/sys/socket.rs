@@ -1,7 +1,7 @@
 //! Socket options, plain send/recv on raw descriptors, and the socket ioctls.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::Duration;
 
@@ -69,6 +69,112 @@ pub fn recv(fd: impl AsFd, buf: &mut [u8]) -> io::Result<usize> {
         return Err(io::Error::last_os_error());
     }
     Ok(n as usize)
+}
+
+/// Most datagrams one [`recv_batch`] or [`send_batch`] call moves.
+pub const BATCH_MAX: usize = 64;
+
+fn sockaddr_v4(a: &SocketAddrV4) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: a.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*a.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+/// recvmmsg(2) without blocking: up to `bufs.len()` (at most [`BATCH_MAX`]) IPv4 datagrams
+/// that are already queued, each into its own buffer. Fills `got` with (length, source) per
+/// datagram, in arrival order, and returns how many; `WouldBlock` when none is queued. A
+/// datagram longer than its buffer is cut to the buffer (as recv(2) does).
+pub fn recv_batch(
+    fd: impl AsFd,
+    bufs: &mut [Vec<u8>],
+    got: &mut Vec<(usize, SocketAddrV4)>,
+) -> io::Result<usize> {
+    got.clear();
+    let n = bufs.len().min(BATCH_MAX);
+    // SAFETY: sockaddr_in, iovec and mmsghdr are plain old data; all-zero is valid.
+    let mut addrs: [libc::sockaddr_in; BATCH_MAX] = unsafe { std::mem::zeroed() };
+    let mut iovs: [libc::iovec; BATCH_MAX] = unsafe { std::mem::zeroed() };
+    let mut hdrs: [libc::mmsghdr; BATCH_MAX] = unsafe { std::mem::zeroed() };
+    for i in 0..n {
+        iovs[i] = libc::iovec {
+            iov_base: bufs[i].as_mut_ptr().cast(),
+            iov_len: bufs[i].len(),
+        };
+        let h = &mut hdrs[i].msg_hdr;
+        h.msg_name = (&mut addrs[i] as *mut libc::sockaddr_in).cast();
+        h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        h.msg_iov = &mut iovs[i];
+        h.msg_iovlen = 1;
+    }
+    // SAFETY: the first n headers point at n live iovecs (each valid for its buffer's length)
+    // and n sockaddr_in of the size given; nothing is moved until the call returns; the fd
+    // is borrowed, so open.
+    let r = unsafe {
+        libc::recvmmsg(
+            fd.as_fd().as_raw_fd(),
+            hdrs.as_mut_ptr(),
+            n as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    for i in 0..r as usize {
+        let a = &addrs[i];
+        let src = SocketAddrV4::new(
+            Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+            u16::from_be(a.sin_port),
+        );
+        got.push(((hdrs[i].msg_len as usize).min(bufs[i].len()), src));
+    }
+    Ok(got.len())
+}
+
+/// sendmmsg(2) without blocking: each (payload, destination) as one datagram, in order, up
+/// to [`BATCH_MAX`] per call. Returns how many left (a prefix of `msgs`); an error only when
+/// the first could not be sent (`WouldBlock`: the send buffer is full).
+pub fn send_batch(fd: impl AsFd, msgs: &[(&[u8], SocketAddrV4)]) -> io::Result<usize> {
+    let n = msgs.len().min(BATCH_MAX);
+    if n == 0 {
+        return Ok(0);
+    }
+    // SAFETY: sockaddr_in, iovec and mmsghdr are plain old data; all-zero is valid.
+    let mut addrs: [libc::sockaddr_in; BATCH_MAX] = unsafe { std::mem::zeroed() };
+    let mut iovs: [libc::iovec; BATCH_MAX] = unsafe { std::mem::zeroed() };
+    let mut hdrs: [libc::mmsghdr; BATCH_MAX] = unsafe { std::mem::zeroed() };
+    for (i, (payload, to)) in msgs.iter().take(n).enumerate() {
+        addrs[i] = sockaddr_v4(to);
+        iovs[i] = libc::iovec {
+            iov_base: payload.as_ptr() as *mut libc::c_void,
+            iov_len: payload.len(),
+        };
+        let h = &mut hdrs[i].msg_hdr;
+        h.msg_name = (&mut addrs[i] as *mut libc::sockaddr_in).cast();
+        h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        h.msg_iov = &mut iovs[i];
+        h.msg_iovlen = 1;
+    }
+    // SAFETY: the first n headers point at n live iovecs (the kernel only reads the
+    // payloads) and n sockaddr_in; the fd is borrowed, so open.
+    let r = unsafe {
+        libc::sendmmsg(
+            fd.as_fd().as_raw_fd(),
+            hdrs.as_mut_ptr(),
+            n as libc::c_uint,
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r as usize)
 }
 
 /// Bytes still in a stream socket's send queue, not yet acknowledged by the peer
@@ -143,6 +249,40 @@ pub fn ifname(index: u32) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_of_datagrams_both_ways_on_loopback() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let std::net::SocketAddr::V4(to) = rx.local_addr().unwrap() else {
+            unreachable!()
+        };
+        let std::net::SocketAddr::V4(from) = tx.local_addr().unwrap() else {
+            unreachable!()
+        };
+        let mut bufs = vec![vec![0u8; 16]; 4];
+        let mut got = Vec::new();
+        // nothing queued: WouldBlock, not a wait
+        let e = recv_batch(&rx, &mut bufs, &mut got).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        let payloads: Vec<Vec<u8>> = (0..6u8).map(|i| vec![i; usize::from(i) + 1]).collect();
+        let msgs: Vec<(&[u8], SocketAddrV4)> =
+            payloads.iter().map(|p| (p.as_slice(), to)).collect();
+        assert_eq!(send_batch(&tx, &msgs).unwrap(), 6);
+        // four buffers: the first four datagrams, in order, then the other two
+        assert_eq!(recv_batch(&rx, &mut bufs, &mut got).unwrap(), 4);
+        for (i, (n, src)) in got.iter().enumerate() {
+            assert_eq!(*src, from);
+            assert_eq!(&bufs[i][..*n], payloads[i].as_slice());
+        }
+        assert_eq!(recv_batch(&rx, &mut bufs, &mut got).unwrap(), 2);
+        assert_eq!(&bufs[1][..got[1].0], payloads[5].as_slice());
+        // a datagram longer than its buffer is cut to it
+        let long = vec![7u8; 40];
+        assert_eq!(send_batch(&tx, &[(long.as_slice(), to)]).unwrap(), 1);
+        assert_eq!(recv_batch(&rx, &mut bufs, &mut got).unwrap(), 1);
+        assert_eq!(got[0].0, 16);
+    }
 
     #[test]
     fn loopback_has_index_1_and_no_index_0() {

@@ -126,6 +126,7 @@ declare -A SYM=(
   [xt_multiport]=NETFILTER_XT_MATCH_MULTIPORT [xt_limit]=NETFILTER_XT_MATCH_LIMIT
   [xt_mark]=NETFILTER_XT_MARK [xt_addrtype]=NETFILTER_XT_MATCH_ADDRTYPE [xt_set]=NETFILTER_XT_SET
   [ip_set]=IP_SET [ip_set_hash_ip]=IP_SET_HASH_IP [ip_set_hash_net]=IP_SET_HASH_NET
+  [nf_flow_table]=NF_FLOW_TABLE [nf_flow_table_inet]=NF_FLOW_TABLE_INET [nft_flow_offload]=NFT_FLOW_OFFLOAD
 )
 frag_has() { grep -qE "^CONFIG_$1=[ym]$" "$FRAG"; }
 DEBCFG=$(ls "$ROOT"/image/cache/kroot-*/boot/config-* 2>/dev/null | head -1)

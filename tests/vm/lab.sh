@@ -42,6 +42,15 @@ done
 echo "$out" | grep -qE "^mgmt +gateway@mgmt +tcp/22 +allow +allow" || { echo "FAIL: SSH from mgmt"; exit 1; }
 echo "$out" | grep -qE "^guest +internet +tcp/443 +allow +allow .*seen as 203.0.113.2" || { echo "FAIL: guest NAT"; exit 1; }
 echo "PASS: VLANs end to end"
+# flow offload: the image's kernel has nf_flow_table, so the policy matrix above ran with the
+# flowtable loaded over the trunk, its VLANs and the uplink, and status says so
+ft=$(python3 "$HERE/guestctl.py" --timeout 60 "/run/bulkhead-lab/$NAME/ctl.sock" \
+  'nft list flowtables; nft list chain inet bulkhead forward | grep "flow add"; bulkhead status | grep "^flow offload"') || true
+grep -q "flowtable ft" <<<"$ft" && grep -qE 'devices = \{.*eth0\.10' <<<"$ft" &&
+  grep -q "flow add @ft" <<<"$ft" && grep -q "^flow offload: on" <<<"$ft" || {
+  echo "$ft"; echo "FAIL: flow offload is not on in the appliance"; exit 1
+}
+echo "PASS: flowtable ft loaded in the appliance (status: flow offload: on) and the policy matrix holds with it"
 
 # the appliance goes down and comes back on the same disk: its leases and applied state are there
 addrs1=$(grep -h "obtained from" /run/bulkhead-lab/$NAME/dhcp-*.log | awk '{print $4}' | sort | tr '\n' ' ')

@@ -2,9 +2,11 @@
 # rtest=smoke: the kernel features the gateway relies on work in this image.
 set -e
 fail() { echo "smoke: FAIL: $*"; exit 1; }
+# loaded at boot (the iptables/ipset ones are `later` in /etc/bulkhead/modules: loaded once
+# bulkhead run is ready, or by the kernel on first use, checked after their use below)
 for m in 8021q nf_tables nft_ct nft_nat nft_masq nft_chain_nat nft_log nft_limit \
-         nft_reject_inet nfnetlink_log nf_conntrack nf_nat ip_set ip_set_hash_net \
-         ip_set_hash_ip xt_tcpudp virtio_net; do
+         nft_reject_inet nfnetlink_log nf_conntrack nf_nat nf_flow_table_inet \
+         nft_flow_offload virtio_net; do
   grep -q "^$m " /proc/modules || fail "module $m not loaded"
 done
 /sbin/ip link add link eth0 name eth0.99 type vlan id 99 || fail "vlan"
@@ -33,4 +35,8 @@ nft delete table inet smoke
 iptables -t filter -A INPUT -p tcp --dport 22 -m conntrack --ctstate NEW -j ACCEPT || fail "iptables-nft"
 iptables -D INPUT -p tcp --dport 22 -m conntrack --ctstate NEW -j ACCEPT
 ipset create smoke hash:net && ipset add smoke 198.18.0.0/15 && ipset destroy smoke || fail "ipset"
+ipset create smoke1 hash:ip && ipset add smoke1 198.18.0.1 && ipset destroy smoke1 || fail "ipset hash:ip"
+for m in ip_set ip_set_hash_net ip_set_hash_ip xt_tcpudp xt_conntrack nft_compat; do
+  grep -q "^$m " /proc/modules || fail "module $m not loaded after its use"
+done
 echo "smoke: ok"

@@ -7,6 +7,7 @@ mod iptables;
 pub mod nfset;
 mod nft;
 pub mod nftgen;
+pub mod offload;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -200,6 +201,12 @@ pub trait Firewall {
     /// Remove everything this backend owns (used when the config switches to the other
     /// backend, or to tear Bulkhead down). Returns what was removed.
     fn remove_all(&self) -> Result<Vec<String>, FirewallError>;
+
+    /// Whether the kernel can hold an nftables flowtable (`Err`: why not). Backends without
+    /// flowtables never get one to load, so the default is yes.
+    fn flowtable_support(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// A real backend for `b`.
@@ -271,6 +278,8 @@ pub fn fail_closed(rs: &Ruleset) -> Ruleset {
         chains,
         dnat: Vec::new(),
         masquerade: None,
+        // loaded before the links exist, and nothing is forwarded
+        flowtable: None,
         ..rs.clone()
     }
 }

@@ -259,6 +259,10 @@ impl Firewall for Nftables {
         tracing::info!(table = %format!("inet {TABLE}"), "deleted nftables table");
         Ok(vec![format!("deleted table inet {TABLE}")])
     }
+
+    fn flowtable_support(&self) -> Result<(), String> {
+        super::offload::probe(&self.nft)
+    }
 }
 
 impl Nftables {

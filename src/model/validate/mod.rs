@@ -329,6 +329,7 @@ pub fn build(src: &Source) -> Result<(Model, Report), Report> {
         state_dir,
         gateway_egress,
         ntp,
+        flow_offload: c.system.flow_offload.unwrap_or(true),
         uplink,
         trunk,
         segments,
