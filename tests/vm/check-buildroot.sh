@@ -16,6 +16,7 @@ FRAG=$BR/board/bulkhead/linux.fragment
 DEFCONFIG=$BR/configs/bulkhead_x86_64_defconfig
 MODLIST=$ROOT/overlay/etc/bulkhead/modules
 PASS=0 FAIL=0
+TMPDIR_SC=$(mktemp)
 ok() { PASS=$((PASS + 1)); printf 'ok - %s\n' "$*"; }
 notok() { FAIL=$((FAIL + 1)); printf 'FAIL - %s\n' "$*"; }
 # resolve $(BR2_EXTERNAL_BULKHEAD_PATH) / $BR2_EXTERNAL_BULKHEAD_PATH
@@ -52,6 +53,14 @@ for s in BR2_ROOTFS_POST_BUILD_SCRIPT BR2_ROOTFS_POST_IMAGE_SCRIPT; do
   p=$(brpath "$(sed -n "s/^$s=\"\(.*\)\"$/\1/p" "$DEFCONFIG")")
   [ -x "$p" ] && sh -n "$p" && ok "$s is an executable, parseable script" || notok "$s ($p) not executable or has syntax errors"
 done
+sh -n "$BR/board/bulkhead/keys.sh" && ok "board/bulkhead/keys.sh parses" || notok "board/bulkhead/keys.sh has syntax errors"
+if command -v shellcheck >/dev/null; then
+  shellcheck -s sh -S warning -e SC1091 "$BR"/board/bulkhead/*.sh > "$TMPDIR_SC" 2>&1 && ok "shellcheck: board scripts clean" \
+    || { notok "shellcheck findings in board scripts:"; sed 's/^/    /' "$TMPDIR_SC" | head -20; }
+  rm -f "$TMPDIR_SC"
+else
+  echo "# (no shellcheck installed: board scripts only checked with sh -n)"
+fi
 ov=$(brpath "$(sed -n 's/^BR2_ROOTFS_OVERLAY="\(.*\)"$/\1/p' "$DEFCONFIG")")
 [ "$(cd "$ov" 2>/dev/null && pwd)" = "$ROOT/overlay" ] && ok "rootfs overlay is the repository's overlay/" || notok "BR2_ROOTFS_OVERLAY is not overlay/ ($ov)"
 for f in init usr/libexec/bulkhead/ctl-agent etc/bulkhead/modules; do

@@ -29,6 +29,7 @@ SRV=198.18.80.1 OTHER=198.18.80.3 GW_UP=198.18.80.2
 RELOADS=5
 
 # the management segment and another VLAN segment of the shipped config (client: last host)
+# shellcheck disable=SC2034  # MG_GW, OT_GW are read through ${!gw} below
 read -r MG_VLAN MG_GW MG_CL MG_LEN OT_VLAN OT_GW OT_CL OT_LEN < <(python3 - "$CFG" <<'PY'
 import ipaddress, sys, tomllib
 segs = tomllib.load(open(sys.argv[1], "rb"))["segments"]
@@ -150,7 +151,7 @@ check "TLS files and the NTP + TLS config in place, bulkhead restarted on it" g 
 check "ready on the saved config" wait_console vm '^bulkhead: ready' 2 "$MARKER_TIMEOUT"
 gwait vm >/dev/null
 # events before the clock is set: the start's own, and reloads
-for i in $(seq "$RELOADS"); do
+for _ in $(seq "$RELOADS"); do
   g vm 'kill -HUP $(cat /run/bulkhead/bulkhead.pid)' >/dev/null; sleep 1
 done
 sleep 3

@@ -4,7 +4,7 @@ set -eu
 TARGET_DIR=$1
 # release (default) or test image: BR2_BULKHEAD_TEST_BUILD, like image/build --test
 VARIANT=release
-grep -qx 'BR2_BULKHEAD_TEST_BUILD=y' "${BR2_CONFIG:-/dev/null}" && VARIANT=test
+grep -qx 'BR2_BULKHEAD_TEST_BUILD=y' "${BR2_CONFIG:-/dev/null}" && VARIANT="test"
 chmod 755 "$TARGET_DIR/init"
 if [ "$VARIANT" = test ]; then
   chmod 755 "$TARGET_DIR/usr/libexec/bulkhead/ctl-agent"
