@@ -411,7 +411,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         tokio::spawn(watch_netlink(ntx));
         let mut uplink_model = uplink_model;
         let mut uplink_client = uplink::start(&uplink_model, &state_dir);
-        let mut ntp_client = ntp::start(&uplink_model, &state_dir, opts.lab.is_some());
+        let mut ntp_client = ntp::Chrony::start(&uplink_model, &state_dir, opts.lab.is_some());
         let mut uplink6_client = uplink6::start(&uplink_model, &state_dir, opts.lab.is_some());
         // DHCP on every segment, leases in the state directory
         let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
@@ -448,14 +448,8 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
                         tracing::warn!(status = %st, "the uplink DHCP client exited; starting it again");
                         uplink_client = uplink::start(&uplink_model, &state_dir);
                     }
-                    // and so is chronyd (the tick is 1 s: a chronyd that cannot start at
-                    // all, e.g. a second one, is retried at that pace with an error each time)
-                    if let Some(c) = ntp_client.as_mut()
-                        && let Ok(Some(st)) = c.try_wait()
-                    {
-                        tracing::warn!(status = %st, "chronyd exited; starting it again");
-                        ntp_client = ntp::start(&uplink_model, &state_dir, opts.lab.is_some());
-                    }
+                    // and so is chronyd, with a back-off (ntp::Backoff)
+                    ntp_client.poll(&uplink_model);
                     if let Some(c) = uplink6_client.as_mut()
                         && let Ok(Some(st)) = c.try_wait()
                     {
@@ -466,8 +460,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
                 Some(m) = uplink_rx.recv() => {
                     if m.ntp != uplink_model.ntp {
                         tracing::info!("[system] ntp changed: restarting chronyd");
-                        ntp::stop(ntp_client.take());
-                        ntp_client = ntp::start(&m, &state_dir, opts.lab.is_some());
+                        ntp_client.restart(&m);
                     }
                     if uplink6::key(&m) != uplink6::key(&uplink_model) {
                         tracing::info!("[uplink] address6/prefix_delegation changed: restarting dhcpcd");
@@ -518,7 +511,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         }
         v6.stop().await;
         uplink::stop(uplink_client);
-        ntp::stop(ntp_client);
+        ntp_client.stop();
         uplink6::stop(uplink6_client);
         tracing::info!("stopping; the ruleset stays in place");
         crate::logship::stop(shippers, Duration::from_secs(3)).await;

@@ -2,9 +2,14 @@
 //! writes its config and runs `chronyd` in the foreground as its child (like the uplink's DHCP
 //! client); `bulkhead status` shows the sync state from `chronyc tracking`. Without servers
 //! (the default) no chronyd runs; in the lab none runs either (it would set the host's clock).
+//!
+//! A chronyd that exits is started again with an exponential back-off ([`Backoff`]: 1 s
+//! doubling to 60 s, back to 1 s once a chronyd has run for 60 s), with one warning per
+//! failure streak rather than one per restart.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::model::Model;
 
@@ -78,6 +83,146 @@ pub fn stop(child: Option<Child>) {
     }
 }
 
+/// When to start a chronyd that exited again: 1 s after the first failure, doubling up to
+/// 60 s; a chronyd that ran [`Backoff::HEALTHY`] or longer ends the streak.
+#[derive(Debug, Default, Clone)]
+pub struct Backoff {
+    /// Failures in the current streak.
+    failures: u32,
+}
+
+impl Backoff {
+    pub const FIRST: Duration = Duration::from_secs(1);
+    pub const MAX: Duration = Duration::from_secs(60);
+    /// A chronyd that ran this long was healthy: the next failure starts a new streak.
+    pub const HEALTHY: Duration = Duration::from_secs(60);
+
+    /// chronyd exited (or could not be started) after running `ran`: the delay before the
+    /// next start, and whether this failure opens a streak (the one that warns).
+    pub fn failed(&mut self, ran: Duration) -> (Duration, bool) {
+        if ran >= Self::HEALTHY {
+            self.failures = 0;
+        }
+        self.failures += 1;
+        let shift = (self.failures - 1).min(16);
+        let delay = Self::FIRST.saturating_mul(1 << shift).min(Self::MAX);
+        (delay, self.failures == 1)
+    }
+
+    /// chronyd is running and has run `ran`: once that is [`Backoff::HEALTHY`], the streak
+    /// ends; returns how many failures it had (when there were any).
+    pub fn running(&mut self, ran: Duration) -> Option<u32> {
+        if ran >= Self::HEALTHY && self.failures > 0 {
+            return Some(std::mem::take(&mut self.failures));
+        }
+        None
+    }
+
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+}
+
+/// chronyd as a child of `bulkhead run`, started again with [`Backoff`] when it exits.
+pub struct Chrony {
+    child: Option<Child>,
+    started: Instant,
+    /// Waiting out the back-off: when to start the next one.
+    next_start: Option<Instant>,
+    backoff: Backoff,
+    state_dir: PathBuf,
+    lab: bool,
+}
+
+impl Chrony {
+    /// Start chronyd for the model's servers (nothing without servers or in the lab).
+    pub fn start(m: &Model, state_dir: &Path, lab: bool) -> Self {
+        let mut c = Chrony {
+            child: None,
+            started: Instant::now(),
+            next_start: None,
+            backoff: Backoff::default(),
+            state_dir: state_dir.to_path_buf(),
+            lab,
+        };
+        c.launch(m, Instant::now());
+        c
+    }
+
+    fn wanted(&self, m: &Model) -> bool {
+        !m.ntp.is_empty() && !self.lab
+    }
+
+    fn launch(&mut self, m: &Model, now: Instant) {
+        self.next_start = None;
+        self.started = now;
+        if !self.wanted(m) {
+            return;
+        }
+        self.child = start(m, &self.state_dir, self.lab);
+        if self.child.is_none() {
+            // not even spawned (no binary, the config not writable): retried like an exit
+            self.failed(now, "could not be started".into());
+        }
+    }
+
+    fn failed(&mut self, now: Instant, why: String) {
+        let (delay, first) = self
+            .backoff
+            .failed(now.saturating_duration_since(self.started));
+        if first {
+            tracing::warn!(
+                status = %why,
+                retry_in_s = delay.as_secs(),
+                "chronyd exited; starting it again with a back-off (1 s doubling to 60 s; one warning per failure streak)"
+            );
+        } else {
+            tracing::debug!(status = %why, failures = self.backoff.failures(), retry_in_s = delay.as_secs(), "chronyd exited again");
+        }
+        self.next_start = Some(now + delay);
+    }
+
+    /// Called on every tick: notices an exited chronyd, starts one when its back-off is over.
+    pub fn poll(&mut self, m: &Model) {
+        let now = Instant::now();
+        if let Some(c) = self.child.as_mut() {
+            match c.try_wait() {
+                Ok(Some(st)) => {
+                    self.child = None;
+                    self.failed(now, st.to_string());
+                }
+                Ok(None) => {
+                    if let Some(n) = self
+                        .backoff
+                        .running(now.saturating_duration_since(self.started))
+                    {
+                        tracing::info!(
+                            failures = n,
+                            "chronyd has been running for {} s after failing: back-off reset",
+                            Backoff::HEALTHY.as_secs()
+                        );
+                    }
+                }
+                Err(_) => {}
+            }
+        } else if self.next_start.is_some_and(|t| now >= t) {
+            self.launch(m, now);
+        }
+    }
+
+    /// The servers changed: stop chronyd and start it at once for the new ones, with a fresh
+    /// back-off.
+    pub fn restart(&mut self, m: &Model) {
+        stop(self.child.take());
+        self.backoff = Backoff::default();
+        self.launch(m, Instant::now());
+    }
+
+    pub fn stop(mut self) {
+        stop(self.child.take());
+    }
+}
+
 /// Parse `chronyc -c tracking` (CSV): the reference, stratum, offset and leap status.
 pub fn parse_tracking(csv: &str) -> Option<serde_json::Value> {
     let f: Vec<&str> = csv.trim().split(',').collect();
@@ -120,6 +265,42 @@ pub fn status(m: &Model) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_minute_and_resets_after_a_healthy_run() {
+        let mut b = Backoff::default();
+        let quick = Duration::from_millis(10);
+        let delays: Vec<(u64, bool)> = (0..9)
+            .map(|_| {
+                let (d, warn) = b.failed(quick);
+                (d.as_secs(), warn)
+            })
+            .collect();
+        assert_eq!(
+            delays,
+            [
+                (1, true),
+                (2, false),
+                (4, false),
+                (8, false),
+                (16, false),
+                (32, false),
+                (60, false),
+                (60, false),
+                (60, false)
+            ]
+        );
+        // running, but not long enough yet: the streak goes on
+        assert_eq!(b.running(Duration::from_secs(59)), None);
+        assert_eq!(b.failed(Duration::from_secs(59)), (Backoff::MAX, false));
+        // a healthy run ends the streak: reported once, and the next failure warns again at 1 s
+        assert_eq!(b.running(Duration::from_secs(60)), Some(10));
+        assert_eq!(b.running(Duration::from_secs(120)), None);
+        assert_eq!(b.failed(Duration::from_secs(3600)), (Backoff::FIRST, true));
+        // a chronyd that ran long and then failed (no poll in between) also starts afresh
+        b.failed(quick);
+        assert_eq!(b.failed(Backoff::HEALTHY), (Backoff::FIRST, true));
+    }
 
     #[test]
     fn tracking_synced_and_not() {

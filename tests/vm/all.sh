@@ -25,6 +25,7 @@ run "$HERE/setup.sh"
 run "$HERE/release.sh"
 run "$HERE/upgrade.sh"
 run "$HERE/backup.sh"
+run "$HERE/ntp.sh"
 if [ ${#failed[@]} -gt 0 ]; then
   echo "FAILED: ${failed[*]}"
   exit 1

@@ -2,7 +2,12 @@
 # tests/vm/check-buildroot.sh: static consistency checks of the BR2_EXTERNAL tree
 # (it cannot be built offline): every path it names exists, the kernel fragment
 # enables every module the image loads (overlay/etc/bulkhead/modules), and the
-# tree ships the same programs and boot setup as image/build.
+# tree ships the same programs and boot setup as image/build: RAUC, GRUB for BIOS and
+# UEFI with the A/B slot selection of image/mkdisk, and a post-image script that, run here
+# on stand-in inputs, makes with genimage a disk whose partition table and boot files are
+# those of image/mkdisk, and a bundle `rauc info` accepts with the development keyring.
+# With BUILDROOT_DIR=/path/to/buildroot (a checkout) every BR2_ symbol of the defconfig is
+# also looked up in its Config.in files.
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -11,6 +16,7 @@ FRAG=$BR/board/bulkhead/linux.fragment
 DEFCONFIG=$BR/configs/bulkhead_x86_64_defconfig
 MODLIST=$ROOT/overlay/etc/bulkhead/modules
 PASS=0 FAIL=0
+TMPDIR_SC=$(mktemp)
 ok() { PASS=$((PASS + 1)); printf 'ok - %s\n' "$*"; }
 notok() { FAIL=$((FAIL + 1)); printf 'FAIL - %s\n' "$*"; }
 # resolve $(BR2_EXTERNAL_BULKHEAD_PATH) / $BR2_EXTERNAL_BULKHEAD_PATH
@@ -19,7 +25,8 @@ brpath() { local p=$1; p=${p//\$(BR2_EXTERNAL_BULKHEAD_PATH)/$BR}; p=${p//\$BR2_
 # ---- tree structure --------------------------------------------------------------
 for f in external.desc Config.in external.mk package/bulkhead/Config.in package/bulkhead/bulkhead.mk \
          configs/bulkhead_x86_64_defconfig board/bulkhead/linux.fragment \
-         board/bulkhead/post-build.sh board/bulkhead/post-image.sh board/bulkhead/grub.cfg; do
+         board/bulkhead/post-build.sh board/bulkhead/post-image.sh board/bulkhead/grub.cfg \
+         board/bulkhead/grub-slots.cfg board/bulkhead/genimage.cfg.in board/bulkhead/keys.sh; do
   [ -f "$BR/$f" ] && ok "buildroot/$f exists" || notok "buildroot/$f missing"
 done
 grep -qx 'name: BULKHEAD' "$BR/external.desc" && ok "external.desc names BULKHEAD" || notok "external.desc name"
@@ -46,23 +53,44 @@ for s in BR2_ROOTFS_POST_BUILD_SCRIPT BR2_ROOTFS_POST_IMAGE_SCRIPT; do
   p=$(brpath "$(sed -n "s/^$s=\"\(.*\)\"$/\1/p" "$DEFCONFIG")")
   [ -x "$p" ] && sh -n "$p" && ok "$s is an executable, parseable script" || notok "$s ($p) not executable or has syntax errors"
 done
+sh -n "$BR/board/bulkhead/keys.sh" && ok "board/bulkhead/keys.sh parses" || notok "board/bulkhead/keys.sh has syntax errors"
+if command -v shellcheck >/dev/null; then
+  shellcheck -s sh -S warning -e SC1091 "$BR"/board/bulkhead/*.sh > "$TMPDIR_SC" 2>&1 && ok "shellcheck: board scripts clean" \
+    || { notok "shellcheck findings in board scripts:"; sed 's/^/    /' "$TMPDIR_SC" | head -20; }
+  rm -f "$TMPDIR_SC"
+else
+  echo "# (no shellcheck installed: board scripts only checked with sh -n)"
+fi
 ov=$(brpath "$(sed -n 's/^BR2_ROOTFS_OVERLAY="\(.*\)"$/\1/p' "$DEFCONFIG")")
 [ "$(cd "$ov" 2>/dev/null && pwd)" = "$ROOT/overlay" ] && ok "rootfs overlay is the repository's overlay/" || notok "BR2_ROOTFS_OVERLAY is not overlay/ ($ov)"
 for f in init usr/libexec/bulkhead/ctl-agent etc/bulkhead/modules; do
   [ -f "$ov/$f" ] && ok "overlay has /$f" || notok "overlay lacks /$f"
 done
-grep -q 'image/mkdisk' "$BR/board/bulkhead/post-image.sh" && [ -x "$ROOT/image/mkdisk" ] \
-  && ok "post-image uses image/mkdisk (exists)" || notok "post-image / image/mkdisk"
+grep -q 'genimage.cfg.in' "$BR/board/bulkhead/post-image.sh" && grep -q 'image/bundle' "$BR/board/bulkhead/post-image.sh" \
+  && [ -x "$ROOT/image/bundle" ] && ok "post-image uses genimage (genimage.cfg.in) and image/bundle (exists)" \
+  || notok "post-image does not use genimage.cfg.in and image/bundle"
 
 # ---- same programs as image/build -------------------------------------------------------
-for p in BUSYBOX BULKHEAD NFTABLES IPTABLES IPTABLES_NFTABLES IPSET IPROUTE2 DROPBEAR E2FSPROGS; do
+for p in BUSYBOX BULKHEAD NFTABLES IPTABLES IPTABLES_NFTABLES IPSET IPROUTE2 DROPBEAR E2FSPROGS \
+         CHRONY RAUC RAUC_DBUS DBUS SQUASHFS HOST_RAUC HOST_GENIMAGE HOST_DOSFSTOOLS HOST_MTOOLS; do
   grep -qx "BR2_PACKAGE_$p=y" "$DEFCONFIG" && ok "defconfig selects $p" || notok "defconfig lacks BR2_PACKAGE_$p=y"
 done
+for t in GRUB2 GRUB2_I386_PC GRUB2_X86_64_EFI GRUB2_INSTALL_TOOLS; do
+  grep -qx "BR2_TARGET_$t=y" "$DEFCONFIG" && ok "defconfig selects $t" || notok "defconfig lacks BR2_TARGET_$t=y"
+done
+grep -q '^BR2_TARGET_SYSLINUX' "$DEFCONFIG" && notok "defconfig still builds syslinux (GRUB boots BIOS too)" || ok "no syslinux: GRUB boots BIOS and UEFI"
 grep -qx 'BR2_INIT_NONE=y' "$DEFCONFIG" && ok "no init system: /init from the overlay is PID 1" || notok "BR2_INIT_NONE missing"
-cmd_mkdisk=$(sed -n 's/^CMDLINE=\${CMDLINE:-\(.*\)}$/\1/p' "$ROOT/image/mkdisk")
-cmd_grub=$(sed -n 's|^linux /vmlinuz ||p' "$BR/board/bulkhead/grub.cfg")
-[ -n "$cmd_mkdisk" ] && [ "$cmd_mkdisk" = "$cmd_grub" ] && ok "GRUB config has the same kernel command line as image/mkdisk" \
-  || notok "kernel command line differs: mkdisk '$cmd_mkdisk' grub.cfg '$cmd_grub'"
+# the GRUB modules of image/mkdisk (+ biosdisk for BIOS, + efi_gop all_video for UEFI)
+mods_mkdisk=$(sed -n '/^GRUB_MODS=(/,/)/p' "$ROOT/image/mkdisk" | tr -d '()' | sed 's/GRUB_MODS=//' | tr -s ' \n' ' ' | sed 's/^ //; s/ $//')
+mods_pc=$(sed -n 's/^BR2_TARGET_GRUB2_BUILTIN_MODULES_PC="\(.*\)"$/\1/p' "$DEFCONFIG")
+mods_efi=$(sed -n 's/^BR2_TARGET_GRUB2_BUILTIN_MODULES_EFI="\(.*\)"$/\1/p' "$DEFCONFIG")
+[ -n "$mods_mkdisk" ] && [ "$mods_pc" = "biosdisk $mods_mkdisk" ] && [ "$mods_efi" = "$mods_mkdisk efi_gop all_video" ] \
+  && ok "GRUB modules (BIOS and UEFI) are image/mkdisk's" \
+  || notok "GRUB modules differ: mkdisk '$mods_mkdisk' / PC '$mods_pc' / EFI '$mods_efi'"
+for v in PC EFI; do
+  [ "$(sed -n "s/^BR2_TARGET_GRUB2_BUILTIN_CONFIG_$v=\"\(.*\)\"$/\1/p" "$DEFCONFIG")" = '$(BR2_EXTERNAL_BULKHEAD_PATH)/board/bulkhead/grub.cfg' ] \
+    && ok "GRUB ($v) embeds board/bulkhead/grub.cfg" || notok "BR2_TARGET_GRUB2_BUILTIN_CONFIG_$v is not board/bulkhead/grub.cfg"
+done
 
 # ---- release and test images (image/test-only, BR2_BULKHEAD_TEST_BUILD) -------------------
 grep -q '^config BR2_BULKHEAD_TEST_BUILD$' "$BR/Config.in" && ok "Config.in offers BR2_BULKHEAD_TEST_BUILD" \
@@ -73,7 +101,9 @@ grep -qx 'BR2_BULKHEAD_TEST_BUILD=y' "$DEFCONFIG" && notok "the defconfig builds
 postbuild() {  # VARIANT -> $PB/target
   PB=$(mktemp -d); mkdir -p "$PB/target"
   cp -a "$ROOT/overlay/." "$PB/target/"
-  for f in /usr/sbin/mke2fs /usr/sbin/dropbear /usr/bin/dropbearkey /usr/sbin/ip /usr/sbin/nft; do
+  for f in /usr/sbin/mke2fs /usr/sbin/dropbear /usr/bin/dropbearkey /usr/sbin/ip /usr/sbin/nft \
+           /usr/bin/rauc /usr/bin/dbus-daemon /usr/bin/grub-editenv /usr/bin/grub-mkimage /usr/bin/unsquashfs \
+           /usr/sbin/chronyd /usr/bin/chronyc /usr/lib/grub/i386-pc/normal.mod; do
     mkdir -p "$PB/target$(dirname "$f")"; : > "$PB/target$f"
   done
   if [ "$1" = test ]; then echo 'BR2_BULKHEAD_TEST_BUILD=y' > "$PB/config"; else echo '# BR2_BULKHEAD_TEST_BUILD is not set' > "$PB/config"; fi
@@ -84,6 +114,10 @@ testonly=$(grep -v '^[[:space:]]*\(#\|$\)' "$ROOT/image/test-only" | awk '{print
 for variant in release test; do
   if postbuild "$variant"; then
     ok "post-build.sh runs ($variant)"
+    cmp -s "$PB/target/etc/rauc/keyring.pem" "${RAUC_KEYRING:-$ROOT/image/keys/dev.cert.pem}" \
+      && ok "$variant: /etc/rauc/keyring.pem is the keyring image/build uses" || notok "$variant: no or another /etc/rauc/keyring.pem"
+    [ -e "$PB/target/usr/bin/grub-editenv" ] && [ ! -e "$PB/target/usr/bin/grub-mkimage" ] && [ ! -e "$PB/target/usr/lib/grub" ] \
+      && ok "$variant: of GRUB's tools only grub-editenv stays" || notok "$variant: GRUB's tools and modules not pruned"
     grep -qx "BULKHEAD_IMAGE_VARIANT=$variant" "$PB/target/etc/bulkhead/image-release" \
       && ok "$variant: image-release says BULKHEAD_IMAGE_VARIANT=$variant" || notok "$variant: image-release lacks BULKHEAD_IMAGE_VARIANT=$variant"
     for p in $testonly; do
@@ -98,10 +132,110 @@ for variant in release test; do
   fi
   rm -rf "$PB"
 done
-grep -q 'BR2_BULKHEAD_TEST_BUILD' "$BR/board/bulkhead/post-image.sh" && grep -q 'export VARIANT' "$BR/board/bulkhead/post-image.sh" \
-  && ok "post-image.sh passes the variant to image/mkdisk" || notok "post-image.sh does not pass VARIANT to image/mkdisk"
 grep -qx 'set superusers="[a-z]*"' "$BR/board/bulkhead/grub.cfg" && grep -qx 'export superusers' "$BR/board/bulkhead/grub.cfg" \
   && ok "GRUB config sets superusers (no entry editing, no GRUB shell)" || notok "GRUB config does not lock editing (set superusers)"
+
+# ---- A/B: genimage's disk = image/mkdisk's, the bundle, RAUC's system.conf ---------------------
+# Stand-ins for what Buildroot would hand post-image.sh: a kernel and an initramfs (the test
+# image's when image/build has run, else placeholders), GRUB's core images made here with the
+# defconfig's modules, prefixes and embedded config (as boot/grub2/grub2.mk does), its boot.img.
+if [ "$(id -u)" = 0 ] && ! command -v genimage >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends genimage >/dev/null 2>&1 || true
+fi
+AB=$(mktemp -d)
+KIMG=$(ls "$ROOT"/image/out-test/vmlinuz "$ROOT"/image/out/vmlinuz "$ROOT"/image/cache/kroot-*/boot/vmlinuz-* 2>/dev/null | head -1)
+[ -n "$KIMG" ] || { KIMG=$AB/vmlinuz; head -c 8M /dev/zero > "$KIMG"; }
+IIMG=$(ls "$ROOT"/image/out-test/initramfs.cpio.gz "$ROOT"/image/out/initramfs.cpio.gz 2>/dev/null | head -1)
+if [ -z "$IIMG" ]; then
+  IIMG=$AB/initramfs.cpio.gz; mkdir -p "$AB/r"; echo placeholder > "$AB/r/init"
+  (cd "$AB/r" && echo init | cpio -o -H newc --quiet) | gzip -9n > "$IIMG"
+fi
+missing=
+for t in genimage rauc grub-mkimage grub-editenv mkfs.vfat mcopy sfdisk xz; do command -v "$t" >/dev/null || missing="$missing $t"; done
+if [ -n "$missing" ]; then
+  echo "# not checked here (missing:$missing): the post-image run, the disk layout, the bundle"
+else
+  # image/mkdisk's disk from the same kernel and initramfs (a release disk, like the defconfig)
+  if VARIANT=release "$ROOT/image/mkdisk" "$KIMG" "$IIMG" "$AB/mk" "$AB/mkwork" > "$AB/mkdisk.log" 2>&1; then
+    ok "image/mkdisk made its disk from the same kernel and initramfs"
+  else
+    notok "image/mkdisk failed:"; sed 's/^/    /' "$AB/mkdisk.log" | tail -5
+  fi
+  cmp -s "$BR/board/bulkhead/grub.cfg" "$AB/mkwork/embed.cfg" && ok "board/bulkhead/grub.cfg is image/mkdisk's embedded GRUB config" \
+    || { notok "board/bulkhead/grub.cfg differs from image/mkdisk's embedded config:"; diff "$AB/mkwork/embed.cfg" "$BR/board/bulkhead/grub.cfg" | sed 's/^/    /'; }
+  cmp -s "$BR/board/bulkhead/grub-slots.cfg" "$AB/mkwork/esp/grub/grub.cfg" && ok "board/bulkhead/grub-slots.cfg is image/mkdisk's slot selection (grub/grub.cfg)" \
+    || { notok "board/bulkhead/grub-slots.cfg differs from image/mkdisk's grub/grub.cfg:"; diff "$AB/mkwork/esp/grub/grub.cfg" "$BR/board/bulkhead/grub-slots.cfg" | sed 's/^/    /' | head -20; }
+  # what Buildroot would hand over
+  B=$AB/images; mkdir -p "$B/efi-part/EFI/BOOT" "$AB/build/grub2-x/build-i386-pc/grub-core" "$AB/host"
+  cp "$KIMG" "$B/bzImage"; cp "$IIMG" "$B/rootfs.cpio.gz"
+  cp /usr/lib/grub/i386-pc/boot.img "$AB/build/grub2-x/build-i386-pc/grub-core/boot.img"
+  bp=$(sed -n 's/^BR2_TARGET_GRUB2_BOOT_PARTITION="\(.*\)"$/\1/p' "$DEFCONFIG")
+  # shellcheck disable=SC2086  # the module lists are word lists
+  if grub-mkimage -O i386-pc -o "$B/grub.img" -p "($bp)/boot/grub" -c "$BR/board/bulkhead/grub.cfg" $mods_pc &&
+     grub-mkimage -O x86_64-efi -o "$B/efi-part/EFI/BOOT/bootx64.efi" -p /EFI/BOOT -c "$BR/board/bulkhead/grub.cfg" $mods_efi; then
+    ok "GRUB core images build with the defconfig's modules and embedded config"
+  else
+    notok "grub-mkimage with the defconfig's modules failed"
+  fi
+  if BINARIES_DIR=$B BUILD_DIR=$AB/build HOST_DIR=$AB/host BR2_EXTERNAL_BULKHEAD_PATH=$BR VERSION=br-check \
+       sh "$BR/board/bulkhead/post-image.sh" > "$AB/post-image.log" 2>&1; then
+    ok "post-image.sh runs (genimage, image/bundle)"
+  else
+    notok "post-image.sh failed:"; tail -15 "$AB/post-image.log" | sed 's/^/    /'
+  fi
+  ptable() { sfdisk -d "$1" 2>/dev/null | grep -v '^device:' | sed 's|^[^ ]*\(img[0-9]\) :|\1 :|'; }
+  ptable "$AB/mk/disk.img" > "$AB/pt.mkdisk"; ptable "$B/disk.img" > "$AB/pt.genimage"
+  [ -s "$AB/pt.mkdisk" ] && cmp -s "$AB/pt.mkdisk" "$AB/pt.genimage" \
+    && ok "genimage's partition table is image/mkdisk's (label-id, p1 boot ef bootable, p2/p3 slots, p4 data)" \
+    || { notok "partition tables differ (mkdisk < > genimage):"; diff "$AB/pt.mkdisk" "$AB/pt.genimage" | sed 's/^/    /'; }
+  [ "$(stat -c %s "$B/disk.img" 2>/dev/null)" = "$(stat -c %s "$AB/mk/disk.img" 2>/dev/null)" ] \
+    && ok "the disk file reaches the end of the data partition (same size as image/mkdisk's)" || notok "disk.img sizes differ"
+  cmp -s <(dd if="$B/disk.img" bs=440 count=1 status=none) <(dd if="$AB/mk/disk.img" bs=440 count=1 status=none) \
+    && ok "the MBR boot code is image/mkdisk's (GRUB's boot.img)" || notok "the MBR boot code differs from image/mkdisk's"
+  cmp -s <(dd if="$B/disk.img" bs=512 skip=1 count="$(( ($(stat -c %s "$B/grub.img") + 511) / 512 ))" status=none | head -c "$(stat -c %s "$B/grub.img")") "$B/grub.img" \
+    && ok "GRUB's BIOS core image sits right after the MBR (as image/mkdisk puts it)" || notok "no GRUB core image at sector 1"
+  for f in grub.cfg grubenv; do
+    MTOOLS_SKIP_CHECK=1 mcopy -n -i "$B/disk.img@@1M" "::grub/$f" "$AB/esp.$f" 2>/dev/null
+    MTOOLS_SKIP_CHECK=1 mcopy -n -i "$AB/mk/disk.img@@1M" "::grub/$f" "$AB/mkesp.$f" 2>/dev/null
+    [ -s "$AB/esp.$f" ] && cmp -s "$AB/esp.$f" "$AB/mkesp.$f" && ok "boot partition: grub/$f is image/mkdisk's" || notok "boot partition: grub/$f differs or is missing"
+  done
+  MTOOLS_SKIP_CHECK=1 mcopy -n -i "$B/disk.img@@1M" ::EFI/BOOT/BOOTX64.EFI "$AB/bootx64" 2>/dev/null
+  cmp -s "$AB/bootx64" "$B/efi-part/EFI/BOOT/bootx64.efi" && ok "boot partition: EFI/BOOT/BOOTX64.EFI is Buildroot's GRUB" || notok "boot partition: no BOOTX64.EFI"
+  p2=$(sfdisk -d "$B/disk.img" 2>/dev/null | sed -n 's/.*img2 : start= *\([0-9]*\),.*/\1/p')
+  MTOOLS_SKIP_CHECK=1 mdir -b -i "$B/disk.img@@$((p2 * 512))" :: > "$AB/slot.ls" 2>/dev/null
+  MTOOLS_SKIP_CHECK=1 mcopy -n -i "$B/disk.img@@$((p2 * 512))" ::initrd.img "$AB/initrd.img" 2>/dev/null
+  grep -q vmlinuz "$AB/slot.ls" && grep -q initrd.img "$AB/slot.ls" && xz --robot --list "$AB/initrd.img" 2>/dev/null | grep -q CRC32 \
+    && ok "slot A holds vmlinuz and initrd.img (xz, CRC32 for the kernel's unpacker)" || notok "slot A: no vmlinuz/initrd.img, or not xz with CRC32"
+  # RAUC: the system.conf /init writes (this disk's devices filled in) parses, and the bundle is
+  # accepted with the keyring the image gets
+  sed -n '/cat > \/etc\/rauc\/system.conf <<EOF/,/^EOF$/p' "$ROOT/overlay/init" | sed '1d;$d' |
+    sed -e 's|\$DATA|/var/lib/bulkhead|g' -e 's|\$a|/dev/vda2|' -e 's|\$b|/dev/vda3|' > "$AB/system.conf"
+  grep -q '^\[slot.system.1\]' "$AB/system.conf" && grep -qx 'bootloader=grub' "$AB/system.conf" \
+    && ok "overlay/init writes a RAUC system.conf for GRUB with two system slots" || notok "no system.conf in overlay/init"
+  keyring=${RAUC_KEYRING:-$ROOT/image/keys/dev.cert.pem}
+  sed -i "s|^path=/etc/rauc/keyring.pem$|path=$keyring|" "$AB/system.conf"
+  bundle=$(ls "$B"/bulkhead-*.raucb 2>/dev/null | head -1)
+  if [ -n "$bundle" ] && rauc --conf="$AB/system.conf" info "$bundle" > "$AB/info" 2>&1; then
+    grep -qE "Compatible:[[:space:]]*'bulkhead-x86_64'" "$AB/info" && grep -qE "Version:[[:space:]]*'br-check'" "$AB/info" \
+      && ok "rauc info (with that system.conf and the image's keyring) accepts the signed bundle: bulkhead-x86_64, br-check" \
+      || { notok "rauc info: wrong compatible or version"; sed 's/^/    /' "$AB/info"; }
+  else
+    notok "rauc info refused the system.conf or the bundle:"; sed 's/^/    /' "$AB/info" 2>/dev/null | tail -5
+  fi
+fi
+rm -rf "$AB"
+
+# ---- symbols in a Buildroot checkout (BUILDROOT_DIR) ------------------------------------------
+if [ -n "${BUILDROOT_DIR:-}" ] && [ -f "$BUILDROOT_DIR/Config.in" ]; then
+  bad=
+  for sym in $(sed -n 's/^\(BR2_[A-Z0-9_]*\)=.*/\1/p' "$DEFCONFIG"); do
+    grep -rqs --include='Config.in*' -E "^(menu)?config $sym\$" "$BUILDROOT_DIR" "$BR" || bad="$bad $sym"
+  done
+  [ -z "$bad" ] && ok "every defconfig symbol exists in $BUILDROOT_DIR ($(git -C "$BUILDROOT_DIR" describe 2>/dev/null || echo 'version unknown'))" \
+    || notok "defconfig symbols unknown to $BUILDROOT_DIR:$bad"
+else
+  echo "# (no BUILDROOT_DIR: defconfig symbols not looked up in a Buildroot checkout)"
+fi
 
 # ---- kernel fragment vs. the module list ----------------------------------------------------
 # module name -> Kconfig symbol that builds it
