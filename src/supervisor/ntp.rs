@@ -132,7 +132,13 @@ pub struct Chrony {
     backoff: Backoff,
     state_dir: PathBuf,
     lab: bool,
+    /// The last unsynchronised check ([`Chrony::nudge`]), and whether one is still running.
+    last_nudge: Instant,
+    nudging: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// How often an unsynchronised chronyd is asked for a burst of polls.
+pub const NUDGE_EVERY: Duration = Duration::from_secs(30);
 
 impl Chrony {
     /// Start chronyd for the model's servers (nothing without servers or in the lab).
@@ -144,6 +150,8 @@ impl Chrony {
             backoff: Backoff::default(),
             state_dir: state_dir.to_path_buf(),
             lab,
+            last_nudge: Instant::now(),
+            nudging: Default::default(),
         };
         c.launch(m, Instant::now());
         c
@@ -192,6 +200,10 @@ impl Chrony {
                     self.failed(now, st.to_string());
                 }
                 Ok(None) => {
+                    if now.saturating_duration_since(self.last_nudge) >= NUDGE_EVERY {
+                        self.last_nudge = now;
+                        self.nudge();
+                    }
                     if let Some(n) = self
                         .backoff
                         .running(now.saturating_duration_since(self.started))
@@ -208,6 +220,40 @@ impl Chrony {
         } else if self.next_start.is_some_and(|t| now >= t) {
             self.launch(m, now);
         }
+    }
+
+    /// chronyd spends its `iburst` at start; a server that becomes reachable later (the uplink
+    /// came up late, the server was down) would then be polled only every 64 s or more, and a
+    /// first sync takes minutes. While the clock is unsynchronised, ask for a burst of polls
+    /// (`chronyc burst 2/4`) every [`NUDGE_EVERY`]; once synced, chronyd's own polling rules.
+    /// Runs in a thread of its own so a chronyd that does not answer cannot stall the tick.
+    fn nudge(&self) {
+        use std::sync::atomic::Ordering;
+        if self.nudging.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let flag = self.nudging.clone();
+        std::thread::spawn(move || {
+            let synced = Command::new("chronyc")
+                .args(["-c", "-n", "tracking"])
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .and_then(|o| parse_tracking(&String::from_utf8_lossy(&o.stdout)))
+                .is_some_and(|v| v["synced"] == true);
+            if !synced {
+                tracing::debug!("clock not synchronised yet: asking chronyd for a burst of polls");
+                let _ = Command::new("chronyc")
+                    .args(["burst", "2/4"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+            flag.store(false, Ordering::SeqCst);
+        });
     }
 
     /// The servers changed: stop chronyd and start it at once for the new ones, with a fresh
