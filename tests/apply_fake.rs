@@ -211,10 +211,10 @@ impl Firewall for Fw {
     fn set_list(&self, _: &str) -> Result<Vec<String>, FirewallError> {
         Ok(vec![])
     }
-    fn set_add(&self, _: &str, _: &[Ipv4Net]) -> Result<(), FirewallError> {
+    fn set_add(&self, _: &str, _: &[IpNet]) -> Result<(), FirewallError> {
         Ok(())
     }
-    fn set_del(&self, _: &str, _: &[Ipv4Net]) -> Result<(), FirewallError> {
+    fn set_del(&self, _: &str, _: &[IpNet]) -> Result<(), FirewallError> {
         Ok(())
     }
     fn set_sizes(&self) -> Result<Vec<(String, usize)>, FirewallError> {

@@ -71,8 +71,8 @@ impl Site {
             ));
         }
         gw.sh("ip link add bhmgmt type veth peer name bhmgmt-p");
-        cl.sh("ip addr add 198.18.1.10/24 dev c0 && ip addr add 198.18.1.11/24 dev c0 && ip route add default via 198.18.1.1");
-        cl.sh("ip -6 addr add fd00:db8:1::10/64 dev c0 nodad && ip -6 addr add fd00:db8:1::11/64 dev c0 nodad && ip -6 route add default via fd00:db8:1::1");
+        cl.sh("ip addr add 198.18.1.10/24 dev c0 && ip addr add 198.18.1.20/24 dev c0 && ip route add default via 198.18.1.1");
+        cl.sh("ip -6 addr add fd00:db8:1::10/64 dev c0 nodad && ip -6 addr add fd00:db8:1::20/64 dev c0 nodad && ip -6 route add default via fd00:db8:1::1");
         sv.sh("ip addr add 198.18.2.10/24 dev s0 && ip route add default via 198.18.2.1");
         sv.sh("ip -6 addr add fd00:db8:2::10/64 dev s0 nodad && ip -6 route add default via fd00:db8:2::1");
         let dir = TempDir::new("set6");
@@ -167,9 +167,8 @@ fn reach_eventually(ns: &Ns, src: &str, dst: SocketAddr) -> bool {
 fn ipv6_members_are_added_listed_kept_and_removed_live() {
     let s = Site::new();
     let stop = Arc::new(AtomicBool::new(false));
-    let l = s
-        .sv
-        .run(|| TcpListener::bind("[fd00:db8:2::10]:8080").unwrap());
+    let l =
+        s.sv.run(|| TcpListener::bind("[fd00:db8:2::10]:8080").unwrap());
     l.set_nonblocking(true).unwrap();
     let st = stop.clone();
     let srv = std::thread::spawn(move || {
@@ -189,23 +188,23 @@ fn ipv6_members_are_added_listed_kept_and_removed_live() {
         "the configured IPv6 member never got through"
     );
     assert!(
-        !reach(&s.cl, "fd00:db8:1::11", dst),
+        !reach(&s.cl, "fd00:db8:1::20", dst),
         "a host outside the group got through before any set change"
     );
 
     // one request mixing both families: each goes to its own set
-    s.ok(&["set", "add", "web_clients", "fd00:db8:1::11", "198.18.1.11"]);
+    s.ok(&["set", "add", "web_clients", "fd00:db8:1::20", "198.18.1.20"]);
     let list = s.ok(&["set", "list", "web_clients"]);
-    assert!(list.contains("fd00:db8:1::11"), "set list: {list}");
-    assert!(list.contains("198.18.1.11"), "set list: {list}");
+    assert!(list.contains("fd00:db8:1::20"), "set list: {list}");
+    assert!(list.contains("198.18.1.20"), "set list: {list}");
     let table = nft_table(&s.gw);
     let v6 = table.split("set web_clients_v6 {").nth(1).unwrap();
     assert!(
-        v6.split('}').next().unwrap().contains("fd00:db8:1::11"),
+        v6.split('}').next().unwrap().contains("fd00:db8:1::20"),
         "not in web_clients_v6:\n{table}"
     );
     assert!(
-        reach_eventually(&s.cl, "fd00:db8:1::11", dst),
+        reach_eventually(&s.cl, "fd00:db8:1::20", dst),
         "the live IPv6 member is not let through"
     );
 
@@ -225,10 +224,10 @@ fn ipv6_members_are_added_listed_kept_and_removed_live() {
         nft_table(&s.gw).contains("fd00:db8:2::99")
     });
     assert!(
-        nft_table(&s.gw).contains("fd00:db8:1::11"),
+        nft_table(&s.gw).contains("fd00:db8:1::20"),
         "the reload dropped the live IPv6 member"
     );
-    assert!(reach_eventually(&s.cl, "fd00:db8:1::11", dst));
+    assert!(reach_eventually(&s.cl, "fd00:db8:1::20", dst));
 
     // and so does a restart of the daemon
     bulkhead::sys::proc::signal(run.0.id(), libc::SIGTERM).unwrap();
@@ -237,16 +236,19 @@ fn ipv6_members_are_added_listed_kept_and_removed_live() {
     run = s.start();
     let list = s.ok(&["set", "list", "web_clients"]);
     assert!(
-        list.contains("fd00:db8:1::11"),
+        list.contains("fd00:db8:1::20"),
         "the restart dropped the live IPv6 member: {list}"
     );
-    assert!(reach_eventually(&s.cl, "fd00:db8:1::11", dst));
+    assert!(reach_eventually(&s.cl, "fd00:db8:1::20", dst));
 
     // set del stops it
-    s.ok(&["set", "del", "web_clients", "fd00:db8:1::11"]);
-    assert!(!s.ok(&["set", "list", "web_clients"]).contains("fd00:db8:1::11"));
+    s.ok(&["set", "del", "web_clients", "fd00:db8:1::20"]);
     assert!(
-        !reach(&s.cl, "fd00:db8:1::11", dst),
+        !s.ok(&["set", "list", "web_clients"])
+            .contains("fd00:db8:1::20")
+    );
+    assert!(
+        !reach(&s.cl, "fd00:db8:1::20", dst),
         "the removed IPv6 member still gets through"
     );
     assert!(reach_eventually(&s.cl, "fd00:db8:1::10", dst));
@@ -256,7 +258,10 @@ fn ipv6_members_are_added_listed_kept_and_removed_live() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("fd00:db8:1::zz"), "{err}");
-    assert!(!s.ok(&["set", "list", "web_clients"]).contains("198.18.1.12"));
+    assert!(
+        !s.ok(&["set", "list", "web_clients"])
+            .contains("198.18.1.12")
+    );
 
     stop.store(true, Ordering::SeqCst);
     srv.join().unwrap();

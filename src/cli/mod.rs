@@ -803,18 +803,19 @@ fn state_dir_of(g: &Global) -> Result<PathBuf, ExitCode> {
     load_as(&g.config, g.lab_mode()).map(|(m, _)| m.state_dir)
 }
 
-fn parse_addrs(v: &[String]) -> Result<Vec<ipnet::Ipv4Net>, CliError> {
+fn parse_addrs(v: &[String]) -> Result<Vec<ipnet::IpNet>, CliError> {
     if v.is_empty() {
         return Err(CliError::Usage("give at least one address".into()));
     }
     v.iter()
         .map(|a| {
-            a.parse::<ipnet::Ipv4Net>()
-                .or_else(|_| {
-                    a.parse::<Ipv4Addr>()
-                        .map(|x| ipnet::Ipv4Net::new(x, 32).expect("/32"))
+            a.parse::<ipnet::IpNet>()
+                .or_else(|_| a.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    CliError::Usage(format!(
+                        "`{a}` is not an IPv4 or IPv6 address or CIDR block"
+                    ))
                 })
-                .map_err(|_| CliError::Usage(format!("`{a}` is not an IPv4 address or CIDR block")))
         })
         .collect()
 }

@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
 
 use crate::apply::{Applier, ApplyError, ApplyReport, Change, DiffReport, RuleCounter};
 use crate::diag::Report;
-use crate::model::{AddrRange, LabMode, Model, addr};
+use crate::model::{AddrRange, AddrRange6, LabMode, Model, addr};
 use crate::plan::{self, Plan};
 
 #[derive(Debug, thiserror::Error)]
@@ -104,8 +104,9 @@ pub struct LiveSets {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct LiveSet {
-    pub added: Vec<Ipv4Net>,
-    pub removed: Vec<Ipv4Net>,
+    /// IPv4 and IPv6 members (an IPv6 one lives in the group's `_v6` twin set).
+    pub added: Vec<IpNet>,
+    pub removed: Vec<IpNet>,
 }
 
 /// The result of the last apply attempt, for `status`.
@@ -455,11 +456,28 @@ impl Gateway {
                 g.members.extend(a.iter().map(|x| AddrRange::single(*x)));
             }
             if let Some(l) = live.groups.get(&g.name) {
+                let v4 = |v: &[IpNet]| -> Vec<AddrRange> {
+                    v.iter()
+                        .filter_map(|n| match n {
+                            IpNet::V4(n) => Some(AddrRange::from_net(*n)),
+                            IpNet::V6(_) => None,
+                        })
+                        .collect()
+                };
+                let v6 = |v: &[IpNet]| -> Vec<AddrRange6> {
+                    v.iter()
+                        .filter_map(|n| match n {
+                            IpNet::V6(n) => Some(AddrRange6::from_net(*n)),
+                            IpNet::V4(_) => None,
+                        })
+                        .collect()
+                };
                 let mut members = g.members.clone();
-                members.extend(l.added.iter().map(|n| AddrRange::from_net(*n)));
-                let removed: Vec<AddrRange> =
-                    l.removed.iter().map(|n| AddrRange::from_net(*n)).collect();
-                g.members = addr::subtract_ranges(&members, &removed);
+                members.extend(v4(&l.added));
+                g.members = addr::subtract_ranges(&members, &v4(&l.removed));
+                let mut members6 = g.members6.clone();
+                members6.extend(v6(&l.added));
+                g.members6 = addr::subtract_ranges6(&members6, &v6(&l.removed));
             }
         }
         plan::build(&m, None)
@@ -820,6 +838,41 @@ impl Gateway {
         }
     }
 
+    /// IPv6 members go to the group's `_v6` twin set, which the plan renders only for a group
+    /// the config gives an IPv6 member (its rules match IPv6 only then): refuse the others by
+    /// name, saying how to enable them.
+    fn check_family(&self, group: &str, addrs: &[IpNet]) -> Result<(), GwError> {
+        let Some(a) = addrs.iter().find(|a| matches!(a, IpNet::V6(_))) else {
+            return Ok(());
+        };
+        if group == crate::plan::ruleset::QUARANTINE {
+            return Ok(());
+        }
+        let live = self.live_sets();
+        let has6 = self
+            .model
+            .group(group)
+            .is_some_and(|g| !g.members6.is_empty())
+            || live
+                .groups
+                .get(group)
+                .is_some_and(|l| l.added.iter().any(|n| matches!(n, IpNet::V6(_))));
+        if has6 {
+            return Ok(());
+        }
+        Err(GwError::Invalid(format!(
+            "group `{group}` has no IPv6 set ({}): `{}` is an IPv6 member, but the config gives \
+             the group no IPv6 member, so its rules match IPv4 only; add an IPv6 member to \
+             [groups.{group}] members in the config (and apply it) to add IPv6 members live",
+            crate::plan::ruleset::set6(group),
+            if a.prefix_len() == a.max_prefix_len() {
+                a.addr().to_string()
+            } else {
+                a.to_string()
+            }
+        )))
+    }
+
     fn check_group(&self, group: &str) -> Result<(), GwError> {
         if group == crate::plan::ruleset::QUARANTINE || self.model.group(group).is_some() {
             Ok(())
@@ -843,8 +896,9 @@ impl Gateway {
     }
 
     /// Add addresses to a group's live set, and remember them for the next apply.
-    pub fn set_add(&mut self, group: &str, addrs: &[Ipv4Net]) -> Result<(), GwError> {
+    pub fn set_add(&mut self, group: &str, addrs: &[IpNet]) -> Result<(), GwError> {
         self.check_group(group)?;
+        self.check_family(group, addrs)?;
         self.applier.set_add(group, addrs)?;
         if group != crate::plan::ruleset::QUARANTINE {
             let mut l = self.live_sets();
@@ -862,8 +916,9 @@ impl Gateway {
         Ok(())
     }
 
-    pub fn set_del(&mut self, group: &str, addrs: &[Ipv4Net]) -> Result<(), GwError> {
+    pub fn set_del(&mut self, group: &str, addrs: &[IpNet]) -> Result<(), GwError> {
         self.check_group(group)?;
+        self.check_family(group, addrs)?;
         self.applier.set_del(group, addrs)?;
         if group != crate::plan::ruleset::QUARANTINE {
             let mut l = self.live_sets();
@@ -893,7 +948,7 @@ impl Gateway {
             return Ok(());
         }
         let set = self.dhcp_members.entry(group.to_string()).or_default();
-        let net = Ipv4Net::new(addr, 32).expect("/32");
+        let net = IpNet::V4(Ipv4Net::new(addr, 32).expect("/32"));
         if bound && set.insert(addr) {
             self.applier.set_add(group, &[net])?;
             self.amend();

@@ -142,7 +142,7 @@ fn engine(
         match job {
             Job::Shutdown => break,
             Job::Quarantine(std::net::IpAddr::V4(addr)) => {
-                let net = ipnet::Ipv4Net::new(addr, 32).expect("/32");
+                let net = ipnet::IpNet::V4(ipnet::Ipv4Net::new(addr, 32).expect("/32"));
                 if let Err(e) = gw.set_add(crate::plan::ruleset::QUARANTINE, &[net]) {
                     tracing::error!(%addr, "quarantine failed: {e}");
                 }
