@@ -120,7 +120,9 @@ impl Site {
 
     fn cli(&self, args: &[&str]) -> Output {
         Command::new("ip")
-            .args(["netns", "exec", &self.gw.name, BIN, "--state-dir"])
+            .args(["netns", "exec", &self.gw.name, BIN, "-c"])
+            .arg(self.dir.path().join("box.toml"))
+            .arg("--state-dir")
             .arg(self.state())
             .args(args)
             .output()
@@ -266,4 +268,97 @@ fn ipv6_members_are_added_listed_kept_and_removed_live() {
     stop.store(true, Ordering::SeqCst);
     srv.join().unwrap();
     drop(run);
+}
+
+/// The API takes IPv6 members too; a group the config gives no IPv6 member refuses one by
+/// name (saying how to enable it); a request mixing both families whose IPv6 part is refused
+/// leaves the IPv4 set as it was.
+#[test]
+fn api_takes_ipv6_members_and_refusals_change_nothing() {
+    let s = Site::new();
+    let cfg = s.dir.path().join("box.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace("ssh_port = 22", "ssh_port = 22\napi_port = 8443")
+            + "\n[groups.v4only]\nmembers = [\"198.18.1.30\"]\n",
+    )
+    .unwrap();
+    let _run = s.start();
+    let token = s.ok(&["api-token", "add", "ops", "--role", "admin"]);
+    let token = token.trim();
+    let curl = |args: &[&str]| -> (u16, String) {
+        let mut c = Command::new("ip");
+        c.args([
+            "netns",
+            "exec",
+            &s.gw.name,
+            "curl",
+            "-sk",
+            "-m",
+            "8",
+            "-w",
+            "\n%{http_code}",
+        ])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args(args);
+        let o = c.output().unwrap();
+        let t = String::from_utf8_lossy(&o.stdout).into_owned();
+        let (body, code) = t.rsplit_once('\n').unwrap_or(("", &t));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    };
+    let url = "https://198.18.4.1:8443/api/v1/sets/web_clients";
+    wait_for("the API listens", Duration::from_secs(15), || {
+        curl(&[url]).0 == 200
+    });
+    let (code, b) = curl(&[
+        "-X",
+        "POST",
+        "-d",
+        "{\"members\": [\"fd00:db8:1::40\"]}",
+        url,
+    ]);
+    assert_eq!(code, 200, "{b}");
+    assert!(b.contains("fd00:db8:1::40"), "{b}");
+    assert!(
+        s.ok(&["set", "list", "web_clients"])
+            .contains("fd00:db8:1::40")
+    );
+    let (code, b) = curl(&[
+        "-X",
+        "DELETE",
+        "-d",
+        "{\"members\": [\"fd00:db8:1::40\"]}",
+        url,
+    ]);
+    assert_eq!(code, 200, "{b}");
+    assert!(!b.contains("fd00:db8:1::40"), "{b}");
+    let (code, b) = curl(&["-X", "POST", "-d", "{\"members\": [\"2001:db8::zz\"]}", url]);
+    assert_eq!(code, 400, "{b}");
+    assert!(b.contains("2001:db8::zz"), "{b}");
+
+    // a group without an IPv6 set: refused by name, with how to enable it
+    let o = s.cli(&["set", "add", "v4only", "2001:db8::5"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("v4only") && err.contains("2001:db8::5") && err.contains("IPv6 member"),
+        "{err}"
+    );
+    s.ok(&["set", "add", "v4only", "198.18.1.31"]);
+
+    // mixed: the IPv4 part is taken out of web_clients, the IPv6 part (not a member) is
+    // refused, so the IPv4 member is back
+    let o = s.cli(&["set", "del", "web_clients", "198.18.1.10", "fd00:db8:1::99"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("fd00:db8:1::99"), "{err}");
+    let list = s.ok(&["set", "list", "web_clients"]);
+    assert!(
+        list.contains("198.18.1.10"),
+        "the IPv4 part stayed done: {list}"
+    );
+    // and the record was not changed either: a reload keeps the member
+    let live = std::fs::read_to_string(s.state().join("live-sets.json")).unwrap_or_default();
+    assert!(!live.contains("198.18.1.10"), "{live}");
 }
