@@ -14,7 +14,7 @@ use bulkhead::apply::sysctl::SysctlError;
 use bulkhead::apply::{Applier, Firewall, Netlink, NetlinkError, Step, Sysctl};
 use bulkhead::model::{self, Backend};
 use bulkhead::plan::{self, LinkKind, Plan, SysctlPlan};
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 
 type Log = Rc<RefCell<Vec<String>>>;
 

@@ -79,9 +79,9 @@ impl From<BackendArg> for Backend {
 
 #[derive(Debug, Subcommand)]
 pub enum SetCommand {
-    /// Add addresses or CIDR blocks to a group's live set.
+    /// Add IPv4 or IPv6 addresses or CIDR blocks to a group's live set (IPv6 ones to NAME_v6).
     Add { group: String, addrs: Vec<String> },
-    /// Remove addresses or CIDR blocks from a group's live set.
+    /// Remove IPv4 or IPv6 addresses or CIDR blocks from a group's live set.
     Del { group: String, addrs: Vec<String> },
     /// List a group's live set.
     List { group: String },
