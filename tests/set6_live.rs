@@ -362,3 +362,31 @@ fn api_takes_ipv6_members_and_refusals_change_nothing() {
     let live = std::fs::read_to_string(s.state().join("live-sets.json")).unwrap_or_default();
     assert!(!live.contains("198.18.1.10"), "{live}");
 }
+
+/// The iptables backend has no IPv6: an IPv6 member is refused by name, and the IPv4 one of
+/// the same request is not added either.
+#[test]
+fn iptables_refuses_an_ipv6_member_by_name() {
+    init();
+    let gw = gateway("ipt6");
+    let state = TempDir::new("ipt6");
+    let plan = plan("apply.toml", bulkhead::model::Backend::Iptables);
+    gw.run(|| {
+        let a = bulkhead::apply::Applier::new(state.path(), bulkhead::model::Backend::Iptables)
+            .unwrap();
+        a.apply(&plan).unwrap();
+        let e = a
+            .set_add(
+                "allowed",
+                &[
+                    "198.18.1.77/32".parse().unwrap(),
+                    "2001:db8::5/128".parse().unwrap(),
+                ],
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("2001:db8::5") && e.contains("iptables"), "{e}");
+        let l = a.set_list("allowed").unwrap();
+        assert!(!l.contains(&"198.18.1.77".to_string()), "{l:?}");
+    });
+}
