@@ -1083,3 +1083,33 @@ pub fn pools(plan: &Plan) -> Vec<crate::dhcp::PoolConfig> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `live-sets.json` written before IPv6 members existed (IPv4 networks only) still
+    /// reads, and IPv6 members are written and read back alike.
+    #[test]
+    fn live_sets_read_ipv4_records_and_keep_ipv6_members() {
+        let old = r#"{"groups":{"web":{"added":["198.18.1.5/32"],"removed":["198.18.1.0/30"]}}}"#;
+        let l: LiveSets = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            l.groups["web"].added,
+            vec!["198.18.1.5/32".parse::<IpNet>().unwrap()]
+        );
+        let mut l = l;
+        l.groups
+            .get_mut("web")
+            .unwrap()
+            .added
+            .push("2001:db8::5/128".parse().unwrap());
+        let back: LiveSets = serde_json::from_str(&serde_json::to_string(&l).unwrap()).unwrap();
+        assert_eq!(back, l);
+        assert!(
+            serde_json::to_string(&l)
+                .unwrap()
+                .contains("\"2001:db8::5/128\"")
+        );
+    }
+}
