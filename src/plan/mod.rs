@@ -1,6 +1,7 @@
 //! The plan: the complete desired state computed from a model. Pure and deterministic: the same
 //! model always gives byte-identical output.
 
+pub mod delegated;
 pub mod explain;
 pub mod hostrules;
 pub mod invariants;

@@ -9,6 +9,7 @@ pub mod control;
 pub mod gateway;
 pub mod ntp;
 pub mod uplink;
+pub mod uplink6;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,6 +29,8 @@ enum Job {
     Lease(crate::dhcp::LeaseEvent),
     /// An alert asks to quarantine a source (the live set; its timeout expires it).
     Quarantine(std::net::Ipv4Addr),
+    /// The uplink's DHCPv6 client reports a delegated prefix (or its loss).
+    Delegated(Option<uplink6::Delegation>),
     Shutdown,
 }
 
@@ -85,8 +88,15 @@ fn uplink_key(m: &crate::model::Model) -> (String, bool, String) {
 
 /// What the uplink's DHCP client and chronyd depend on: a reload that changes it sends the
 /// new model to the runtime, which restarts what changed.
-fn runtime_key(m: &crate::model::Model) -> ((String, bool, String), Vec<crate::model::NtpServer>) {
-    (uplink_key(m), m.ntp.clone())
+#[allow(clippy::type_complexity)]
+fn runtime_key(
+    m: &crate::model::Model,
+) -> (
+    (String, bool, String),
+    Vec<crate::model::NtpServer>,
+    Option<(String, bool, Option<u8>)>,
+) {
+    (uplink_key(m), m.ntp.clone(), uplink6::key(m))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +146,15 @@ fn engine(
                     tracing::error!(%addr, "quarantine failed: {e}");
                 }
             }
+            Job::Delegated(d) => match gw.set_delegated(d) {
+                Ok(Some(r)) => {
+                    tracing::info!(prefix = ?d.map(|d| d.prefix.to_string()), changes = r.changes.len(), generation = ?r.generation, "delegated prefix applied: segments renumbered")
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(prefix = ?d.map(|d| d.prefix.to_string()), "renumbering for the delegated prefix failed, the running state is kept: {e}")
+                }
+            },
             Job::Lease(ev) => {
                 crate::logship::lease(&ev);
                 use crate::dhcp::LeaseEventKind;
@@ -233,6 +252,12 @@ fn handle(gw: &mut Gateway, req: Request) -> Response {
             );
             st.extra.insert("logship".into(), crate::logship::status());
             st.extra.insert("time".into(), ntp::status(gw.model()));
+            if gw.model().uplink.prefix_delegation.is_some() {
+                st.extra.insert(
+                    "uplink6".into(),
+                    serde_json::json!({"delegated": gw.delegated()}),
+                );
+            }
             if let Some(api) = crate::api::status() {
                 st.extra.insert("api".into(), api);
             }
@@ -385,6 +410,12 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         let mut uplink_model = uplink_model;
         let mut uplink_client = uplink::start(&uplink_model, &state_dir);
         let mut ntp_client = ntp::start(&uplink_model, &state_dir, opts.lab.is_some());
+        // the uplink's DHCPv6 client (address and prefix delegation) and its events
+        let mut uplink6_client = uplink6::start(&uplink_model, &state_dir);
+        let dtx = tx.clone();
+        tokio::spawn(uplink6::watch(state_dir.clone(), move |d| {
+            let _ = dtx.send(Job::Delegated(d));
+        }));
         // DHCP on every segment, leases in the state directory
         let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
         let dhcp = match crate::dhcp::serve(first_pools.clone(), &dhcp_dir(&state_dir), Some(ev_tx)).await {
@@ -425,12 +456,23 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
                         tracing::warn!(status = %st, "chronyd exited; starting it again");
                         ntp_client = ntp::start(&uplink_model, &state_dir, opts.lab.is_some());
                     }
+                    if let Some(c) = uplink6_client.as_mut()
+                        && let Ok(Some(st)) = c.try_wait()
+                    {
+                        tracing::warn!(status = %st, "the uplink's DHCPv6 client exited; starting it again");
+                        uplink6_client = uplink6::start(&uplink_model, &state_dir);
+                    }
                 }
                 Some(m) = uplink_rx.recv() => {
                     if m.ntp != uplink_model.ntp {
                         tracing::info!("[system] ntp changed: restarting chronyd");
                         ntp::stop(ntp_client.take());
                         ntp_client = ntp::start(&m, &state_dir, opts.lab.is_some());
+                    }
+                    if uplink6::key(&m) != uplink6::key(&uplink_model) {
+                        tracing::info!(interface = %m.uplink.interface, "the uplink's IPv6 settings changed: restarting its DHCPv6 client");
+                        uplink6::stop(uplink6_client.take());
+                        uplink6_client = uplink6::start(&m, &state_dir);
                     }
                     if uplink_key(&m) != uplink_key(&uplink_model) {
                         tracing::info!(interface = %m.uplink.interface, "the uplink changed: restarting its DHCP client");
@@ -474,6 +516,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             let _ = d.shutdown().await;
         }
         uplink::stop(uplink_client);
+        uplink6::stop(uplink6_client);
         ntp::stop(ntp_client);
         tracing::info!("stopping; the ruleset stays in place");
         crate::logship::stop(shippers, Duration::from_secs(3)).await;

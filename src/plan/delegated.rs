@@ -1,0 +1,49 @@
+//! The plan with the prefix delegated to the uplink (DHCPv6 IA_PD) as an input.
+//!
+//! A segment with `subnet6 = "delegated"` and `prefix_id = N` gets the N-th /64 of the
+//! delegated prefix. Everything in the plan that derives from that /64 is filled in here: the
+//! segment's IPv6 set (`SEGMENT_v6`, used by the anti-spoofing rules of the segment and of
+//! the uplink). A new delegated prefix is one new plan, applied like any other (one atomic
+//! firewall load); without a delegation the sets stay empty, so a delegated segment forwards
+//! no IPv6 while IPv4 is untouched.
+
+use ipnet::Ipv6Net;
+
+use super::Plan;
+use super::ruleset::{Ruleset, set6};
+use crate::model::{AddrRange6, Backend, Model, Prefix6};
+
+/// The /64 of every delegated segment under `delegated`, in config order (segment name,
+/// prefix). Segments whose `prefix_id` does not fit in the delegated prefix are left out.
+pub fn segment_prefixes(m: &Model, delegated: Ipv6Net) -> Vec<(String, Ipv6Net)> {
+    m.segments
+        .iter()
+        .filter_map(|s| {
+            let x = s.ipv6.as_ref()?;
+            match x.prefix {
+                Prefix6::Delegated { .. } => Some((s.name.clone(), x.subnet6(Some(delegated))?)),
+                Prefix6::Static(_) => None,
+            }
+        })
+        .collect()
+}
+
+/// Fill the prefix-derived sets of a ruleset with the delegated segments' /64s.
+pub fn fill_ruleset(rs: &mut Ruleset, m: &Model, delegated: Ipv6Net) {
+    for (seg, net) in segment_prefixes(m, delegated) {
+        let name = set6(&seg);
+        if let Some(set) = rs.sets.iter_mut().find(|s| s.name == name && s.ipv6) {
+            set.elements6 = vec![AddrRange6::from_net(net)];
+        }
+    }
+}
+
+/// The plan for a model with the prefix the uplink holds (`None`: no delegation yet, or lost).
+pub fn build(m: &Model, backend: Option<Backend>, delegated: Option<Ipv6Net>) -> Plan {
+    let mut p = super::build(m, backend);
+    if let Some(d) = delegated {
+        fill_ruleset(&mut p.ruleset, m, d);
+        p.firewall = super::render_firewall(&p.ruleset, p.backend, &p.source);
+    }
+    p
+}
