@@ -14,14 +14,14 @@ use bulkhead::apply::sysctl::SysctlError;
 use bulkhead::apply::{Applier, Firewall, Netlink, NetlinkError, Step, Sysctl};
 use bulkhead::model::{self, Backend};
 use bulkhead::plan::{self, LinkKind, Plan, SysctlPlan};
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 
 type Log = Rc<RefCell<Vec<String>>>;
 
 #[derive(Default)]
 struct World {
     links: Vec<LinkState>,
-    addrs: Vec<(u32, Ipv4Net)>,
+    addrs: Vec<(u32, IpNet)>,
     routes: Vec<DefaultRoute>,
     sysctl: BTreeMap<String, String>,
     fw: Option<LoadText>,
@@ -97,7 +97,7 @@ impl Netlink for Net {
             .push(format!("del_link {}", name.unwrap_or_default()));
         Ok(w.links.len() != n)
     }
-    fn addresses(&self, index: u32) -> Result<Vec<Ipv4Net>, NetlinkError> {
+    fn addresses(&self, index: u32) -> Result<Vec<IpNet>, NetlinkError> {
         Ok(self
             .0
             .borrow()
@@ -107,7 +107,7 @@ impl Netlink for Net {
             .map(|a| a.1)
             .collect())
     }
-    fn add_address(&self, index: u32, addr: Ipv4Net) -> Result<bool, NetlinkError> {
+    fn add_address(&self, index: u32, addr: IpNet) -> Result<bool, NetlinkError> {
         let mut w = self.0.borrow_mut();
         if w.addrs.contains(&(index, addr)) {
             return Ok(false);
@@ -115,7 +115,7 @@ impl Netlink for Net {
         w.addrs.push((index, addr));
         Ok(true)
     }
-    fn del_address(&self, index: u32, addr: Ipv4Net) -> Result<bool, NetlinkError> {
+    fn del_address(&self, index: u32, addr: IpNet) -> Result<bool, NetlinkError> {
         let mut w = self.0.borrow_mut();
         let n = w.addrs.len();
         w.addrs.retain(|a| *a != (index, addr));

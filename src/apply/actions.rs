@@ -3,9 +3,9 @@
 //! [`super::Applier::diff`] lists these actions, [`super::Applier::apply`] carries them out.
 //! (Sysctls and the firewall have their own comparisons, in `sysctl` and `apply`.)
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 
 use super::netlink::{self, Netlink, NetlinkError};
 use super::state::{Created, CreatedAddress, CreatedLink};
@@ -54,24 +54,25 @@ pub enum Action {
     },
     AddAddress {
         dev: String,
-        address: Ipv4Net,
+        address: IpNet,
     },
     SetUp {
         name: String,
     },
+    /// A default route: IPv4 (`[uplink] gateway`) or IPv6 (`[uplink] gateway6`).
     AddRoute {
-        via: Ipv4Addr,
+        via: IpAddr,
         dev: String,
     },
     /// Another default route exists: the planned one is not added (the apply says so).
     OtherRoute {
-        via: Ipv4Addr,
+        via: IpAddr,
         dev: String,
     },
     /// An address Bulkhead added that the plan no longer lists.
     RemoveAddress {
         dev: String,
-        address: Ipv4Net,
+        address: IpNet,
     },
     /// A VLAN Bulkhead created that the plan no longer lists.
     RemoveLink {
@@ -334,7 +335,7 @@ pub fn compute(net: &dyn Netlink, plan: &Plan, rec: &Created) -> Result<Actions,
             });
             continue;
         }
-        let (via, dev) = (rt.via, rt.dev.clone());
+        let (via, dev) = (IpAddr::V4(rt.via), rt.dev.clone());
         if !coming
             && defaults
                 .iter()
@@ -350,6 +351,23 @@ pub fn compute(net: &dyn Netlink, plan: &Plan, rec: &Created) -> Result<Actions,
             Action::OtherRoute { via, dev }
         } else {
             Action::AddRoute { via, dev }
+        });
+    }
+    // the IPv6 default route of a static uplink address6 (an existing one is kept: the
+    // kernel answers EEXIST and the apply says so)
+    for rt in &plan.routes6 {
+        let exists = net.link(&rt.dev)?.is_some() || coming.contains(&rt.dev.as_str());
+        if !exists {
+            a.links.push(Action::Missing {
+                step: Step::Routes,
+                name: rt.dev.clone(),
+                role: "route device".into(),
+            });
+            continue;
+        }
+        a.links.push(Action::AddRoute {
+            via: IpAddr::V6(rt.via),
+            dev: rt.dev.clone(),
         });
     }
 

@@ -668,7 +668,11 @@ impl Applier {
                     Action::AddRoute { via, dev } => {
                         let r = |e: NetlinkError| (Step::Routes, StepError::from(e));
                         let link = index(dev, "route device").map_err(r)?;
-                        if self.net.add_default_route(*via, link.index).map_err(r)? {
+                        let added = match via {
+                            std::net::IpAddr::V4(v) => self.net.add_default_route(*v, link.index),
+                            std::net::IpAddr::V6(v) => self.net.add_default_route6(*v, link.index),
+                        };
+                        if added.map_err(r)? {
                             changes.push(act.done());
                         } else {
                             tracing::warn!(via = %via, dev = %dev, "another default route exists; left alone");
@@ -887,6 +891,31 @@ impl Applier {
 
     pub fn set_del(&self, group: &str, addrs: &[Ipv4Net]) -> Result<(), ApplyError> {
         Ok(self.fw.set_del(group, addrs)?)
+    }
+
+    /// Put an IPv6 source into the IPv6 quarantine set (`quarantine_v6`, nftables only: the
+    /// model refuses IPv6 with the iptables backend). It times out like the IPv4 set.
+    pub fn quarantine6(&self, addr: std::net::Ipv6Addr) -> Result<(), ApplyError> {
+        let set = crate::plan::ruleset::set6(crate::plan::ruleset::QUARANTINE);
+        let body = format!("{{ {addr} }}");
+        cmd::run(
+            "nft",
+            &[
+                "add",
+                "element",
+                "inet",
+                crate::plan::ruleset::TABLE,
+                &set,
+                &body,
+            ],
+            None,
+        )
+        .map_err(|source| FirewallError::Command {
+            phase: "quarantine an IPv6 source",
+            source,
+        })?;
+        tracing::info!(set = %set, element = %addr, "changed live set");
+        Ok(())
     }
 
     /// After live set changes: the plan with the new members becomes the current generation's

@@ -4,12 +4,12 @@
 //! its netlink socket, both created on the calling thread — so the socket lives in that
 //! thread's network namespace, and a caller that is itself async uses `spawn_blocking`.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures_util::TryStreamExt;
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use rtnetlink::packet_route::AddressFamily;
-use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use rtnetlink::packet_route::link::{
     InfoData, InfoKind, InfoVlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
@@ -76,11 +76,18 @@ pub trait Netlink {
     fn set_mtu(&self, index: u32, mtu: u32) -> Result<(), NetlinkError>;
     fn set_up(&self, index: u32) -> Result<(), NetlinkError>;
     fn del_link(&self, index: u32) -> Result<bool, NetlinkError>;
-    fn addresses(&self, index: u32) -> Result<Vec<Ipv4Net>, NetlinkError>;
-    fn add_address(&self, index: u32, addr: Ipv4Net) -> Result<bool, NetlinkError>;
-    fn del_address(&self, index: u32, addr: Ipv4Net) -> Result<bool, NetlinkError>;
+    /// IPv4 and IPv6 addresses (link-local ones included).
+    fn addresses(&self, index: u32) -> Result<Vec<IpNet>, NetlinkError>;
+    /// Add an address; an IPv6 one without duplicate address detection (the gateway's own
+    /// address on its segment is usable at once).
+    fn add_address(&self, index: u32, addr: IpNet) -> Result<bool, NetlinkError>;
+    fn del_address(&self, index: u32, addr: IpNet) -> Result<bool, NetlinkError>;
     fn default_routes(&self) -> Result<Vec<DefaultRoute>, NetlinkError>;
     fn add_default_route(&self, via: Ipv4Addr, oif: u32) -> Result<bool, NetlinkError>;
+    /// The IPv6 default route `::/0 via VIA dev OIF` (a static uplink address6).
+    fn add_default_route6(&self, _via: Ipv6Addr, _oif: u32) -> Result<bool, NetlinkError> {
+        Ok(false)
+    }
 }
 
 /// The real kernel.
@@ -155,8 +162,8 @@ fn link_state(m: &LinkMessage) -> LinkState {
     s
 }
 
-fn addr_of(m: &AddressMessage) -> Option<Ipv4Net> {
-    if m.header.family != AddressFamily::Inet {
+fn addr_of(m: &AddressMessage) -> Option<IpNet> {
+    if m.header.family != AddressFamily::Inet && m.header.family != AddressFamily::Inet6 {
         return None;
     }
     // IFA_LOCAL is the interface's own address (IFA_ADDRESS is the peer on point-to-point).
@@ -164,12 +171,15 @@ fn addr_of(m: &AddressMessage) -> Option<Ipv4Net> {
     let mut address = None;
     for a in &m.attributes {
         match a {
-            AddressAttribute::Local(IpAddr::V4(x)) => local = Some(*x),
-            AddressAttribute::Address(IpAddr::V4(x)) => address = Some(*x),
+            AddressAttribute::Local(x) => local = Some(*x),
+            AddressAttribute::Address(x) => address = Some(*x),
             _ => {}
         }
     }
-    Ipv4Net::new(local.or(address)?, m.header.prefix_len).ok()
+    match local.or(address)? {
+        IpAddr::V4(a) => Ipv4Net::new(a, m.header.prefix_len).ok().map(IpNet::V4),
+        IpAddr::V6(a) => Ipv6Net::new(a, m.header.prefix_len).ok().map(IpNet::V6),
+    }
 }
 
 impl RtNetlink {
@@ -280,7 +290,7 @@ impl Netlink for RtNetlink {
         }
     }
 
-    fn addresses(&self, index: u32) -> Result<Vec<Ipv4Net>, NetlinkError> {
+    fn addresses(&self, index: u32) -> Result<Vec<IpNet>, NetlinkError> {
         self.rt.block_on(async {
             let mut s = self
                 .handle
@@ -306,13 +316,18 @@ impl Netlink for RtNetlink {
         })
     }
 
-    fn add_address(&self, index: u32, addr: Ipv4Net) -> Result<bool, NetlinkError> {
+    fn add_address(&self, index: u32, addr: IpNet) -> Result<bool, NetlinkError> {
         let r = self.rt.block_on(async {
-            self.handle
+            let mut req = self
+                .handle
                 .address()
-                .add(index, IpAddr::V4(addr.addr()), addr.prefix_len())
-                .execute()
-                .await
+                .add(index, addr.addr(), addr.prefix_len());
+            if addr.addr().is_ipv6() {
+                req.message_mut()
+                    .attributes
+                    .push(AddressAttribute::Flags(AddressFlags::Nodad));
+            }
+            req.execute().await
         });
         match r {
             Ok(()) => {
@@ -324,7 +339,7 @@ impl Netlink for RtNetlink {
         }
     }
 
-    fn del_address(&self, index: u32, addr: Ipv4Net) -> Result<bool, NetlinkError> {
+    fn del_address(&self, index: u32, addr: IpNet) -> Result<bool, NetlinkError> {
         let r = self.rt.block_on(async {
             let mut s = self
                 .handle
@@ -391,6 +406,30 @@ impl Netlink for RtNetlink {
         {
             Ok(()) => {
                 tracing::info!(via = %via, ifindex = oif, "added default route");
+                Ok(true)
+            }
+            Err(e) if errno(&e) == Some(EEXIST) => Ok(false),
+            Err(e) => Err(failed("add route", format!("default via {via}"), e)),
+        }
+    }
+
+    fn add_default_route6(&self, via: Ipv6Addr, oif: u32) -> Result<bool, NetlinkError> {
+        self.add_default_route6_impl(via, oif)
+    }
+}
+
+impl RtNetlink {
+    fn add_default_route6_impl(&self, via: Ipv6Addr, oif: u32) -> Result<bool, NetlinkError> {
+        let msg = RouteMessageBuilder::<Ipv6Addr>::new()
+            .gateway(via)
+            .output_interface(oif)
+            .build();
+        match self
+            .rt
+            .block_on(async { self.handle.route().add(msg).execute().await })
+        {
+            Ok(()) => {
+                tracing::info!(via = %via, ifindex = oif, "added IPv6 default route");
                 Ok(true)
             }
             Err(e) if errno(&e) == Some(EEXIST) => Ok(false),

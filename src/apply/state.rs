@@ -43,7 +43,8 @@ pub struct CreatedLink {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreatedAddress {
     pub dev: String,
-    pub address: ipnet::Ipv4Net,
+    /// IPv4 or IPv6 (stored as text: records of earlier versions read unchanged).
+    pub address: ipnet::IpNet,
 }
 
 /// Everything Bulkhead created, so it never removes what it did not create.

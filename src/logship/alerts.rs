@@ -9,7 +9,7 @@
 //! [`SENSITIVE_WINDOW_MS`]).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use crate::model::{Alerts, PortRange};
 
@@ -27,10 +27,10 @@ pub fn counts_toward_alerts(chain: &str, rule_kind: &str) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuarantineVerdict {
     /// Put the source into the quarantine set for `timeout` seconds.
-    Quarantine { addr: Ipv4Addr, timeout: u64 },
+    Quarantine { addr: IpAddr, timeout: u64 },
     /// The source is in `alerts.never_quarantine`: the alert is raised, the host keeps access.
     Exempt,
-    /// Quarantine is off, or the source is the management segment, the gateway or not IPv4.
+    /// Quarantine is off, or the source is the management segment or the gateway.
     No,
 }
 
@@ -41,15 +41,19 @@ pub fn quarantine_verdict(
     a: &Alert,
     may: bool,
     management: &str,
-    own: &[Ipv4Addr],
+    own: &[IpAddr],
 ) -> QuarantineVerdict {
-    let (Some(timeout), IpAddr::V4(addr)) = (cfg.quarantine, a.src) else {
+    let (Some(timeout), addr) = (cfg.quarantine, a.src) else {
         return QuarantineVerdict::No;
     };
     if !may || a.in_segment.as_deref() == Some(management) || own.contains(&addr) {
         return QuarantineVerdict::No;
     }
-    if cfg.never_quarantine.iter().any(|r| r.contains(addr)) {
+    let exempt = match addr {
+        IpAddr::V4(x) => cfg.never_quarantine.iter().any(|r| r.contains(x)),
+        IpAddr::V6(x) => cfg.never_quarantine6.iter().any(|r| r.contains(x)),
+    };
+    if exempt {
         return QuarantineVerdict::Exempt;
     }
     QuarantineVerdict::Quarantine { addr, timeout }
@@ -284,6 +288,7 @@ mod tests {
             sensitive_ports: vec![PortRange::single(22), PortRange { lo: 3389, hi: 3389 }],
             quarantine: Some(5),
             never_quarantine: vec![],
+            never_quarantine6: vec![],
         }
     }
 
@@ -447,6 +452,7 @@ mod tests {
                 sensitive_ports: vec![],
                 quarantine: None,
                 never_quarantine: vec![],
+                never_quarantine6: vec![],
             },
             "mgmt",
         );
@@ -466,7 +472,7 @@ mod tests {
             ..cfg()
         };
         let mut det = Detector::new(&c, "mgmt");
-        let own = [Ipv4Addr::new(198, 18, 20, 1)];
+        let own = [IpAddr::V4(Ipv4Addr::new(198, 18, 20, 1))];
         let scan = |det: &mut Detector, src: &str| {
             (0..4)
                 .flat_map(|p| det.observe(p, &d(src, "198.18.30.5", 1000 + p as u16, "internal")))
@@ -489,12 +495,47 @@ mod tests {
         assert_eq!(
             quarantine_verdict(&c, &a[0], true, "mgmt", &own),
             QuarantineVerdict::Quarantine {
-                addr: Ipv4Addr::new(198, 18, 20, 11),
+                addr: IpAddr::V4(Ipv4Addr::new(198, 18, 20, 11)),
                 timeout: 5
             }
         );
         assert_eq!(
             quarantine_verdict(&c, &a[0], false, "mgmt", &own),
+            QuarantineVerdict::No
+        );
+    }
+
+    #[test]
+    fn ipv6_sources_are_quarantined_unless_exempt() {
+        use crate::model::AddrRange6;
+        let c = Alerts {
+            never_quarantine6: vec![AddrRange6::parse("fd00:20::10").unwrap()],
+            ..cfg()
+        };
+        let mut det = Detector::new(&c, "mgmt");
+        let own = [IpAddr::V6("fd00:20::1".parse().unwrap())];
+        let scan = |det: &mut Detector, src: &str| {
+            (0..4)
+                .flat_map(|p| det.observe(p, &d(src, "fd00:30::5", 1000 + p as u16, "internal")))
+                .collect::<Vec<_>>()
+        };
+        let a = scan(&mut det, "fd00:20::11");
+        assert_eq!(a.len(), 1);
+        assert_eq!(
+            quarantine_verdict(&c, &a[0], true, "mgmt", &own),
+            QuarantineVerdict::Quarantine {
+                addr: "fd00:20::11".parse().unwrap(),
+                timeout: 5
+            }
+        );
+        let a = scan(&mut det, "fd00:20::10");
+        assert_eq!(
+            quarantine_verdict(&c, &a[0], true, "mgmt", &own),
+            QuarantineVerdict::Exempt
+        );
+        let a = scan(&mut det, "fd00:20::1");
+        assert_eq!(
+            quarantine_verdict(&c, &a[0], true, "mgmt", &own),
             QuarantineVerdict::No
         );
     }

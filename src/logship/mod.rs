@@ -17,7 +17,7 @@ pub mod transport;
 mod watch;
 
 use std::collections::VecDeque;
-use std::net::Ipv4Addr;
+
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -143,7 +143,7 @@ pub fn spool_dir(state_dir: &Path) -> std::path::PathBuf {
 /// `quarantine` puts a source into the quarantine set (through the engine).
 pub fn start(
     setup: Setup,
-    quarantine: impl Fn(Ipv4Addr) + Send + Sync + 'static,
+    quarantine: impl Fn(std::net::IpAddr) + Send + Sync + 'static,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let handles = start_shippers(&setup);
     watch::start_nflog(setup.model.clone(), setup.quarantine, Arc::new(quarantine));

@@ -2,7 +2,7 @@
 //! alerts they raise) and link changes.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -12,7 +12,7 @@ use super::nflog::{self, L4, NflogSocket, Record};
 use super::{Event, Kind, Severity, emit, hub};
 use crate::model::Model;
 
-pub type Quarantine = Arc<dyn Fn(Ipv4Addr) + Send + Sync>;
+pub type Quarantine = Arc<dyn Fn(IpAddr) + Send + Sync>;
 
 /// What a prefix and interfaces mean in the running config.
 pub struct Resolver {
@@ -194,7 +194,12 @@ fn nflog_loop(m: Model, may_quarantine: bool, quarantine: Quarantine) {
     tracing::info!(target: "bulkhead::logship", group, "reading firewall logs from NFLOG");
     let res = Resolver::new(&m);
     let mgmt = m.management_segment().name.clone();
-    let own: Vec<Ipv4Addr> = m.segments.iter().map(|s| s.gateway).collect();
+    let mut own: Vec<IpAddr> = m.segments.iter().map(|s| s.gateway.into()).collect();
+    own.extend(
+        m.segments6()
+            .filter_map(|s| s.gateway6(None))
+            .map(IpAddr::from),
+    );
     let mut det = Detector::new(&m.alerts, &mgmt);
     let t0 = Instant::now();
     let mut buf = vec![0u8; 64 << 10];

@@ -506,6 +506,9 @@ pub struct Alerts {
     /// Sources never quarantined (`never_quarantine`: groups resolved to their members, and
     /// addresses or CIDR blocks); their alerts are still raised.
     pub never_quarantine: Vec<AddrRange>,
+    /// The IPv6 ones (group members and IPv6 entries).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub never_quarantine6: Vec<AddrRange6>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

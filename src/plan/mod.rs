@@ -11,13 +11,14 @@ pub mod nft;
 pub mod ruleset;
 
 use std::fmt::Write;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 use serde::Serialize;
 
 use crate::model::{
-    AddrRange, Backend, DhcpOption, Model, Reservation, SegmentLink, UplinkAddressing,
+    AddrRange, Backend, DhcpOption, Model, Reservation, SegmentLink, Uplink6Addressing,
+    UplinkAddressing,
 };
 pub use ruleset::Ruleset;
 
@@ -36,8 +37,9 @@ pub struct LinkPlan {
     /// `trunk`, `uplink` or `segment:NAME`.
     pub role: String,
     pub mtu: Option<u32>,
-    /// Addresses with prefix (gateway/prefix of the segment).
-    pub addresses: Vec<Ipv4Net>,
+    /// Addresses with prefix (gateway/prefix of the segment; gateway6/64 of an IPv6 segment,
+    /// added without duplicate address detection).
+    pub addresses: Vec<IpNet>,
     pub dhcp_client: bool,
     pub up: bool,
 }
@@ -46,6 +48,13 @@ pub struct LinkPlan {
 pub struct RoutePlan {
     pub dst: Ipv4Net,
     pub via: Ipv4Addr,
+    pub dev: String,
+}
+
+/// The IPv6 default route of a static uplink `address6` (`::/0 via gateway6`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Route6Plan {
+    pub via: Ipv6Addr,
     pub dev: String,
 }
 
@@ -90,6 +99,8 @@ pub struct Plan {
     pub backend: Backend,
     pub links: Vec<LinkPlan>,
     pub routes: Vec<RoutePlan>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub routes6: Vec<Route6Plan>,
     pub sysctls: Vec<SysctlPlan>,
     pub ruleset: Ruleset,
     pub firewall: FirewallText,
@@ -120,9 +131,13 @@ fn links(m: &Model) -> (Vec<LinkPlan>, Vec<RoutePlan>) {
                     dev: m.uplink.interface.clone(),
                 });
             }
-            (vec![*address], false)
+            (vec![IpNet::V4(*address)], false)
         }
     };
+    let mut addresses = addresses;
+    if let Uplink6Addressing::Static { address, .. } = &m.uplink.address6 {
+        addresses.push(IpNet::V6(*address));
+    }
     out.push(LinkPlan {
         name: m.uplink.interface.clone(),
         kind: LinkKind::Port,
@@ -144,12 +159,35 @@ fn links(m: &Model) -> (Vec<LinkPlan>, Vec<RoutePlan>) {
             },
             role: format!("segment:{}", s.name),
             mtu: s.mtu,
-            addresses: vec![Ipv4Net::new(s.gateway, s.subnet.prefix_len()).unwrap()],
+            addresses: segment_addresses(s),
             dhcp_client: false,
             up: true,
         });
     }
     (out, routes)
+}
+
+/// The gateway's addresses on a segment: gateway/prefix, and gateway6/64 for a static subnet6
+/// (a delegated segment's address comes with its prefix, at run time).
+fn segment_addresses(s: &crate::model::Segment) -> Vec<IpNet> {
+    let mut v = vec![IpNet::V4(
+        Ipv4Net::new(s.gateway, s.subnet.prefix_len()).unwrap(),
+    )];
+    if let Some(g) = s.ipv6.as_ref().and_then(|x| x.gateway6(None)) {
+        v.push(IpNet::V6(ipnet::Ipv6Net::new(g, 64).unwrap()));
+    }
+    v
+}
+
+/// The IPv6 default route of a static uplink address6.
+fn routes6(m: &Model) -> Vec<Route6Plan> {
+    match &m.uplink.address6 {
+        Uplink6Addressing::Static { gateway, .. } => vec![Route6Plan {
+            via: *gateway,
+            dev: m.uplink.interface.clone(),
+        }],
+        _ => Vec::new(),
+    }
 }
 
 /// Kernel settings. `default.*` and global keys come first, so interfaces created afterwards
@@ -211,12 +249,24 @@ fn sysctls(m: &Model, backend: Backend, links: &[LinkPlan]) -> Vec<SysctlPlan> {
         "net.ipv4.icmp_echo_ignore_broadcasts",
         b(s.ignore_broadcast_ping),
     );
+    // IPv6 segments: the gateway routes IPv6 (forwarding on makes the kernel a router, which
+    // ignores RAs on every link whose accept_ra is not 2).
+    let v6 = m.segments6().next().is_some() && backend == Backend::Nftables;
+    if v6 {
+        put("net.ipv6.conf.all.forwarding", b(s.forwarding));
+    }
     // ... and so does every segment port, VLAN link and the trunk (set once the link exists).
-    // The uplink keeps the kernel's setting: its router is the one to listen to.
+    // The uplink keeps the kernel's setting: its router is the one to listen to; with
+    // `address6 = "slaac"` it takes RAs even while forwarding (accept_ra = 2).
     for l in links.iter().filter(|l| l.role != "uplink") {
         let dev = l.name.replace('.', "/");
         put(&format!("net.ipv6.conf.{dev}.accept_ra"), "0".into());
         put(&format!("net.ipv6.conf.{dev}.autoconf"), "0".into());
+    }
+    if m.uplink.address6 == Uplink6Addressing::Slaac && backend == Backend::Nftables {
+        let dev = m.uplink.interface.replace('.', "/");
+        put(&format!("net.ipv6.conf.{dev}.accept_ra"), "2".into());
+        put(&format!("net.ipv6.conf.{dev}.autoconf"), "1".into());
     }
     for (k, val) in &s.extra {
         if let Some(x) = v.iter_mut().find(|x| &x.key == k) {
@@ -275,6 +325,7 @@ pub fn build(m: &Model, backend: Option<Backend>) -> Plan {
     let backend = backend.unwrap_or(m.backend);
     let (links, routes) = links(m);
     let sysctls = sysctls(m, backend, &links);
+    let routes6 = routes6(m);
     let ruleset = ruleset::build(m);
     let source = m.source_name();
     let firewall = render_firewall(&ruleset, backend, &source);
@@ -284,6 +335,7 @@ pub fn build(m: &Model, backend: Option<Backend>) -> Plan {
         backend,
         links,
         routes,
+        routes6,
         sysctls,
         ruleset,
         firewall,
@@ -329,6 +381,9 @@ impl Plan {
             }
             for r in &self.routes {
                 let _ = writeln!(o, "route {} via {} dev {}", r.dst, r.via, r.dev);
+            }
+            for r in &self.routes6 {
+                let _ = writeln!(o, "route ::/0 via {} dev {}", r.via, r.dev);
             }
         }
         if show(Part::Sysctl) {
@@ -415,7 +470,7 @@ impl Plan {
         let v = match only {
             None => serde_json::to_value(self),
             Some(Part::Links) => serde_json::to_value(
-                serde_json::json!({"links": self.links, "routes": self.routes}),
+                serde_json::json!({"links": self.links, "routes": self.routes, "routes6": self.routes6}),
             ),
             Some(Part::Sysctl) => {
                 serde_json::to_value(serde_json::json!({"sysctls": self.sysctls}))

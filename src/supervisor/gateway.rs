@@ -865,6 +865,12 @@ impl Gateway {
         }
     }
 
+    /// Quarantine an IPv6 source (set `quarantine_v6`).
+    pub fn quarantine6(&mut self, addr: std::net::Ipv6Addr) -> Result<(), GwError> {
+        self.applier.quarantine6(addr)?;
+        Ok(())
+    }
+
     /// Add addresses to a group's live set, and remember them for the next apply.
     pub fn set_add(&mut self, group: &str, addrs: &[Ipv4Net]) -> Result<(), GwError> {
         self.check_group(group)?;

@@ -28,7 +28,7 @@ enum Job {
     Check,
     Lease(crate::dhcp::LeaseEvent),
     /// An alert asks to quarantine a source (the live set; its timeout expires it).
-    Quarantine(std::net::Ipv4Addr),
+    Quarantine(std::net::IpAddr),
     /// The uplink's DHCPv6 client reports a delegated prefix (or its loss).
     Delegated(Option<uplink6::Delegation>),
     Shutdown,
@@ -140,9 +140,14 @@ fn engine(
         }
         match job {
             Job::Shutdown => break,
-            Job::Quarantine(addr) => {
+            Job::Quarantine(std::net::IpAddr::V4(addr)) => {
                 let net = ipnet::Ipv4Net::new(addr, 32).expect("/32");
                 if let Err(e) = gw.set_add(crate::plan::ruleset::QUARANTINE, &[net]) {
+                    tracing::error!(%addr, "quarantine failed: {e}");
+                }
+            }
+            Job::Quarantine(std::net::IpAddr::V6(addr)) => {
+                if let Err(e) = gw.quarantine6(addr) {
                     tracing::error!(%addr, "quarantine failed: {e}");
                 }
             }

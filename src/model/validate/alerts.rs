@@ -45,23 +45,38 @@ pub(super) fn check(v: &mut V, a: &config::Alerts, groups: &[Group]) -> Alerts {
             None => Some(600),
         }
     });
-    let never_quarantine = never_quarantine(v, a.never_quarantine.as_deref(), groups);
+    let (never_quarantine, never_quarantine6) =
+        never_quarantine(v, a.never_quarantine.as_deref(), groups);
     Alerts {
         drop_burst,
         port_scan,
         sensitive_ports: merge_ports(sensitive_ports),
         quarantine,
         never_quarantine,
+        never_quarantine6,
     }
 }
 
 /// `alerts.never_quarantine`: each entry a host group of `[groups]` (its members) or an IPv4
-/// address, CIDR block or range.
-fn never_quarantine(v: &mut V, entries: Option<&[String]>, groups: &[Group]) -> Vec<AddrRange> {
+/// or IPv6 address, CIDR block or range.
+fn never_quarantine(
+    v: &mut V,
+    entries: Option<&[String]>,
+    groups: &[Group],
+) -> (Vec<AddrRange>, Vec<AddrRange6>) {
     let mut out = Vec::new();
+    let mut out6 = Vec::new();
     for (i, e) in entries.unwrap_or_default().iter().enumerate() {
         if let Some(g) = groups.iter().find(|g| g.name == *e) {
             out.extend(g.members.iter().copied());
+            out6.extend(g.members6.iter().copied());
+            continue;
+        }
+        if e.contains(':') {
+            match AddrRange6::parse(e) {
+                Ok(r) => out6.push(r),
+                Err(err) => v.err(format!("alerts.never_quarantine[{i}]"), err),
+            }
             continue;
         }
         match AddrRange::parse(e) {
@@ -76,5 +91,5 @@ fn never_quarantine(v: &mut V, entries: Option<&[String]>, groups: &[Group]) -> 
             Err(err) => v.err(format!("alerts.never_quarantine[{i}]"), err),
         }
     }
-    addr::merge_ranges(out)
+    (addr::merge_ranges(out), addr::merge_ranges6(out6))
 }
