@@ -913,7 +913,56 @@ fn ops(g: &Global, command: Command) -> Result<ExitCode, CliError> {
             .expect("serializes")
         }
     };
-    print_data(command, data, confirm)
+    // DHCPv6 leases are read from their journal (safe while the daemon writes it)
+    let leases6 = match &command {
+        Command::Leases {
+            segment,
+            format: Format::Text,
+        } => Some(crate::supervisor::ipv6::read_leases6(
+            &state_dir,
+            segment.as_deref(),
+        )),
+        _ => None,
+    };
+    let code = print_data(command, data, confirm)?;
+    if let Some(v) = leases6.filter(|v| !v.is_empty()) {
+        print_leases6(&v)?;
+    }
+    Ok(code)
+}
+
+/// The DHCPv6 lease table of `bulkhead leases`.
+fn print_leases6(leases: &[crate::dhcp6::Lease6]) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    let now = crate::supervisor::gateway::now_unix();
+    writeln!(
+        out,
+        "\n{:<10} {:<39} {:<10} {:<9} {:>8} duid / hostname",
+        "segment", "address (DHCPv6)", "iaid", "state", "expires"
+    )?;
+    for l in leases {
+        let duid: String = l
+            .duid
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        writeln!(
+            out,
+            "{:<10} {:<39} {:<10} {:<9} {:>7}s {} {}",
+            l.segment,
+            l.addr,
+            l.iaid,
+            format!("{:?}", l.state).to_lowercase(),
+            l.expires.saturating_sub(now),
+            duid,
+            // client-chosen text: no control character reaches the terminal
+            crate::dhcp::text::escape(l.hostname.as_deref().unwrap_or(""))
+        )?;
+    }
+    writeln!(out, "{} DHCPv6 leases", leases.len())?;
+    Ok(())
 }
 
 /// Print what the daemon (or a remote gateway) answered to `command`.

@@ -287,8 +287,11 @@ fn be32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
-/// The options from `start` on: (type, offset, body after type and length).
-fn options(b: &[u8], start: usize) -> Result<Vec<(u8, usize, &[u8])>, PacketError> {
+/// One option: (type, offset, body after type and length).
+type RawOption<'a> = (u8, usize, &'a [u8]);
+
+/// The options from `start` on.
+fn options(b: &[u8], start: usize) -> Result<Vec<RawOption<'_>>, PacketError> {
     let mut v = Vec::new();
     let mut i = start;
     while i < b.len() {

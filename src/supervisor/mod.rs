@@ -7,6 +7,7 @@
 
 pub mod control;
 pub mod gateway;
+pub mod ipv6;
 pub mod ntp;
 pub mod uplink;
 pub mod uplink6;
@@ -123,8 +124,10 @@ fn engine(
     pools_tx: PoolsTx,
     uplink_tx: UplinkTx,
     api: crate::api::ModelTx,
+    v6_tx: UplinkTx,
 ) {
     let mut pools = gw.pools();
+    let mut v6 = ipv6::key(gw.model());
     let mut uplink = runtime_key(gw.model());
     api.update(gw.model());
     while let Ok(job) = jobs.recv() {
@@ -229,6 +232,12 @@ fn engine(
         if now != pools {
             pools = now;
             let _ = pools_tx.send(pools.clone());
+        }
+        // and so do the RAs and the DHCPv6 server
+        let now = ipv6::key(gw.model());
+        if now != v6 {
+            v6 = now;
+            let _ = v6_tx.send(gw.model().clone());
         }
         // and the API's listener (on the management address)
         api.update(gw.model());
@@ -342,6 +351,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     >();
     let (pools_tx, mut pools_rx) = mpsc::unbounded_channel::<Vec<crate::dhcp::PoolConfig>>();
     let (uplink_tx, mut uplink_rx) = mpsc::unbounded_channel::<crate::model::Model>();
+    let (v6_tx, mut v6_rx) = mpsc::unbounded_channel::<crate::model::Model>();
     let (config, state_override, lab) = (opts.config.clone(), opts.state_dir.clone(), opts.lab);
     let (api_tx, api_rx) = crate::api::channel();
     let engine_thread = std::thread::Builder::new()
@@ -361,7 +371,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             match start() {
                 Ok(gw) => {
                     let _ = first_tx.send(Ok((gw.state_dir.clone(), gw.pools(), gw.model().clone())));
-                    engine(gw, rx, pools_tx, uplink_tx, api_tx);
+                    engine(gw, rx, pools_tx, uplink_tx, api_tx, v6_tx);
                 }
                 Err(e) => {
                     let _ = first_tx.send(Err(e));
@@ -434,6 +444,8 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             let names: Vec<&str> = first_pools.iter().map(|p| p.segment.as_str()).collect();
             tracing::info!(segments = ?names, "DHCP serving");
         }
+        // RAs and DHCPv6 on every segment with subnet6, leases beside the DHCPv4 ones
+        let mut v6 = ipv6::Ipv6Service::start(&uplink_model, &dhcp_dir(&state_dir)).await;
         mark_ready(&state_dir);
         println!("bulkhead: ready");
         // a slot of an A/B disk is marked good only now (and a pending upgrade settled)
@@ -489,6 +501,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
                     }
                 }
                 Some(ev) = ev_rx.recv() => { let _ = tx.send(Job::Lease(ev)); }
+                Some(m) = v6_rx.recv() => v6.update(&m).await,
                 Some(pools) = pools_rx.recv() => {
                     if let Some(d) = &dhcp {
                         let keep: Vec<String> = pools.iter().map(|p| p.segment.clone()).collect();
@@ -520,6 +533,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         if let Some(d) = dhcp {
             let _ = d.shutdown().await;
         }
+        v6.stop().await;
         uplink::stop(uplink_client);
         uplink6::stop(uplink6_client);
         ntp::stop(ntp_client);
