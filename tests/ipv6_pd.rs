@@ -93,6 +93,7 @@ fn kea(ns: &common::Netns, dir: &Path, pool: &str) -> Kid {
 }
 
 struct Site {
+    client: common::Netns,
     gw: common::Netns,
     inet: common::Netns,
     dir: common::TempDir,
@@ -103,6 +104,7 @@ struct Site {
 
 impl Site {
     fn new() -> Site {
+        let client = common::Netns::new("pdcli");
         let inet = common::Netns::new("pdinet");
         let gw = common::Netns::new("pdgw");
         let dir = common::TempDir::new("pd");
@@ -146,17 +148,39 @@ impl Site {
                 &format!("{l}p"),
             ]);
         }
+        // a client on segment lan: kernel SLAAC from the gateway's RAs
+        gw.ok(&["ip", "link", "set", "lan0p", "netns", &client.name]);
+        client.ok(&["sysctl", "-qw", "net.ipv6.conf.lan0p.accept_dad=0"]);
+        client.ok(&["sysctl", "-qw", "net.ipv6.conf.lan0p.accept_ra=1"]);
+        client.ok(&["sysctl", "-qw", "net.ipv6.conf.lan0p.autoconf=1"]);
+        client.ok(&["ip", "link", "set", "lan0p", "up"]);
+        // the upstream routes the delegated prefixes to the gateway's static uplink address
+        // (Kea delegates, it does not route)
+        for p in ["2001:db8:100::/56", "2001:db8:200::/56"] {
+            inet.ok(&[
+                "ip",
+                "-6",
+                "route",
+                "add",
+                p,
+                "via",
+                "2001:db8:ff::2",
+                "dev",
+                "up0",
+            ]);
+        }
         let config = dir.path().join("box.toml");
         std::fs::write(
             &config,
             format!(
-                "[uplink]\ninterface = \"{uplink}\"\naddress = \"198.19.0.2/30\"\ngateway = \"198.19.0.1\"\nprefix_delegation = 56\n\n\
+                "[uplink]\ninterface = \"{uplink}\"\naddress = \"198.19.0.2/30\"\ngateway = \"198.19.0.1\"\naddress6 = \"2001:db8:ff::2/64\"\ngateway6 = \"2001:db8:ff::1\"\nprefix_delegation = 56\n\n\
                  [segments.lan]\ninterface = \"lan0\"\nsubnet = \"198.18.60.0/24\"\ngateway = \"198.18.60.1\"\ninternet = true\nsubnet6 = \"delegated\"\nprefix_id = 1\n\n\
                  [segments.adm]\ninterface = \"adm0\"\nsubnet = \"198.18.61.0/24\"\ngateway = \"198.18.61.1\"\nmanagement = true\n"
             ),
         )
         .unwrap();
         Site {
+            client,
             gw,
             inet,
             dir,
@@ -241,8 +265,60 @@ impl Drop for Site {
         for ext in ["lease6", "lease"] {
             let _ = std::fs::remove_file(format!("/var/lib/dhcpcd/{}.{ext}", self.uplink));
         }
-        let _ = (&self.inet, &self.gw);
+        let _ = (&self.inet, &self.gw, &self.client);
     }
+}
+
+/// The client's global addresses on lan0p: (address, deprecated?).
+fn client_addrs(b: &Site) -> Vec<(String, bool)> {
+    b.client
+        .ok(&[
+            "ip", "-6", "-o", "addr", "show", "dev", "lan0p", "scope", "global",
+        ])
+        .lines()
+        .filter_map(|l| {
+            let a = l.split_whitespace().nth(3)?.split('/').next()?.to_string();
+            Some((a, l.contains("deprecated")))
+        })
+        .collect()
+}
+
+/// Connect from the client to the internet namespace over TCP; the source address the
+/// internet side saw.
+fn seen_from_client(b: &Site) -> String {
+    let out = b.dir.path().join("seen.txt");
+    let _ = std::fs::remove_file(&out);
+    let srv = Kid(b
+        .inet
+        .cmd(&[
+            "python3",
+            "-c",
+            "import socket,sys\ns=socket.socket(socket.AF_INET6)\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('2001:db8:ff::1',8086))\ns.listen(1)\nprint('listening',flush=True)\nc,a=s.accept()\nopen(sys.argv[1],'w').write(a[0])\n",
+            out.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap());
+    wait_for("the internet listener", Duration::from_secs(10), || {
+        b.inet.ok(&["ss", "-Htln"]).contains("8086")
+    });
+    let o = b.client.run(&[
+        "python3",
+        "-c",
+        "import socket\nsocket.create_connection(('2001:db8:ff::1',8086),timeout=5).close()",
+    ]);
+    assert!(
+        o.status.success(),
+        "client -> internet over IPv6: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    wait_for(
+        "the internet side saw the client",
+        Duration::from_secs(5),
+        || out.exists(),
+    );
+    drop(srv);
+    std::fs::read_to_string(&out).unwrap()
 }
 
 fn kept(b: &Site) -> serde_json::Value {
@@ -275,6 +351,37 @@ fn delegated_prefix_numbers_the_segments_and_renumbering_moves_them_in_one_apply
         b.log("run1.log")
     );
     assert_eq!(kept(&b)["valid"], 4000);
+    // the gateway's address on lan, the client's SLAAC address in the delegated /64, and
+    // the internet side sees the client's own address (routed, no NAT66)
+    let lan6 = || {
+        b.gw.ok(&[
+            "ip", "-6", "-o", "addr", "show", "dev", "lan0", "scope", "global",
+        ])
+    };
+    wait_for("gateway6 on lan", Duration::from_secs(10), || {
+        lan6().contains("2001:db8:100:1::1/64")
+    });
+    let t = wait_or(
+        "the client's SLAAC address in 2001:db8:100:1::/64",
+        Duration::from_secs(30),
+        || {
+            client_addrs(&b)
+                .iter()
+                .any(|(a, d)| a.starts_with("2001:db8:100:1:") && !d)
+        },
+        || format!("{:?}\n{}", client_addrs(&b), b.log("run1.log")),
+    );
+    eprintln!("client numbered {t:?} after the gateway");
+    let a1 = client_addrs(&b)
+        .into_iter()
+        .find(|(a, _)| a.starts_with("2001:db8:100:1:"))
+        .unwrap()
+        .0;
+    assert_eq!(
+        seen_from_client(&b),
+        a1,
+        "the internet side saw another source"
+    );
     let v4 = b.ipv4();
     let gen1 = b.generation();
     assert!(gen1 >= 2, "the start and the delegated prefix: {gen1}");
@@ -298,6 +405,35 @@ fn delegated_prefix_numbers_the_segments_and_renumbering_moves_them_in_one_apply
     });
     assert_eq!(b.generation(), gen1 + 1, "one apply for the renumbering");
     assert_eq!(b.ipv4(), v4, "IPv4 moved with the renumbering");
+    // the gateway's address moved
+    let l = lan6();
+    assert!(
+        l.contains("2001:db8:200:1::1/64") && !l.contains("2001:db8:100:"),
+        "{l}"
+    );
+    // the client holds the new prefix, the old one deprecated (preferred lifetime 0)
+    let t = wait_or(
+        "the client renumbered",
+        Duration::from_secs(30),
+        || {
+            let v = client_addrs(&b);
+            v.iter()
+                .any(|(a, d)| a.starts_with("2001:db8:200:1:") && !d)
+                && v.iter().all(|(a, d)| !a.starts_with("2001:db8:100:") || *d)
+        },
+        || format!("{:?}\n{}", client_addrs(&b), b.log("run1.log")),
+    );
+    eprintln!("client renumbered {t:?} after the gateway");
+    let a2 = client_addrs(&b)
+        .into_iter()
+        .find(|(a, d)| a.starts_with("2001:db8:200:1:") && !d)
+        .unwrap()
+        .0;
+    assert_eq!(
+        seen_from_client(&b),
+        a2,
+        "new connections use the new prefix"
+    );
     let log = b.log("run1.log");
     assert!(
         log.contains("delegated prefix applied"),

@@ -3,11 +3,12 @@
 //! A segment with `subnet6 = "delegated"` and `prefix_id = N` gets the N-th /64 of the
 //! delegated prefix. Everything in the plan that derives from that /64 is filled in here: the
 //! segment's IPv6 set (`SEGMENT_v6`, used by the anti-spoofing rules of the segment and of
-//! the uplink). A new delegated prefix is one new plan, applied like any other (one atomic
+//! the uplink) and the gateway's address on the segment (`gateway6`/64 on its link: the
+//! apply adds the new one and removes the old one it had added). A new delegated prefix is one new plan, applied like any other (one atomic
 //! firewall load); without a delegation the sets stay empty, so a delegated segment forwards
 //! no IPv6 while IPv4 is untouched.
 
-use ipnet::Ipv6Net;
+use ipnet::{IpNet, Ipv6Net};
 
 use super::Plan;
 use super::ruleset::{Ruleset, set6};
@@ -42,6 +43,20 @@ pub fn fill_ruleset(rs: &mut Ruleset, m: &Model, delegated: Ipv6Net) {
 pub fn build(m: &Model, backend: Option<Backend>, delegated: Option<Ipv6Net>) -> Plan {
     let mut p = super::build(m, backend);
     if let Some(d) = delegated {
+        for s in &m.segments {
+            let Some(x) = s.ipv6.as_ref() else { continue };
+            if !matches!(x.prefix, Prefix6::Delegated { .. }) {
+                continue;
+            }
+            let Some(gw) = x.gateway6(Some(d)) else {
+                continue;
+            };
+            let role = format!("segment:{}", s.name);
+            if let Some(l) = p.links.iter_mut().find(|l| l.role == role) {
+                l.addresses
+                    .push(IpNet::V6(Ipv6Net::new(gw, 64).expect("a /64")));
+            }
+        }
         fill_ruleset(&mut p.ruleset, m, d);
         p.firewall = super::render_firewall(&p.ruleset, p.backend, &p.source);
     }

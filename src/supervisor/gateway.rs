@@ -458,6 +458,11 @@ impl Gateway {
         plan::delegated::build(&m, None, self.delegated_prefix(&m))
     }
 
+    /// The delegated prefix the running config is numbered from.
+    pub fn delegated_now(&self) -> Option<ipnet::Ipv6Net> {
+        self.delegated_prefix(&self.model)
+    }
+
     /// The delegated prefix the plan of `m` is numbered from (only when `m` asks for one).
     fn delegated_prefix(&self, m: &Model) -> Option<ipnet::Ipv6Net> {
         m.uplink.prefix_delegation?;

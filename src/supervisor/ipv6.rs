@@ -147,14 +147,15 @@ async fn del_address(iface: &str, addr: Ipv6Net) {
 }
 
 impl Ipv6Service {
-    /// Start IPv6 on every segment of `m` that has it; leases in `dhcp_dir`.
-    pub async fn start(m: &Model, dhcp_dir: &Path) -> Ipv6Service {
+    /// Start IPv6 on every segment of `m` that has it (`delegated`: the prefix the uplink
+    /// holds); leases in `dhcp_dir`.
+    pub async fn start(m: &Model, delegated: Option<Ipv6Net>, dhcp_dir: &Path) -> Ipv6Service {
         let mut s = Ipv6Service {
             dir: dhcp_dir.to_path_buf(),
             running: BTreeMap::new(),
             dhcp: None,
         };
-        s.update(m).await;
+        s.update(m, delegated).await;
         s
     }
 
@@ -164,8 +165,8 @@ impl Ipv6Service {
     }
 
     /// Follow a new model: stop what is gone, update what changed, start what is new.
-    pub async fn update(&mut self, m: &Model) {
-        let want = wanted(m, None);
+    pub async fn update(&mut self, m: &Model, delegated: Option<Ipv6Net>) {
+        let want = wanted(m, delegated);
         for s in m.segments6() {
             if !want.iter().any(|w| w.segment == s.segment) {
                 tracing::info!(segment = %s.segment, "IPv6 waits for a delegated prefix");
@@ -266,8 +267,8 @@ impl Ipv6Service {
 }
 
 /// What decides the IPv6 services of a model (compared by the engine after every job).
-pub fn key(m: &Model) -> Vec<Wanted6> {
-    wanted(m, None)
+pub fn key(m: &Model, delegated: Option<Ipv6Net>) -> Vec<Wanted6> {
+    wanted(m, delegated)
 }
 
 /// The live DHCPv6 leases of a state directory (safe while the server writes them).

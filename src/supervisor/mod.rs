@@ -77,6 +77,8 @@ pub fn read_leases(
 
 type PoolsTx = mpsc::UnboundedSender<Vec<crate::dhcp::PoolConfig>>;
 type UplinkTx = mpsc::UnboundedSender<crate::model::Model>;
+/// The IPv6 services follow the model and the uplink's delegated prefix.
+type V6Tx = mpsc::UnboundedSender<(crate::model::Model, Option<ipnet::Ipv6Net>)>;
 
 /// What the uplink's DHCP client depends on: a reload that changes it restarts the client.
 fn uplink_key(m: &crate::model::Model) -> (String, bool, String) {
@@ -124,10 +126,10 @@ fn engine(
     pools_tx: PoolsTx,
     uplink_tx: UplinkTx,
     api: crate::api::ModelTx,
-    v6_tx: UplinkTx,
+    v6_tx: V6Tx,
 ) {
     let mut pools = gw.pools();
-    let mut v6 = ipv6::key(gw.model());
+    let mut v6 = ipv6::key(gw.model(), gw.delegated_now());
     let mut uplink = runtime_key(gw.model());
     api.update(gw.model());
     while let Ok(job) = jobs.recv() {
@@ -234,10 +236,10 @@ fn engine(
             let _ = pools_tx.send(pools.clone());
         }
         // and so do the RAs and the DHCPv6 server
-        let now = ipv6::key(gw.model());
+        let now = ipv6::key(gw.model(), gw.delegated_now());
         if now != v6 {
             v6 = now;
-            let _ = v6_tx.send(gw.model().clone());
+            let _ = v6_tx.send((gw.model().clone(), gw.delegated_now()));
         }
         // and the API's listener (on the management address)
         api.update(gw.model());
@@ -351,7 +353,8 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     >();
     let (pools_tx, mut pools_rx) = mpsc::unbounded_channel::<Vec<crate::dhcp::PoolConfig>>();
     let (uplink_tx, mut uplink_rx) = mpsc::unbounded_channel::<crate::model::Model>();
-    let (v6_tx, mut v6_rx) = mpsc::unbounded_channel::<crate::model::Model>();
+    let (v6_tx, mut v6_rx) =
+        mpsc::unbounded_channel::<(crate::model::Model, Option<ipnet::Ipv6Net>)>();
     let (config, state_override, lab) = (opts.config.clone(), opts.state_dir.clone(), opts.lab);
     let (api_tx, api_rx) = crate::api::channel();
     let engine_thread = std::thread::Builder::new()
@@ -445,7 +448,12 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             tracing::info!(segments = ?names, "DHCP serving");
         }
         // RAs and DHCPv6 on every segment with subnet6, leases beside the DHCPv4 ones
-        let mut v6 = ipv6::Ipv6Service::start(&uplink_model, &dhcp_dir(&state_dir)).await;
+        // (numbered from the kept delegated prefix until the engine reports the upstream's)
+        let kept = uplink_model
+            .uplink
+            .prefix_delegation
+            .and(uplink6::load(&state_dir, gateway::now_unix()).map(|d| d.prefix));
+        let mut v6 = ipv6::Ipv6Service::start(&uplink_model, kept, &dhcp_dir(&state_dir)).await;
         mark_ready(&state_dir);
         println!("bulkhead: ready");
         // a slot of an A/B disk is marked good only now (and a pending upgrade settled)
@@ -501,7 +509,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
                     }
                 }
                 Some(ev) = ev_rx.recv() => { let _ = tx.send(Job::Lease(ev)); }
-                Some(m) = v6_rx.recv() => v6.update(&m).await,
+                Some((m, d)) = v6_rx.recv() => v6.update(&m, d).await,
                 Some(pools) = pools_rx.recv() => {
                     if let Some(d) = &dhcp {
                         let keep: Vec<String> = pools.iter().map(|p| p.segment.clone()).collect();
