@@ -465,7 +465,10 @@ fn delegated_prefix_numbers_the_segments_and_renumbering_moves_them_in_one_apply
     );
     assert_eq!(b.ipv4(), v4, "IPv4 moved with the loss of the delegation");
     let l = lan6();
-    assert!(!l.contains("2001:db8:"), "gateway6 kept after the loss: {l}");
+    assert!(
+        !l.contains("2001:db8:"),
+        "gateway6 kept after the loss: {l}"
+    );
     wait_for("the kept prefix forgotten", Duration::from_secs(5), || {
         !b.state().join("uplink6/delegated.json").exists()
     });
