@@ -474,3 +474,144 @@ fn delegated_prefix_numbers_the_segments_and_renumbering_moves_them_in_one_apply
     });
     drop(run);
 }
+
+/// examples/v6_serve, built once (the RA sender and DHCPv6 server standing in for the
+/// upstream router).
+fn v6_serve_exe() -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    BUILT.call_once(|| {
+        let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--quiet", "--example", "v6_serve"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .unwrap();
+        assert!(st.success(), "building examples/v6_serve failed");
+    });
+    profile_dir.join("examples").join("v6_serve")
+}
+
+/// The upstream router on up0: RAs for 2001:db8:ff::/64 (A=1) and a DHCPv6 server, in
+/// `mode` (stateless: O=1; stateful: M=1 with a pool ::1000-::1fff).
+fn upstream_router(b: &Site, mode: &str) -> Kid {
+    let segs = b.dir.path().join(format!("upstream-{mode}.json"));
+    std::fs::write(
+        &segs,
+        format!(
+            r#"[{{"segment": "up", "interface": "up0", "mode": "{mode}", "subnet": "2001:db8:ff::/64",
+  "pool_start": "2001:db8:ff::1000", "pool_end": "2001:db8:ff::1fff", "dns": ["2001:db8:ff::53"]}}]"#
+        ),
+    )
+    .unwrap();
+    let out = b.dir.path().join(format!("upstream-{mode}.out"));
+    let kid = Kid(b
+        .inet
+        .cmd(&[])
+        .arg(v6_serve_exe())
+        .arg(&segs)
+        .arg(b.dir.path().join(format!("upstream-{mode}")))
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(b.dir.path().join(format!("upstream-{mode}.log"))).unwrap())
+        .spawn()
+        .expect("spawn v6_serve"));
+    wait_for(
+        "the upstream router ready",
+        Duration::from_secs(120),
+        || {
+            std::fs::read_to_string(&out)
+                .unwrap_or_default()
+                .contains("ready")
+        },
+    );
+    kid
+}
+
+#[test]
+fn uplink_address6_dhcpv6_then_slaac_after_a_reload() {
+    common::require_root_and(&["ip", "nft", "dhcpcd"]);
+    let b = Site::new();
+    // lan has IPv6: the gateway forwards IPv6, so the kernel ignores RAs unless accept_ra = 2
+    let cfg = |address6: &str| {
+        std::fs::write(
+            &b.config,
+            format!(
+                "[uplink]\ninterface = \"{}\"\naddress = \"198.19.0.2/30\"\ngateway = \"198.19.0.1\"\naddress6 = \"{address6}\"\n\n\
+                 [segments.lan]\ninterface = \"lan0\"\nsubnet = \"198.18.60.0/24\"\ngateway = \"198.18.60.1\"\ninternet = true\nsubnet6 = \"fd00:db8:60::/64\"\n\n\
+                 [segments.adm]\ninterface = \"adm0\"\nsubnet = \"198.18.61.0/24\"\ngateway = \"198.18.61.1\"\nmanagement = true\n",
+                b.uplink
+            ),
+        )
+        .unwrap();
+    };
+    let up6 = || {
+        b.gw.ok(&[
+            "ip", "-6", "-o", "addr", "show", "dev", &b.uplink, "scope", "global",
+        ])
+    };
+    let default6 = || b.gw.ok(&["ip", "-6", "route", "show", "default"]);
+
+    // address6 = "dhcpv6": dhcpcd takes an address from the upstream's pool (IA_NA); the
+    // default route comes from the upstream's RAs although the gateway forwards
+    cfg("dhcpv6");
+    let router = upstream_router(&b, "stateful");
+    let run = b.run("run.log");
+    wait_or(
+        "a DHCPv6 address on the uplink",
+        Duration::from_secs(30),
+        || up6().contains("2001:db8:ff::1"),
+        || format!("{}\n{}", up6(), b.log("run.log")),
+    );
+    let a = up6();
+    let leased = a
+        .split_whitespace()
+        .find(|w| w.starts_with("2001:db8:ff::1"))
+        .unwrap();
+    let iid = u16::from_str_radix(
+        leased
+            .split("::")
+            .nth(1)
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap(),
+        16,
+    )
+    .unwrap();
+    assert!((0x1000..=0x1fff).contains(&iid), "{a}");
+    assert!(
+        !a.contains("2001:db8:ff:0:"),
+        "SLAAC with address6 = dhcpv6: {a}"
+    );
+    wait_or(
+        "the default route from the RA with address6 = dhcpv6",
+        Duration::from_secs(30),
+        || default6().contains("via fe80::"),
+        || format!("{}\n{}", default6(), b.log("run.log")),
+    );
+
+    // a reload to address6 = "slaac": the kernel numbers the uplink from the RAs; the DHCPv6
+    // client stops (slaac without prefix_delegation needs none)
+    drop(router);
+    let _router = upstream_router(&b, "stateless");
+    cfg("slaac");
+    // SAFETY: SIGHUP to the daemon this test started.
+    unsafe {
+        libc_kill(run.0.id() as i32, 1);
+    }
+    wait_or(
+        "a SLAAC address on the uplink",
+        Duration::from_secs(30),
+        || up6().contains("2001:db8:ff:0:"),
+        || format!("{}\n{}", up6(), b.log("run.log")),
+    );
+    b.gw.ok(&["ip", "-6", "route", "flush", "default"]);
+    wait_or(
+        "the default route from the RA",
+        Duration::from_secs(30),
+        || default6().contains("via fe80::"),
+        || format!("{}\n{}", default6(), b.log("run.log")),
+    );
+    drop(run);
+}

@@ -268,6 +268,13 @@ fn sysctls(m: &Model, backend: Backend, links: &[LinkPlan]) -> Vec<SysctlPlan> {
         put(&format!("net.ipv6.conf.{dev}.accept_ra"), "2".into());
         put(&format!("net.ipv6.conf.{dev}.autoconf"), "1".into());
     }
+    // `address6 = "dhcpv6"`: the address is dhcpcd's (IA_NA), the default route still comes
+    // from the upstream's RAs, which a forwarding kernel takes only with accept_ra = 2
+    if m.uplink.address6 == Uplink6Addressing::Dhcpv6 && backend == Backend::Nftables {
+        let dev = m.uplink.interface.replace('.', "/");
+        put(&format!("net.ipv6.conf.{dev}.accept_ra"), "2".into());
+        put(&format!("net.ipv6.conf.{dev}.autoconf"), "0".into());
+    }
     for (k, val) in &s.extra {
         if let Some(x) = v.iter_mut().find(|x| &x.key == k) {
             x.value = val.clone();
