@@ -429,7 +429,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         let mut uplink_client = uplink::start(&uplink_model, &state_dir);
         let mut ntp_client = ntp::start(&uplink_model, &state_dir, opts.lab.is_some());
         // the uplink's DHCPv6 client (address and prefix delegation) and its events
-        let mut uplink6_client = uplink6::start(&uplink_model, &state_dir);
+        let mut uplink6_client = uplink6::start(&uplink_model, &state_dir, opts.lab.is_some());
         let dtx = tx.clone();
         tokio::spawn(uplink6::watch(state_dir.clone(), move |d| {
             let _ = dtx.send(Job::Delegated(d));
@@ -485,7 +485,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
                         && let Ok(Some(st)) = c.try_wait()
                     {
                         tracing::warn!(status = %st, "the uplink's DHCPv6 client exited; starting it again");
-                        uplink6_client = uplink6::start(&uplink_model, &state_dir);
+                        uplink6_client = uplink6::start(&uplink_model, &state_dir, opts.lab.is_some());
                     }
                 }
                 Some(m) = uplink_rx.recv() => {
@@ -497,7 +497,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
                     if uplink6::key(&m) != uplink6::key(&uplink_model) {
                         tracing::info!(interface = %m.uplink.interface, "the uplink's IPv6 settings changed: restarting its DHCPv6 client");
                         uplink6::stop(uplink6_client.take());
-                        uplink6_client = uplink6::start(&m, &state_dir);
+                        uplink6_client = uplink6::start(&m, &state_dir, opts.lab.is_some());
                     }
                     if uplink_key(&m) != uplink_key(&uplink_model) {
                         tracing::info!(interface = %m.uplink.interface, "the uplink changed: restarting its DHCP client");

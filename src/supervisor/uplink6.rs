@@ -4,7 +4,7 @@
 //! kernel's SLAAC (accept_ra = 2 on the uplink); dhcpcd runs beside it only to ask for a
 //! prefix. dhcpcd never solicits routers itself (`noipv6rs`: it would switch the kernel's RA
 //! handling off) and runs only its DHCPv6 side (`ipv6only`: IPv4 is udhcpc's, see
-//! [`super::uplink`]).
+//! [`super::uplink`]). Not run in the lab.
 //!
 //! dhcpcd reports through its hook script (`-c`): the script writes the event's DHCPv6
 //! variables into `uplink6/event.env` in the state directory (write to a temporary file and
@@ -90,9 +90,10 @@ pub fn config(m: &Model) -> String {
     s
 }
 
-/// Start dhcpcd, or None when the model needs no IPv6 client (or it cannot run).
-pub fn start(m: &Model, state_dir: &Path) -> Option<Child> {
-    if !wanted(m) {
+/// Start dhcpcd, or None when the model needs no IPv6 client, in the lab, or when it cannot
+/// run.
+pub fn start(m: &Model, state_dir: &Path, lab: bool) -> Option<Child> {
+    if !wanted(m) || lab {
         return None;
     }
     let d = dir(state_dir);
@@ -341,6 +342,29 @@ mod tests {
         let bad =
             "reason=BOUND6\nnew_dhcp6_ia_pd2_prefix1=zz\nnew_dhcp6_ia_pd2_prefix1_length=56\n";
         assert!(parse_event(bad, 1).unwrap_err().contains("zz"));
+    }
+
+    #[test]
+    fn no_client_without_dhcpv6_or_prefix_delegation() {
+        let model = |uplink: &str| {
+            let text = format!(
+                "{uplink}\n[segments.a]\ninterface = \"lan0\"\nsubnet = \"198.18.2.0/24\"\ngateway = \"198.18.2.1\"\nmanagement = true\n"
+            );
+            crate::plan::load_str("t.toml", &text).unwrap().0
+        };
+        // the kernel alone does SLAAC; no IPv6 at all needs nothing either
+        assert!(!wanted(&model(
+            "[uplink]\ninterface = \"wan0\"\naddress6 = \"slaac\""
+        )));
+        assert!(!wanted(&model("[uplink]\ninterface = \"wan0\"")));
+        let m =
+            model("[uplink]\ninterface = \"wan0\"\naddress6 = \"slaac\"\nprefix_delegation = 60");
+        let c = config(&m);
+        assert!(c.contains("ia_pd 2/::/60\n") && !c.contains("ia_na"), "{c}");
+        assert!(
+            start(&m, Path::new("/nonexistent"), true).is_none(),
+            "run in the lab"
+        );
     }
 
     #[test]

@@ -62,8 +62,8 @@ impl Nftables {
 
     /// Live quarantine entries as `add element` statements keeping their remaining time, so a
     /// reload (which replaces the whole table) does not release quarantined hosts early.
-    fn quarantine_carry(&self) -> Vec<String> {
-        let Ok(items) = self.json(&["-j", "list", "set", "inet", TABLE, QUARANTINE]) else {
+    fn quarantine_carry(&self, set: &str) -> Vec<String> {
+        let Ok(items) = self.json(&["-j", "list", "set", "inet", TABLE, set]) else {
             return Vec::new();
         };
         let mut out = Vec::new();
@@ -211,17 +211,25 @@ impl Firewall for Nftables {
             });
         };
         let mut script = script.clone();
-        let carry = if script.contains(&format!("\tset {QUARANTINE} {{")) {
-            self.quarantine_carry()
-        } else {
-            Vec::new()
-        };
-        if !carry.is_empty() {
-            script.push_str("# live quarantine entries carried over by apply\n");
-            script.push_str(&format!(
-                "add element inet {TABLE} {QUARANTINE} {{ {} }}\n",
-                carry.join(", ")
-            ));
+        // the IPv4 quarantine and its IPv6 twin
+        let mut carried = 0;
+        for set in [
+            QUARANTINE.to_string(),
+            crate::plan::ruleset::set6(QUARANTINE),
+        ] {
+            let carry = if script.contains(&format!("\tset {set} {{")) {
+                self.quarantine_carry(&set)
+            } else {
+                Vec::new()
+            };
+            if !carry.is_empty() {
+                script.push_str("# live quarantine entries carried over by apply\n");
+                script.push_str(&format!(
+                    "add element inet {TABLE} {set} {{ {} }}\n",
+                    carry.join(", ")
+                ));
+            }
+            carried += carry.len();
         }
         std::fs::create_dir_all(work).map_err(|source| FirewallError::Io {
             path: work.to_path_buf(),
@@ -235,10 +243,10 @@ impl Firewall for Nftables {
         let p = path.to_string_lossy();
         self.nft(&["-c", "-f", &p]).map_err(cmd("nft check"))?;
         self.nft(&["-f", &p]).map_err(cmd("nft load"))?;
-        tracing::info!(table = %format!("inet {TABLE}"), file = %p, quarantined = carry.len(), "loaded nftables table in one transaction");
+        tracing::info!(table = %format!("inet {TABLE}"), file = %p, quarantined = carried, "loaded nftables table in one transaction");
         Ok(vec![format!(
             "loaded table inet {TABLE} ({} quarantine entries carried over)",
-            carry.len()
+            carried
         )])
     }
 
