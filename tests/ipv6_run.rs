@@ -1,8 +1,9 @@
 //! IPv6 through `bulkhead run`: on a segment with `subnet6` and `mode = "stateful"` dhcpcd -6
 //! gets a DHCPv6 lease (and `bulkhead leases` lists it); on a `slaac` segment the kernel's
 //! own SLAAC numbers the client and takes a default route via the gateway's link-local; a
-//! SIGHUP reload that drops the slaac segment's subnet6 sends its final RA, and the client
-//! loses that default route.
+//! SIGHUP reload that renumbers the slaac segment gives the client the new prefix with the
+//! old one deprecated; one that drops its subnet6 sends its final RA, and the client loses
+//! that default route.
 //!
 //! Needs root, `ip`, dhcpcd and nft. Namespaces are named with the test's pid and removed on
 //! drop; only processes started here are killed, by pid. Addresses: 198.18.0.0/15 and
@@ -243,6 +244,44 @@ fn slaac_and_dhcpv6_through_bulkhead_run_and_a_reload_withdraws_a_segment() {
         listing.contains(&a.to_string()) && listing.contains("1 DHCPv6 leases"),
         "{listing}"
     );
+
+    // Renumber iot: the new prefix is announced at once, the old one deprecated
+    // (preferred lifetime 0), and the gateway address moves.
+    let old = iot.ok(&["ip", "-6", "addr", "show", "dev", &iotif, "scope", "global"]);
+    std::fs::write(
+        dir.join("box.toml"),
+        CONFIG.replace("2001:db8:82::/64", "2001:db8:92::/64"),
+    )
+    .unwrap();
+    bulkhead::sys::proc::signal(run.0.id(), libc::SIGHUP).unwrap();
+    wait_for(
+        "a SLAAC address in the new prefix",
+        Duration::from_secs(15),
+        || {
+            iot.ok(&["ip", "-6", "addr", "show", "dev", &iotif, "scope", "global"])
+                .contains("inet6 2001:db8:92:0:")
+        },
+    );
+    wait_for(
+        "the old address deprecated",
+        Duration::from_secs(10),
+        || {
+            let a = iot.ok(&["ip", "-6", "addr", "show", "dev", &iotif, "scope", "global"]);
+            let olds: Vec<&str> = a
+                .split("inet6 ")
+                .filter(|x| x.starts_with("2001:db8:82:0:"))
+                .collect();
+            !olds.is_empty()
+                && olds
+                    .iter()
+                    .all(|x| x.contains("deprecated") && x.contains("preferred_lft 0sec"))
+        },
+    );
+    assert!(old.contains("2001:db8:82:0:"), "{old}");
+    wait_for("gateway6 moved", Duration::from_secs(5), || {
+        let a = gw.ok(&["ip", "-6", "addr", "show", "dev", "iot0"]);
+        a.contains("2001:db8:92::1/64") && !a.contains("2001:db8:82::1/64")
+    });
 
     // Reload without iot's subnet6: its final RA takes the client's default route away.
     std::fs::write(

@@ -26,6 +26,8 @@ fn the_dual_stack_config_maps_to_ras_and_dhcpv6_per_mode() {
     assert_eq!(dmz.ra.mode, Mode::Slaac);
     assert!(dmz.dhcp.is_none());
     assert_eq!(dmz.gateway.to_string(), "fd00:10::1/64");
+    // A static subnet6's gateway address is the apply's (it is in the plan).
+    assert!(w.iter().all(|x| !x.own_address));
     assert_eq!(dmz.ra.prefixes[0].net.to_string(), "fd00:10::/64");
     assert_eq!(dmz.ra.domains, vec!["dmz.example.internal".to_string()]);
     // internal: stateful, its IPv6 DNS server in RDNSS and option 23, lease_time 10m.

@@ -236,3 +236,66 @@ fn dhcpcd_sees_rdnss_and_dnssl() {
     stop.send(()).unwrap();
     thread.join().unwrap();
 }
+
+/// Send one router advertisement for `prefix` (router lifetime 1800) from the client
+/// namespace to ff02::1 on `iface`, hop limit 255: what a rogue router on a segment sends.
+fn send_rogue_ra(ns: &Netns, iface: &str, prefix: &str) {
+    use bulkhead::ra::{PrefixInfo, RouterAdvert};
+    let ra = RouterAdvert {
+        cur_hop_limit: 64,
+        router_lifetime: 1800,
+        prefixes: vec![PrefixInfo {
+            prefix: prefix.parse().unwrap(),
+            on_link: true,
+            autonomous: true,
+            valid: 86400,
+            preferred: 14400,
+        }],
+        ..RouterAdvert::default()
+    }
+    .encode();
+    let iface = iface.to_string();
+    common::in_netns(&ns.name, move || {
+        use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+        let ifindex = bulkhead::sys::icmp6::if_index(&iface).unwrap();
+        let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6)).unwrap();
+        s.set_multicast_hops_v6(255).unwrap();
+        s.set_multicast_if_v6(ifindex).unwrap();
+        let to = std::net::SocketAddrV6::new("ff02::1".parse().unwrap(), 0, 0, ifindex);
+        for _ in 0..3 {
+            s.send_to(&ra, &SockAddr::from(to)).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn a_rogue_ra_from_the_segment_changes_nothing_on_the_gateway() {
+    common::require_root_and(&["ip"]);
+    let (gw, cl) = link("rr", "rrg0", "rrc0");
+    // A gateway that would take RAs (forwarding off, accept_ra on), as before the sender runs.
+    gw.ok(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=0"]);
+    gw.ok(&["sysctl", "-qw", "net.ipv6.conf.rrg0.accept_ra=1"]);
+    gw.ok(&["sysctl", "-qw", "net.ipv6.conf.rrg0.autoconf=1"]);
+    let cl_ll = link_local(&cl, "rrc0");
+    // Control: such a gateway does take the rogue RA (the packet is one a host accepts).
+    send_rogue_ra(&cl, "rrc0", "2001:db8:c0::/64");
+    wait_for("the control RA taken", Duration::from_secs(10), || {
+        gw.ok(&["ip", "-6", "addr", "show", "dev", "rrg0"])
+            .contains("2001:db8:c0:0:")
+    });
+    gw.ok(&["ip", "-6", "route", "flush", "proto", "ra"]);
+    // With the RA sender on the port, the next rogue RA changes nothing.
+    let (stop, thread) = ra_sender(&gw, "rrg0", slaac_config());
+    send_rogue_ra(&cl, "rrc0", "2001:db8:bad::/64");
+    std::thread::sleep(Duration::from_secs(2));
+    let addrs = gw.ok(&["ip", "-6", "addr", "show", "dev", "rrg0"]);
+    assert!(!addrs.contains("2001:db8:bad:"), "{addrs}");
+    let routes = gw.ok(&["ip", "-6", "route", "show"]);
+    assert!(!routes.contains("2001:db8:bad:"), "{routes}");
+    assert!(!routes.contains(&format!("via {cl_ll}")), "{routes}");
+    stop.send(()).unwrap();
+    thread.join().unwrap();
+}

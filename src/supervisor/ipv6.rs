@@ -1,7 +1,9 @@
-//! IPv6 on the segments for `bulkhead run`: for every segment with `subnet6` the gateway's
-//! address (`gateway6`, without duplicate address detection), router advertisements
-//! ([`crate::ra`]) and, in the stateless and stateful modes, the DHCPv6 server
-//! ([`crate::dhcp6`]) with its leases in `leases6.journal` beside the DHCPv4 journal.
+//! IPv6 on the segments for `bulkhead run`: for every segment with `subnet6` router
+//! advertisements ([`crate::ra`]) and, in the stateless and stateful modes, the DHCPv6 server
+//! ([`crate::dhcp6`]) with its leases in `leases6.journal` beside the DHCPv4 journal. The
+//! gateway's address of a static `subnet6` is the apply's (it is in the plan); that of a
+//! delegated one, known only at run time, is put on here (without duplicate address
+//! detection).
 //!
 //! A reload hands the new model to [`Ipv6Service::update`]: segments that are gone send
 //! their final RA (router lifetime 0) and stop serving; changed ones are updated in place
@@ -28,6 +30,9 @@ pub struct Wanted6 {
     pub interface: String,
     /// The gateway's address on it, as `ADDR/64`.
     pub gateway: Ipv6Net,
+    /// Whether this service puts `gateway` on the interface (a delegated prefix); a static
+    /// one is put there by the apply.
+    pub own_address: bool,
     /// What its RAs carry.
     pub ra: RaConfig,
     /// The DHCPv6 service (stateless and stateful modes).
@@ -75,6 +80,7 @@ pub fn wanted(m: &Model, delegated: Option<Ipv6Net>) -> Vec<Wanted6> {
             segment: s.segment.clone(),
             interface: s.ifname.clone(),
             gateway: Ipv6Net::new(gw, 64).expect("/64"),
+            own_address: matches!(s.prefix, crate::model::Prefix6::Delegated { .. }),
             ra,
             dhcp,
         });
@@ -193,7 +199,9 @@ impl Ipv6Service {
             {
                 let _ = d.remove_segment(&n).await;
             }
-            del_address(&r.wanted.interface, r.wanted.gateway).await;
+            if r.wanted.own_address {
+                del_address(&r.wanted.interface, r.wanted.gateway).await;
+            }
             tracing::info!(segment = %n, "IPv6 stopped");
         }
         if self.dhcp.is_none() && want.iter().any(|w| w.dhcp.is_some()) {
@@ -208,12 +216,14 @@ impl Ipv6Service {
             {
                 continue;
             }
-            if let Err(e) = add_address(&w.interface, w.gateway).await {
+            if w.own_address
+                && let Err(e) = add_address(&w.interface, w.gateway).await
+            {
                 tracing::error!(segment = %w.segment, "gateway6 address: {e}");
             }
             match self.running.get_mut(&w.segment) {
                 Some(r) => {
-                    if r.wanted.gateway != w.gateway {
+                    if r.wanted.own_address && r.wanted.gateway != w.gateway {
                         del_address(&w.interface, r.wanted.gateway).await;
                     }
                     r.ra.update(w.ra.clone());
