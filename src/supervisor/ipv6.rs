@@ -1,9 +1,8 @@
 //! IPv6 on the segments for `bulkhead run`: for every segment with `subnet6` router
 //! advertisements ([`crate::ra`]) and, in the stateless and stateful modes, the DHCPv6 server
 //! ([`crate::dhcp6`]) with its leases in `leases6.journal` beside the DHCPv4 journal. The
-//! gateway's address of a static `subnet6` is the apply's (it is in the plan); that of a
-//! delegated one, known only at run time, is put on here (without duplicate address
-//! detection).
+//! gateway's address is the apply's (it is in the plan; a delegated segment's too, since the
+//! plan takes the delegated prefix as an input).
 //!
 //! A reload hands the new model to [`Ipv6Service::update`]: segments that are gone send
 //! their final RA (router lifetime 0) and stop serving; changed ones are updated in place
@@ -80,7 +79,9 @@ pub fn wanted(m: &Model, delegated: Option<Ipv6Net>) -> Vec<Wanted6> {
             segment: s.segment.clone(),
             interface: s.ifname.clone(),
             gateway: Ipv6Net::new(gw, 64).expect("/64"),
-            own_address: matches!(s.prefix, crate::model::Prefix6::Delegated { .. }),
+            // the apply puts every gateway6 on, a delegated one too: the plan is built with
+            // the delegated prefix (plan::delegated), so address and firewall move together
+            own_address: false,
             ra,
             dhcp,
         });
