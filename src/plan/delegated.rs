@@ -62,3 +62,45 @@ pub fn build(m: &Model, backend: Option<Backend>, delegated: Option<Ipv6Net>) ->
     }
     p
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_delegated_prefix_numbers_sets_and_addresses() {
+        let (m, _) = crate::plan::load_str(
+            "t.toml",
+            "[uplink]\ninterface = \"wan0\"\nprefix_delegation = 56\n\
+             [segments.lan]\ninterface = \"lan0\"\nsubnet = \"198.18.2.0/24\"\ngateway = \"198.18.2.1\"\nmanagement = true\nsubnet6 = \"delegated\"\nprefix_id = 1\n",
+        )
+        .unwrap();
+        let lan = |p: &Plan| {
+            p.links
+                .iter()
+                .find(|l| l.name == "lan0")
+                .unwrap()
+                .addresses
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+        };
+        let none = build(&m, None, None);
+        assert_eq!(lan(&none), ["198.18.2.1/24"]);
+        let d: Ipv6Net = "2001:db8:100::/56".parse().unwrap();
+        let p = build(&m, None, Some(d));
+        assert_eq!(lan(&p), ["198.18.2.1/24", "2001:db8:100:1::1/64"]);
+        let set = p.ruleset.sets.iter().find(|s| s.name == "lan_v6").unwrap();
+        assert_eq!(
+            set.elements6,
+            [AddrRange6::from_net("2001:db8:100:1::/64".parse().unwrap())]
+        );
+        let crate::plan::FirewallText::Nftables { script } = &p.firewall else {
+            panic!()
+        };
+        assert!(script.contains("2001:db8:100:1::/64"), "{script}");
+        // the IPv4 side is the same plan with or without the prefix
+        assert_eq!(p.dhcp, none.dhcp);
+        assert_eq!(p.routes, none.routes);
+    }
+}
