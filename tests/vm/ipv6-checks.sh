@@ -37,6 +37,27 @@ gw() {  # run a shell command on the gateway
 global6() {  # NS: the client's global IPv6 addresses on eth0, one a line
   ip -n "$1" -6 -o addr show dev eth0 scope global | awk '{print $4}' | cut -d/ -f1
 }
+# in the appliance: the dual-stack config replaces the running one (written where `bulkhead run`
+# reads it, then SIGHUP), and the gateway's segment VLANs carry their fd00:VID::/64
+if [ "$VM" = --vm ]; then
+  ROOT=$(cd "$HERE/../.." && pwd)
+  { echo 'pid=$(cat /run/bulkhead/bulkhead.pid)'
+    echo 'cfg=$(tr "\0" "\n" < /proc/$pid/environ | sed -n "s/^BULKHEAD_CONFIG=//p")'
+    echo 'cat > "$cfg" <<'"'BULKHEAD_EOF'"
+    cat "$ROOT/tests/golden/dualstack.toml"
+    echo 'BULKHEAD_EOF'
+    echo 'echo "config $cfg replaced"; kill -HUP $pid'
+  } | python3 "$HERE/guestctl.py" --timeout 60 "/run/bulkhead-lab/$NAME/ctl.sock" - ||
+    fail "could not load the dual-stack config into the appliance"
+  for _ in $(seq 60); do
+    gw 'ip -6 -o addr show' 2>/dev/null | grep -q 'eth0\.20 .*inet6 fd00:20::' && break
+    sleep 1
+  done
+  gw 'ip -6 -o addr show' | grep -q 'eth0\.20 .*inet6 fd00:20::' ||
+    { gw 'ip -6 -o addr show' || true; tail -20 "/run/bulkhead-lab/$NAME/console.log"
+      fail "the appliance did not take the dual-stack config (no fd00:20:: on eth0.20)"; }
+  echo "ok: the appliance runs the dual-stack config: $(gw 'ip -6 -o addr show dev eth0.20 scope global' | awk '{print $4}')"
+fi
 declare -A VID=([dmz]=10 [internal]=20 [server]=30 [mgmt]=100 [guest]=200)
 
 # 1. SLAAC from the gateway's RAs. Restart IPv6 on each client (disable_ipv6 1 -> 0: the kernel
