@@ -9,6 +9,7 @@
 #     gets a lease in fd00:20::/64;
 #   - the policy holds for IPv6 across the VLANs: internal -> dmz tcp/80 passes and arrives
 #     with the client's own source address; guest -> dmz tcp/80 and dmz -> internal tcp/80 drop;
+#     `bulkhead explain` of each of these flows (by the addresses seen) gives the same verdict;
 #   - RAs stay on their VLAN: no client has an address from another VLAN's prefix, and a rogue
 #     RA (prefix fd99::/64) sent on the server VLAN reaches its neighbour on that VLAN (the
 #     control) but no client on another VLAN and not the gateway.
@@ -18,6 +19,12 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 NAME=${1:?usage: ipv6-checks.sh NAME [--vm]}
 VM=${2:-}
 ns() { echo "bhl-$NAME-$1"; }
+ROOT=$(cd "$HERE/../.." && pwd)
+CONFIG6=$ROOT/tests/golden/dualstack.toml
+BH=${BULKHEAD:-$ROOT/target/x86_64-unknown-linux-gnu/release/bulkhead}
+[ -x "$BH" ] || BH=$ROOT/target/release/bulkhead
+[ -x "$BH" ] || BH=$ROOT/target/debug/bulkhead
+[ -x "$BH" ] || { echo "tests/vm/ipv6-checks.sh: build bulkhead first (cargo build)"; exit 1; }
 TMP=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -40,11 +47,10 @@ global6() {  # NS: the client's global IPv6 addresses on eth0, one a line
 # in the appliance: the dual-stack config replaces the running one (written where `bulkhead run`
 # reads it, then SIGHUP), and the gateway's segment VLANs carry their fd00:VID::/64
 if [ "$VM" = --vm ]; then
-  ROOT=$(cd "$HERE/../.." && pwd)
   { echo 'pid=$(cat /run/bulkhead/bulkhead.pid)'
     echo 'cfg=$(tr "\0" "\n" < /proc/$pid/environ | sed -n "s/^BULKHEAD_CONFIG=//p")'
     echo 'cat > "$cfg" <<'"'BULKHEAD_EOF'"
-    cat "$ROOT/tests/golden/dualstack.toml"
+    cat "$CONFIG6"
     echo 'BULKHEAD_EOF'
     echo 'echo "config $cfg replaced"; kill -HUP $pid'
   } | python3 "$HERE/guestctl.py" --timeout 60 "/run/bulkhead-lab/$NAME/ctl.sock" - ||
@@ -152,6 +158,16 @@ connect "$(ns c-dmz)" "${ADDR[internal]}" 80 && fail "dmz -> internal tcp/80 ove
   fail "a denied flow reached the dmz listener: $(cat "$TMP/dmz80.log")"
 [ ! -s "$TMP/int80.log" ] || fail "a denied flow reached the internal listener: $(cat "$TMP/int80.log")"
 echo "PASS: guest -> dmz and dmz -> internal tcp/80 over IPv6 dropped"
+explain() {  # FROM TO: the verdict `bulkhead explain` gives for tcp/80 (it exits 1 on a drop)
+  { "$BH" -c "$CONFIG6" explain --from "$1" --to "$2" --proto tcp --port 80 --format json || true; } |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["verdict"])'
+}
+for f in "internal dmz accept" "guest dmz drop" "dmz internal drop"; do
+  set -- $f
+  v=$(explain "${ADDR[$1]}" "${ADDR[$2]}") || fail "bulkhead explain of $1 -> $2 failed"
+  [ "$v" = "$3" ] || fail "bulkhead explain says $v for $1 [${ADDR[$1]}] -> $2 [${ADDR[$2]}] tcp/80, the network said $3"
+done
+echo "PASS: bulkhead explain agrees for the three IPv6 flows (accept, drop, drop)"
 
 # 4. RAs stay on their VLAN
 for seg in dmz internal server mgmt guest; do
