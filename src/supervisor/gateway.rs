@@ -168,6 +168,9 @@ pub struct Gateway {
     dhcp_members: BTreeMap<String, std::collections::BTreeSet<std::net::Ipv4Addr>>,
     /// Live set changes not yet recorded in the applied state (see [`Gateway::flush_amend`]).
     amend_pending: bool,
+    /// The prefix delegated to the uplink (DHCPv6 IA_PD) that the running plan is numbered
+    /// from; kept in the state directory across restarts (see [`super::uplink6`]).
+    delegated: Option<super::uplink6::Delegation>,
 }
 
 impl Drop for Gateway {
@@ -290,7 +293,6 @@ impl Gateway {
             .and_then(|t| serde_json::from_str(&t).ok());
         Ok(Gateway {
             config: config.to_path_buf(),
-            state_dir,
             lab,
             applier,
             model,
@@ -298,6 +300,8 @@ impl Gateway {
             last,
             dhcp_members: BTreeMap::new(),
             amend_pending: false,
+            delegated: super::uplink6::load(&state_dir, now_unix()),
+            state_dir,
         })
     }
 
@@ -480,7 +484,55 @@ impl Gateway {
                 g.members6 = addr::subtract_ranges6(&members6, &v6(&l.removed));
             }
         }
-        plan::build(&m, None)
+        plan::delegated::build(&m, None, self.delegated_prefix(&m))
+    }
+
+    /// The delegated prefix the running config is numbered from.
+    pub fn delegated_now(&self) -> Option<ipnet::Ipv6Net> {
+        self.delegated_prefix(&self.model)
+    }
+
+    /// The delegated prefix the plan of `m` is numbered from (only when `m` asks for one).
+    fn delegated_prefix(&self, m: &Model) -> Option<ipnet::Ipv6Net> {
+        m.uplink.prefix_delegation?;
+        self.delegated.map(|d| d.prefix)
+    }
+
+    /// The prefix delegated to the uplink, as last received (or kept from before a restart).
+    pub fn delegated(&self) -> Option<super::uplink6::Delegation> {
+        self.delegated
+    }
+
+    /// The uplink's delegated prefix changed (`None`: lost): renumber the delegated segments
+    /// in one apply of the running config. A new prefix is kept (persisted) only once it is
+    /// applied; a failed apply leaves the running state and the kept prefix as they were.
+    /// Returns the apply's report, or None when only the lifetimes changed.
+    pub fn set_delegated(
+        &mut self,
+        d: Option<super::uplink6::Delegation>,
+    ) -> Result<Option<ApplyReport>, GwError> {
+        let old = self.delegated;
+        let keep = |gw: &Self| {
+            super::uplink6::persist(&gw.state_dir, gw.delegated.as_ref())
+                .map_err(io("keeping the delegated prefix"))
+        };
+        if old.map(|x| x.prefix) == d.map(|x| x.prefix) {
+            self.delegated = d;
+            keep(self)?;
+            return Ok(None);
+        }
+        self.delegated = d;
+        let (m, t) = (self.model.clone(), self.text.clone());
+        match self.apply_model(m, t, "delegated prefix") {
+            Ok(r) => {
+                keep(self)?;
+                Ok(Some(r))
+            }
+            Err(e) => {
+                self.delegated = old;
+                Err(e)
+            }
+        }
     }
 
     fn note(&mut self, what: &str, r: &Result<ApplyReport, ApplyError>) {
