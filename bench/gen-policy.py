@@ -13,6 +13,9 @@ groups (segment -> group, group -> segment, group -> group, tcp/udp with ports);
 `lan-srv-iperf` lets the client reach the server's iperf3 port, and it comes last, so a
 new connection walks every rule before it.
 --empty writes the same topology with no groups and only that last rule.
+--ipv6 makes it dual-stack: lan gets 2001:db8:1::/64, srv 2001:db8:2::/64, and the groups as
+many IPv6 members again (single addresses in 2001:db8:4000::/36, two apart), so the sets hold
+ELEMENTS IPv4 plus ELEMENTS IPv6 elements; the last rule then admits iperf3 over both families.
 """
 import argparse
 import ipaddress
@@ -22,6 +25,7 @@ p.add_argument("--elements", type=int, default=10000)
 p.add_argument("--groups", type=int, default=100)
 p.add_argument("--rules", type=int, default=200)
 p.add_argument("--empty", action="store_true")
+p.add_argument("--ipv6", action="store_true")
 a = p.parse_args()
 
 out = []
@@ -41,21 +45,25 @@ interface = "lan0"
 subnet = "10.1.0.0/24"
 gateway = "10.1.0.1"
 management = true
-
+{lan6}
 [segments.srv]
 interface = "srv0"
 subnet = "10.2.0.0/24"
 gateway = "10.2.0.1"
-""")
+{srv6}""".format(lan6='subnet6 = "2001:db8:1::/64"\n' if a.ipv6 else "",
+               srv6='subnet6 = "2001:db8:2::/64"\n' if a.ipv6 else ""))
 
 groups = 0 if a.empty else a.groups
 base = int(ipaddress.IPv4Address("10.64.0.0"))
+base6 = int(ipaddress.IPv6Address("2001:db8:4000::"))
 per = a.elements // groups if groups else 0
 extra = a.elements - per * groups if groups else 0
 n = 0
 for g in range(groups):
     cnt = per + (1 if g < extra else 0)
     members = [str(ipaddress.IPv4Address(base + 2 * (n + i))) for i in range(cnt)]
+    if a.ipv6:
+        members += [str(ipaddress.IPv6Address(base6 + 2 * (n + i))) for i in range(cnt)]
     n += cnt
     w(f"[groups.g{g:03d}]")
     w("members = [" + ", ".join(f'"{m}"' for m in members) + "]\n")

@@ -14,7 +14,7 @@ use bulkhead::apply::sysctl::SysctlError;
 use bulkhead::apply::{Applier, Firewall, Netlink, NetlinkError, Step, Sysctl};
 use bulkhead::model::{self, Backend};
 use bulkhead::plan::{self, LinkKind, Plan, SysctlPlan};
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 
 type Log = Rc<RefCell<Vec<String>>>;
 
@@ -211,10 +211,10 @@ impl Firewall for Fw {
     fn set_list(&self, _: &str) -> Result<Vec<String>, FirewallError> {
         Ok(vec![])
     }
-    fn set_add(&self, _: &str, _: &[Ipv4Net]) -> Result<(), FirewallError> {
+    fn set_add(&self, _: &str, _: &[IpNet]) -> Result<(), FirewallError> {
         Ok(())
     }
-    fn set_del(&self, _: &str, _: &[Ipv4Net]) -> Result<(), FirewallError> {
+    fn set_del(&self, _: &str, _: &[IpNet]) -> Result<(), FirewallError> {
         Ok(())
     }
     fn set_sizes(&self) -> Result<Vec<(String, usize)>, FirewallError> {

@@ -410,7 +410,7 @@ fn netlink_changed_ruleset_equals_the_text_rendering() {
     gw.run(|| {
         let a = Applier::new(state.path(), Backend::Nftables).unwrap();
         a.apply(&plan).unwrap();
-        let add: Vec<ipnet::Ipv4Net> = ["198.18.1.7/32", "198.18.1.8/32", "198.18.9.0/24"]
+        let add: Vec<ipnet::IpNet> = ["198.18.1.7/32", "198.18.1.8/32", "198.18.9.0/24"]
             .iter()
             .map(|s| s.parse().unwrap())
             .collect();

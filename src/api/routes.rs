@@ -4,7 +4,7 @@
 //! as control-socket requests, so they behave exactly as `bulkhead apply/confirm/...` do, and
 //! the engine records who asked. Errors are `{"error": "..."}`.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -534,7 +534,7 @@ struct Members {
     members: Vec<String>,
 }
 
-async fn members(h: &HeaderMap, body: Body) -> Res<Vec<ipnet::Ipv4Net>> {
+async fn members(h: &HeaderMap, body: Body) -> Res<Vec<ipnet::IpNet>> {
     let b = read_body(h, body).await?;
     let m: Members = serde_json::from_slice(&b).map_err(|e| {
         ApiError::bad(format!(
@@ -548,11 +548,11 @@ async fn members(h: &HeaderMap, body: Body) -> Res<Vec<ipnet::Ipv4Net>> {
         .iter()
         .enumerate()
         .map(|(i, a)| {
-            a.parse::<ipnet::Ipv4Net>()
-                .or_else(|_| a.parse::<Ipv4Addr>().map(ipnet::Ipv4Net::from))
+            a.parse::<ipnet::IpNet>()
+                .or_else(|_| a.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
                 .map_err(|_| {
                     ApiError::bad(format!(
-                        "members[{i}]: `{a}` is not an IPv4 address or CIDR block"
+                        "members[{i}]: `{a}` is not an IPv4 or IPv6 address or CIDR block"
                     ))
                 })
         })

@@ -16,7 +16,7 @@ pub mod sysctl;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use serde::Serialize;
 
 use self::actions::Action;
@@ -948,11 +948,11 @@ impl Applier {
 
     /// Add addresses to a group's live set (no reload; the next apply resets groups to the
     /// config, the quarantine set keeps its entries).
-    pub fn set_add(&self, group: &str, addrs: &[Ipv4Net]) -> Result<(), ApplyError> {
+    pub fn set_add(&self, group: &str, addrs: &[IpNet]) -> Result<(), ApplyError> {
         Ok(self.fw.set_add(group, addrs)?)
     }
 
-    pub fn set_del(&self, group: &str, addrs: &[Ipv4Net]) -> Result<(), ApplyError> {
+    pub fn set_del(&self, group: &str, addrs: &[IpNet]) -> Result<(), ApplyError> {
         Ok(self.fw.set_del(group, addrs)?)
     }
 

@@ -79,9 +79,9 @@ impl From<BackendArg> for Backend {
 
 #[derive(Debug, Subcommand)]
 pub enum SetCommand {
-    /// Add addresses or CIDR blocks to a group's live set.
+    /// Add IPv4 or IPv6 addresses or CIDR blocks to a group's live set (IPv6 ones to NAME_v6).
     Add { group: String, addrs: Vec<String> },
-    /// Remove addresses or CIDR blocks from a group's live set.
+    /// Remove IPv4 or IPv6 addresses or CIDR blocks from a group's live set.
     Del { group: String, addrs: Vec<String> },
     /// List a group's live set.
     List { group: String },
@@ -803,18 +803,19 @@ fn state_dir_of(g: &Global) -> Result<PathBuf, ExitCode> {
     load_as(&g.config, g.lab_mode()).map(|(m, _)| m.state_dir)
 }
 
-fn parse_addrs(v: &[String]) -> Result<Vec<ipnet::Ipv4Net>, CliError> {
+fn parse_addrs(v: &[String]) -> Result<Vec<ipnet::IpNet>, CliError> {
     if v.is_empty() {
         return Err(CliError::Usage("give at least one address".into()));
     }
     v.iter()
         .map(|a| {
-            a.parse::<ipnet::Ipv4Net>()
-                .or_else(|_| {
-                    a.parse::<Ipv4Addr>()
-                        .map(|x| ipnet::Ipv4Net::new(x, 32).expect("/32"))
+            a.parse::<ipnet::IpNet>()
+                .or_else(|_| a.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    CliError::Usage(format!(
+                        "`{a}` is not an IPv4 or IPv6 address or CIDR block"
+                    ))
                 })
-                .map_err(|_| CliError::Usage(format!("`{a}` is not an IPv4 address or CIDR block")))
         })
         .collect()
 }

@@ -11,7 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 pub const SOCKET: &str = "control.sock";
@@ -41,11 +41,11 @@ pub enum Request {
     Diff,
     SetAdd {
         group: String,
-        addrs: Vec<Ipv4Net>,
+        addrs: Vec<IpNet>,
     },
     SetDel {
         group: String,
-        addrs: Vec<Ipv4Net>,
+        addrs: Vec<IpNet>,
     },
     SetList {
         group: String,

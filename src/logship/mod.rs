@@ -316,10 +316,10 @@ pub fn audit_event(who: &str, via: &str, what: &str, error: Option<&str>) {
     emit(ev.with("who", who).with("via", via).with("what", what));
 }
 
-fn join_nets(v: &[ipnet::Ipv4Net]) -> String {
+fn join_nets(v: &[ipnet::IpNet]) -> String {
     v.iter()
         .map(|n| {
-            if n.prefix_len() == 32 {
+            if n.prefix_len() == n.max_prefix_len() {
                 n.addr().to_string()
             } else {
                 n.to_string()

@@ -1,6 +1,7 @@
 //! The plan: the complete desired state computed from a model. Pure and deterministic: the same
 //! model always gives byte-identical output.
 
+pub mod delegated;
 pub mod explain;
 pub mod hostrules;
 pub mod invariants;
@@ -266,6 +267,13 @@ fn sysctls(m: &Model, backend: Backend, links: &[LinkPlan]) -> Vec<SysctlPlan> {
         let dev = m.uplink.interface.replace('.', "/");
         put(&format!("net.ipv6.conf.{dev}.accept_ra"), "2".into());
         put(&format!("net.ipv6.conf.{dev}.autoconf"), "1".into());
+    }
+    // `address6 = "dhcpv6"`: the address is dhcpcd's (IA_NA), the default route still comes
+    // from the upstream's RAs, which a forwarding kernel takes only with accept_ra = 2
+    if m.uplink.address6 == Uplink6Addressing::Dhcpv6 && backend == Backend::Nftables {
+        let dev = m.uplink.interface.replace('.', "/");
+        put(&format!("net.ipv6.conf.{dev}.accept_ra"), "2".into());
+        put(&format!("net.ipv6.conf.{dev}.autoconf"), "0".into());
     }
     for (k, val) in &s.extra {
         if let Some(x) = v.iter_mut().find(|x| &x.key == k) {

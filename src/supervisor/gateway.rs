@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
 
 use crate::apply::{Applier, ApplyError, ApplyReport, Change, DiffReport, RuleCounter};
 use crate::diag::Report;
-use crate::model::{AddrRange, LabMode, Model, addr};
+use crate::model::{AddrRange, AddrRange6, LabMode, Model, addr};
 use crate::plan::{self, Plan};
 
 #[derive(Debug, thiserror::Error)]
@@ -104,8 +104,9 @@ pub struct LiveSets {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct LiveSet {
-    pub added: Vec<Ipv4Net>,
-    pub removed: Vec<Ipv4Net>,
+    /// IPv4 and IPv6 members (an IPv6 one lives in the group's `_v6` twin set).
+    pub added: Vec<IpNet>,
+    pub removed: Vec<IpNet>,
 }
 
 /// The result of the last apply attempt, for `status`.
@@ -167,6 +168,9 @@ pub struct Gateway {
     dhcp_members: BTreeMap<String, std::collections::BTreeSet<std::net::Ipv4Addr>>,
     /// Live set changes not yet recorded in the applied state (see [`Gateway::flush_amend`]).
     amend_pending: bool,
+    /// The prefix delegated to the uplink (DHCPv6 IA_PD) that the running plan is numbered
+    /// from; kept in the state directory across restarts (see [`super::uplink6`]).
+    delegated: Option<super::uplink6::Delegation>,
 }
 
 impl Drop for Gateway {
@@ -289,7 +293,6 @@ impl Gateway {
             .and_then(|t| serde_json::from_str(&t).ok());
         Ok(Gateway {
             config: config.to_path_buf(),
-            state_dir,
             lab,
             applier,
             model,
@@ -297,6 +300,8 @@ impl Gateway {
             last,
             dhcp_members: BTreeMap::new(),
             amend_pending: false,
+            delegated: super::uplink6::load(&state_dir, now_unix()),
+            state_dir,
         })
     }
 
@@ -455,14 +460,79 @@ impl Gateway {
                 g.members.extend(a.iter().map(|x| AddrRange::single(*x)));
             }
             if let Some(l) = live.groups.get(&g.name) {
+                let v4 = |v: &[IpNet]| -> Vec<AddrRange> {
+                    v.iter()
+                        .filter_map(|n| match n {
+                            IpNet::V4(n) => Some(AddrRange::from_net(*n)),
+                            IpNet::V6(_) => None,
+                        })
+                        .collect()
+                };
+                let v6 = |v: &[IpNet]| -> Vec<AddrRange6> {
+                    v.iter()
+                        .filter_map(|n| match n {
+                            IpNet::V6(n) => Some(AddrRange6::from_net(*n)),
+                            IpNet::V4(_) => None,
+                        })
+                        .collect()
+                };
                 let mut members = g.members.clone();
-                members.extend(l.added.iter().map(|n| AddrRange::from_net(*n)));
-                let removed: Vec<AddrRange> =
-                    l.removed.iter().map(|n| AddrRange::from_net(*n)).collect();
-                g.members = addr::subtract_ranges(&members, &removed);
+                members.extend(v4(&l.added));
+                g.members = addr::subtract_ranges(&members, &v4(&l.removed));
+                let mut members6 = g.members6.clone();
+                members6.extend(v6(&l.added));
+                g.members6 = addr::subtract_ranges6(&members6, &v6(&l.removed));
             }
         }
-        plan::build(&m, None)
+        plan::delegated::build(&m, None, self.delegated_prefix(&m))
+    }
+
+    /// The delegated prefix the running config is numbered from.
+    pub fn delegated_now(&self) -> Option<ipnet::Ipv6Net> {
+        self.delegated_prefix(&self.model)
+    }
+
+    /// The delegated prefix the plan of `m` is numbered from (only when `m` asks for one).
+    fn delegated_prefix(&self, m: &Model) -> Option<ipnet::Ipv6Net> {
+        m.uplink.prefix_delegation?;
+        self.delegated.map(|d| d.prefix)
+    }
+
+    /// The prefix delegated to the uplink, as last received (or kept from before a restart).
+    pub fn delegated(&self) -> Option<super::uplink6::Delegation> {
+        self.delegated
+    }
+
+    /// The uplink's delegated prefix changed (`None`: lost): renumber the delegated segments
+    /// in one apply of the running config. A new prefix is kept (persisted) only once it is
+    /// applied; a failed apply leaves the running state and the kept prefix as they were.
+    /// Returns the apply's report, or None when only the lifetimes changed.
+    pub fn set_delegated(
+        &mut self,
+        d: Option<super::uplink6::Delegation>,
+    ) -> Result<Option<ApplyReport>, GwError> {
+        let old = self.delegated;
+        let keep = |gw: &Self| {
+            super::uplink6::persist(&gw.state_dir, gw.delegated.as_ref())
+                .map_err(io("keeping the delegated prefix"))
+        };
+        if old.map(|x| x.prefix) == d.map(|x| x.prefix) {
+            self.delegated = d;
+            keep(self)?;
+            return Ok(None);
+        }
+        self.delegated = d;
+        let (m, t) = (self.model.clone(), self.text.clone());
+        match self.apply_model(m, t, "delegated prefix") {
+            Ok(r) => {
+                keep(self)?;
+                Ok(Some(r))
+            }
+            Err(e) => {
+                self.delegated = old;
+                Err(e)
+            }
+        }
     }
 
     fn note(&mut self, what: &str, r: &Result<ApplyReport, ApplyError>) {
@@ -820,6 +890,41 @@ impl Gateway {
         }
     }
 
+    /// IPv6 members go to the group's `_v6` twin set, which the plan renders only for a group
+    /// the config gives an IPv6 member (its rules match IPv6 only then): refuse the others by
+    /// name, saying how to enable them.
+    fn check_family(&self, group: &str, addrs: &[IpNet]) -> Result<(), GwError> {
+        let Some(a) = addrs.iter().find(|a| matches!(a, IpNet::V6(_))) else {
+            return Ok(());
+        };
+        if group == crate::plan::ruleset::QUARANTINE {
+            return Ok(());
+        }
+        let live = self.live_sets();
+        let has6 = self
+            .model
+            .group(group)
+            .is_some_and(|g| !g.members6.is_empty())
+            || live
+                .groups
+                .get(group)
+                .is_some_and(|l| l.added.iter().any(|n| matches!(n, IpNet::V6(_))));
+        if has6 {
+            return Ok(());
+        }
+        Err(GwError::Invalid(format!(
+            "group `{group}` has no IPv6 set ({}): `{}` is an IPv6 member, but the config gives \
+             the group no IPv6 member, so its rules match IPv4 only; add an IPv6 member to \
+             [groups.{group}] members in the config (and apply it) to add IPv6 members live",
+            crate::plan::ruleset::set6(group),
+            if a.prefix_len() == a.max_prefix_len() {
+                a.addr().to_string()
+            } else {
+                a.to_string()
+            }
+        )))
+    }
+
     fn check_group(&self, group: &str) -> Result<(), GwError> {
         if group == crate::plan::ruleset::QUARANTINE || self.model.group(group).is_some() {
             Ok(())
@@ -843,8 +948,9 @@ impl Gateway {
     }
 
     /// Add addresses to a group's live set, and remember them for the next apply.
-    pub fn set_add(&mut self, group: &str, addrs: &[Ipv4Net]) -> Result<(), GwError> {
+    pub fn set_add(&mut self, group: &str, addrs: &[IpNet]) -> Result<(), GwError> {
         self.check_group(group)?;
+        self.check_family(group, addrs)?;
         self.applier.set_add(group, addrs)?;
         if group != crate::plan::ruleset::QUARANTINE {
             let mut l = self.live_sets();
@@ -862,8 +968,9 @@ impl Gateway {
         Ok(())
     }
 
-    pub fn set_del(&mut self, group: &str, addrs: &[Ipv4Net]) -> Result<(), GwError> {
+    pub fn set_del(&mut self, group: &str, addrs: &[IpNet]) -> Result<(), GwError> {
         self.check_group(group)?;
+        self.check_family(group, addrs)?;
         self.applier.set_del(group, addrs)?;
         if group != crate::plan::ruleset::QUARANTINE {
             let mut l = self.live_sets();
@@ -893,7 +1000,7 @@ impl Gateway {
             return Ok(());
         }
         let set = self.dhcp_members.entry(group.to_string()).or_default();
-        let net = Ipv4Net::new(addr, 32).expect("/32");
+        let net = IpNet::V4(Ipv4Net::new(addr, 32).expect("/32"));
         if bound && set.insert(addr) {
             self.applier.set_add(group, &[net])?;
             self.amend();
@@ -1027,4 +1134,34 @@ pub fn pools(plan: &Plan) -> Vec<crate::dhcp::PoolConfig> {
             c
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `live-sets.json` written before IPv6 members existed (IPv4 networks only) still
+    /// reads, and IPv6 members are written and read back alike.
+    #[test]
+    fn live_sets_read_ipv4_records_and_keep_ipv6_members() {
+        let old = r#"{"groups":{"web":{"added":["198.18.1.5/32"],"removed":["198.18.1.0/30"]}}}"#;
+        let l: LiveSets = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            l.groups["web"].added,
+            vec!["198.18.1.5/32".parse::<IpNet>().unwrap()]
+        );
+        let mut l = l;
+        l.groups
+            .get_mut("web")
+            .unwrap()
+            .added
+            .push("2001:db8::5/128".parse().unwrap());
+        let back: LiveSets = serde_json::from_str(&serde_json::to_string(&l).unwrap()).unwrap();
+        assert_eq!(back, l);
+        assert!(
+            serde_json::to_string(&l)
+                .unwrap()
+                .contains("\"2001:db8::5/128\"")
+        );
+    }
 }

@@ -1,9 +1,8 @@
 //! IPv6 on the segments for `bulkhead run`: for every segment with `subnet6` router
 //! advertisements ([`crate::ra`]) and, in the stateless and stateful modes, the DHCPv6 server
 //! ([`crate::dhcp6`]) with its leases in `leases6.journal` beside the DHCPv4 journal. The
-//! gateway's address of a static `subnet6` is the apply's (it is in the plan); that of a
-//! delegated one, known only at run time, is put on here (without duplicate address
-//! detection).
+//! gateway's address is the apply's (it is in the plan; a delegated segment's too, since the
+//! plan takes the delegated prefix as an input).
 //!
 //! A reload hands the new model to [`Ipv6Service::update`]: segments that are gone send
 //! their final RA (router lifetime 0) and stop serving; changed ones are updated in place
@@ -80,7 +79,9 @@ pub fn wanted(m: &Model, delegated: Option<Ipv6Net>) -> Vec<Wanted6> {
             segment: s.segment.clone(),
             interface: s.ifname.clone(),
             gateway: Ipv6Net::new(gw, 64).expect("/64"),
-            own_address: matches!(s.prefix, crate::model::Prefix6::Delegated { .. }),
+            // the apply puts every gateway6 on, a delegated one too: the plan is built with
+            // the delegated prefix (plan::delegated), so address and firewall move together
+            own_address: false,
             ra,
             dhcp,
         });
@@ -153,14 +154,15 @@ async fn del_address(iface: &str, addr: Ipv6Net) {
 }
 
 impl Ipv6Service {
-    /// Start IPv6 on every segment of `m` that has it; leases in `dhcp_dir`.
-    pub async fn start(m: &Model, dhcp_dir: &Path) -> Ipv6Service {
+    /// Start IPv6 on every segment of `m` that has it (`delegated`: the prefix the uplink
+    /// holds); leases in `dhcp_dir`.
+    pub async fn start(m: &Model, delegated: Option<Ipv6Net>, dhcp_dir: &Path) -> Ipv6Service {
         let mut s = Ipv6Service {
             dir: dhcp_dir.to_path_buf(),
             running: BTreeMap::new(),
             dhcp: None,
         };
-        s.update(m).await;
+        s.update(m, delegated).await;
         s
     }
 
@@ -170,8 +172,8 @@ impl Ipv6Service {
     }
 
     /// Follow a new model: stop what is gone, update what changed, start what is new.
-    pub async fn update(&mut self, m: &Model) {
-        let want = wanted(m, None);
+    pub async fn update(&mut self, m: &Model, delegated: Option<Ipv6Net>) {
+        let want = wanted(m, delegated);
         for s in m.segments6() {
             if !want.iter().any(|w| w.segment == s.segment) {
                 tracing::info!(segment = %s.segment, "IPv6 waits for a delegated prefix");
@@ -276,8 +278,8 @@ impl Ipv6Service {
 }
 
 /// What decides the IPv6 services of a model (compared by the engine after every job).
-pub fn key(m: &Model) -> Vec<Wanted6> {
-    wanted(m, None)
+pub fn key(m: &Model, delegated: Option<Ipv6Net>) -> Vec<Wanted6> {
+    wanted(m, delegated)
 }
 
 /// The live DHCPv6 leases of a state directory (safe while the server writes them).

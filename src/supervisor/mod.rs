@@ -30,6 +30,8 @@ enum Job {
     Lease(crate::dhcp::LeaseEvent),
     /// An alert asks to quarantine a source (the live set; its timeout expires it).
     Quarantine(std::net::IpAddr),
+    /// The uplink's DHCPv6 client reports a delegated prefix (or its loss).
+    Delegated(Option<uplink6::Delegation>),
     Shutdown,
 }
 
@@ -75,6 +77,8 @@ pub fn read_leases(
 
 type PoolsTx = mpsc::UnboundedSender<Vec<crate::dhcp::PoolConfig>>;
 type UplinkTx = mpsc::UnboundedSender<crate::model::Model>;
+/// The IPv6 services follow the model and the uplink's delegated prefix.
+type V6Tx = mpsc::UnboundedSender<(crate::model::Model, Option<ipnet::Ipv6Net>)>;
 
 /// What the uplink's DHCP client depends on: a reload that changes it restarts the client.
 fn uplink_key(m: &crate::model::Model) -> (String, bool, String) {
@@ -93,7 +97,7 @@ fn runtime_key(
 ) -> (
     (String, bool, String),
     Vec<crate::model::NtpServer>,
-    (String, bool, Option<u8>, bool),
+    Option<(String, bool, Option<u8>)>,
 ) {
     (uplink_key(m), m.ntp.clone(), uplink6::key(m))
 }
@@ -122,10 +126,10 @@ fn engine(
     pools_tx: PoolsTx,
     uplink_tx: UplinkTx,
     api: crate::api::ModelTx,
-    v6_tx: UplinkTx,
+    v6_tx: V6Tx,
 ) {
     let mut pools = gw.pools();
-    let mut v6 = ipv6::key(gw.model());
+    let mut v6 = ipv6::key(gw.model(), gw.delegated_now());
     let mut uplink = runtime_key(gw.model());
     api.update(gw.model());
     while let Ok(job) = jobs.recv() {
@@ -142,7 +146,7 @@ fn engine(
         match job {
             Job::Shutdown => break,
             Job::Quarantine(std::net::IpAddr::V4(addr)) => {
-                let net = ipnet::Ipv4Net::new(addr, 32).expect("/32");
+                let net = ipnet::IpNet::V4(ipnet::Ipv4Net::new(addr, 32).expect("/32"));
                 if let Err(e) = gw.set_add(crate::plan::ruleset::QUARANTINE, &[net]) {
                     tracing::error!(%addr, "quarantine failed: {e}");
                 }
@@ -152,6 +156,15 @@ fn engine(
                     tracing::error!(%addr, "quarantine failed: {e}");
                 }
             }
+            Job::Delegated(d) => match gw.set_delegated(d) {
+                Ok(Some(r)) => {
+                    tracing::info!(prefix = ?d.map(|d| d.prefix.to_string()), changes = r.changes.len(), generation = ?r.generation, "delegated prefix applied: segments renumbered")
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(prefix = ?d.map(|d| d.prefix.to_string()), "renumbering for the delegated prefix failed, the running state is kept: {e}")
+                }
+            },
             Job::Lease(ev) => {
                 crate::logship::lease(&ev);
                 use crate::dhcp::LeaseEventKind;
@@ -223,10 +236,10 @@ fn engine(
             let _ = pools_tx.send(pools.clone());
         }
         // and so do the RAs and the DHCPv6 server
-        let now = ipv6::key(gw.model());
+        let now = ipv6::key(gw.model(), gw.delegated_now());
         if now != v6 {
             v6 = now;
-            let _ = v6_tx.send(gw.model().clone());
+            let _ = v6_tx.send((gw.model().clone(), gw.delegated_now()));
         }
         // and the API's listener (on the management address)
         api.update(gw.model());
@@ -255,6 +268,12 @@ fn handle(gw: &mut Gateway, req: Request) -> Response {
             );
             st.extra.insert("logship".into(), crate::logship::status());
             st.extra.insert("time".into(), ntp::status(gw.model()));
+            if gw.model().uplink.prefix_delegation.is_some() {
+                st.extra.insert(
+                    "uplink6".into(),
+                    serde_json::json!({"delegated": gw.delegated()}),
+                );
+            }
             if let Some(api) = crate::api::status() {
                 st.extra.insert("api".into(), api);
             }
@@ -334,7 +353,8 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     >();
     let (pools_tx, mut pools_rx) = mpsc::unbounded_channel::<Vec<crate::dhcp::PoolConfig>>();
     let (uplink_tx, mut uplink_rx) = mpsc::unbounded_channel::<crate::model::Model>();
-    let (v6_tx, mut v6_rx) = mpsc::unbounded_channel::<crate::model::Model>();
+    let (v6_tx, mut v6_rx) =
+        mpsc::unbounded_channel::<(crate::model::Model, Option<ipnet::Ipv6Net>)>();
     let (config, state_override, lab) = (opts.config.clone(), opts.state_dir.clone(), opts.lab);
     let (api_tx, api_rx) = crate::api::channel();
     let engine_thread = std::thread::Builder::new()
@@ -412,7 +432,12 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         let mut uplink_model = uplink_model;
         let mut uplink_client = uplink::start(&uplink_model, &state_dir);
         let mut ntp_client = ntp::Chrony::start(&uplink_model, &state_dir, opts.lab.is_some());
+        // the uplink's DHCPv6 client (address and prefix delegation) and its events
         let mut uplink6_client = uplink6::start(&uplink_model, &state_dir, opts.lab.is_some());
+        let dtx = tx.clone();
+        tokio::spawn(uplink6::watch(state_dir.clone(), move |d| {
+            let _ = dtx.send(Job::Delegated(d));
+        }));
         // DHCP on every segment, leases in the state directory
         let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
         let dhcp = match crate::dhcp::serve(first_pools.clone(), &dhcp_dir(&state_dir), Some(ev_tx)).await {
@@ -427,7 +452,12 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             tracing::info!(segments = ?names, "DHCP serving");
         }
         // RAs and DHCPv6 on every segment with subnet6, leases beside the DHCPv4 ones
-        let mut v6 = ipv6::Ipv6Service::start(&uplink_model, &dhcp_dir(&state_dir)).await;
+        // (numbered from the kept delegated prefix until the engine reports the upstream's)
+        let kept = uplink_model
+            .uplink
+            .prefix_delegation
+            .and(uplink6::load(&state_dir, gateway::now_unix()).map(|d| d.prefix));
+        let mut v6 = ipv6::Ipv6Service::start(&uplink_model, kept, &dhcp_dir(&state_dir)).await;
         mark_ready(&state_dir);
         println!("bulkhead: ready");
         // a slot of an A/B disk is marked good only now (and a pending upgrade settled)
@@ -453,7 +483,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
                     if let Some(c) = uplink6_client.as_mut()
                         && let Ok(Some(st)) = c.try_wait()
                     {
-                        tracing::warn!(status = %st, "dhcpcd (uplink IPv6) exited; starting it again");
+                        tracing::warn!(status = %st, "the uplink's DHCPv6 client exited; starting it again");
                         uplink6_client = uplink6::start(&uplink_model, &state_dir, opts.lab.is_some());
                     }
                 }
@@ -463,7 +493,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
                         ntp_client.restart(&m);
                     }
                     if uplink6::key(&m) != uplink6::key(&uplink_model) {
-                        tracing::info!("[uplink] address6/prefix_delegation changed: restarting dhcpcd");
+                        tracing::info!(interface = %m.uplink.interface, "the uplink's IPv6 settings changed: restarting its DHCPv6 client");
                         uplink6::stop(uplink6_client.take());
                         uplink6_client = uplink6::start(&m, &state_dir, opts.lab.is_some());
                     }
@@ -477,7 +507,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
                     }
                 }
                 Some(ev) = ev_rx.recv() => { let _ = tx.send(Job::Lease(ev)); }
-                Some(m) = v6_rx.recv() => v6.update(&m).await,
+                Some((m, d)) = v6_rx.recv() => v6.update(&m, d).await,
                 Some(pools) = pools_rx.recv() => {
                     if let Some(d) = &dhcp {
                         let keep: Vec<String> = pools.iter().map(|p| p.segment.clone()).collect();

@@ -68,6 +68,7 @@ pub fn tool_source(tool: &str) -> (&'static str, &'static str) {
         "setpriv" => ("util-linux", "tools/setup"),
         "promtool" | "prometheus" => ("prometheus", "tools/setup"),
         "nc" => ("netcat-openbsd", "tools/setup"),
+        "kea-dhcp6" => ("kea-dhcp6-server", "tools/setup"),
         _ => ("the package that provides it", "tools/setup"),
     }
 }

@@ -7,8 +7,10 @@
 # gateway (it answers only from the management VLAN) and internet flows, which must arrive
 # masqueraded as the uplink address. After a reboot on the same disk: SSH and the HTTPS
 # management API (8443) answer from the management VLAN only, and the guest listens for the API
-# on the management address only (netstat over the test image's control socket). Needs root and
-# a built test image (image/build --test).
+# on the management address only (netstat over the test image's control socket). Then IPv6 on the
+# same boot: the dual-stack config loaded into the appliance, SLAAC, DHCPv6, the policy over IPv6
+# and RAs confined to their VLAN (tests/vm/ipv6-checks.sh). Needs root, dhcpcd and a built test
+# image (image/build --test).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -133,3 +135,9 @@ listen=$(python3 "$HERE/guestctl.py" --timeout 60 "$ctl" 'netstat -ltn' | grep '
   echo "$listen"; echo "FAIL: the guest's listener on 8443 is not the management address alone"; exit 1
 }
 echo "PASS: in the guest, netstat shows the API listening on 192.168.100.1:8443 only"
+
+# IPv6 end to end over the VLANs, on this same boot: the dual-stack variant of the shipped config
+# (tests/golden/dualstack.toml) replaces the running one (SIGHUP); clients take SLAAC addresses
+# from the appliance's RAs, internal's client a DHCPv6 lease (dhcpcd -6), the policy holds for
+# IPv6 across the VLANs, and RAs stay on their VLAN (tests/vm/ipv6-checks.sh)
+"$HERE/ipv6-checks.sh" "$NAME" --vm || { echo "FAIL: IPv6 over the VLANs"; exit 1; }

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 
 use super::{Firewall, FirewallError, HookJump, LoadText, RuleCounter, add_counter, net_text};
 use crate::apply::cmd::{CmdError, run};
@@ -344,11 +344,11 @@ impl Firewall for Iptables {
             .collect())
     }
 
-    fn set_add(&self, set: &str, addrs: &[Ipv4Net]) -> Result<(), FirewallError> {
+    fn set_add(&self, set: &str, addrs: &[IpNet]) -> Result<(), FirewallError> {
         self.set_change("add", set, addrs)
     }
 
-    fn set_del(&self, set: &str, addrs: &[Ipv4Net]) -> Result<(), FirewallError> {
+    fn set_del(&self, set: &str, addrs: &[IpNet]) -> Result<(), FirewallError> {
         self.set_change("del", set, addrs)
     }
 
@@ -481,7 +481,22 @@ impl Iptables {
         Ok(changes)
     }
 
-    fn set_change(&self, op: &str, set: &str, addrs: &[Ipv4Net]) -> Result<(), FirewallError> {
+    fn set_change(&self, op: &str, set: &str, addrs: &[IpNet]) -> Result<(), FirewallError> {
+        let addrs: Vec<Ipv4Net> = addrs
+            .iter()
+            .map(|a| match a {
+                IpNet::V4(n) => Ok(*n),
+                IpNet::V6(_) => Err(FirewallError::SetElement {
+                    set: set.into(),
+                    element: if a.prefix_len() == a.max_prefix_len() {
+                        a.addr().to_string()
+                    } else {
+                        a.to_string()
+                    },
+                    reason: "an IPv6 address; the iptables backend has no IPv6 (use backend = \"nftables\")".into(),
+                }),
+            })
+            .collect::<Result<_, _>>()?;
         let name = set_name(set);
         if !self.sets()?.contains(&name) {
             return Err(FirewallError::NoSuchSet(set.into()));

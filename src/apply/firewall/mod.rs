@@ -12,7 +12,7 @@ pub mod offload;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
 
 pub use self::iptables::Iptables;
@@ -189,11 +189,13 @@ pub trait Firewall {
     /// Elements of a live set, as the kernel lists them.
     fn set_list(&self, set: &str) -> Result<Vec<String>, FirewallError>;
 
-    /// Add addresses to a live set without reloading anything.
-    fn set_add(&self, set: &str, addrs: &[Ipv4Net]) -> Result<(), FirewallError>;
+    /// Add addresses to a live set without reloading anything. IPv4 members go to `set`,
+    /// IPv6 ones to its twin `set_v6` (a backend without IPv6 refuses them).
+    fn set_add(&self, set: &str, addrs: &[IpNet]) -> Result<(), FirewallError>;
 
-    /// Remove addresses from a live set without reloading anything.
-    fn set_del(&self, set: &str, addrs: &[Ipv4Net]) -> Result<(), FirewallError>;
+    /// Remove addresses from a live set without reloading anything (both families, as
+    /// [`Firewall::set_add`]).
+    fn set_del(&self, set: &str, addrs: &[IpNet]) -> Result<(), FirewallError>;
 
     /// Names of the sets Bulkhead owns with their element counts.
     fn set_sizes(&self) -> Result<Vec<(String, usize)>, FirewallError>;

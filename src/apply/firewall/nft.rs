@@ -2,11 +2,11 @@
 
 use std::path::Path;
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 use serde_json::Value;
 
 use super::nfset;
-use super::{Firewall, FirewallError, LoadText, RuleCounter, add_counter, net_text};
+use super::{Firewall, FirewallError, LoadText, RuleCounter, add_counter};
 use crate::apply::cmd::{CmdError, run};
 use crate::model::Backend;
 use crate::plan::ruleset::{QUARANTINE, TABLE};
@@ -234,14 +234,21 @@ impl Firewall for Nftables {
     }
 
     fn set_list(&self, set: &str) -> Result<Vec<String>, FirewallError> {
-        nfset::list(nfset::FAMILY_INET, TABLE, set)
+        let mut v = nfset::list(nfset::FAMILY_INET, TABLE, set)?;
+        // and the IPv6 members, where the set has an IPv6 twin
+        match nfset::list(nfset::FAMILY_INET, TABLE, &crate::plan::ruleset::set6(set)) {
+            Ok(v6) => v.extend(v6),
+            Err(FirewallError::NoSuchSet(_)) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(v)
     }
 
-    fn set_add(&self, set: &str, addrs: &[Ipv4Net]) -> Result<(), FirewallError> {
+    fn set_add(&self, set: &str, addrs: &[IpNet]) -> Result<(), FirewallError> {
         self.set_change(nfset::Op::Add, set, addrs)
     }
 
-    fn set_del(&self, set: &str, addrs: &[Ipv4Net]) -> Result<(), FirewallError> {
+    fn set_del(&self, set: &str, addrs: &[IpNet]) -> Result<(), FirewallError> {
         self.set_change(nfset::Op::Del, set, addrs)
     }
 
@@ -266,18 +273,81 @@ impl Firewall for Nftables {
 }
 
 impl Nftables {
-    /// A live set change over netlink (no `nft` run): one transaction, checked per element.
-    fn set_change(&self, op: nfset::Op, set: &str, addrs: &[Ipv4Net]) -> Result<(), FirewallError> {
-        if addrs.is_empty() {
-            return Ok(());
+    /// A live set change over netlink (no `nft` run): IPv4 members in `set`, IPv6 ones in
+    /// its twin `set_v6`; one transaction per set, checked per element. When the second set
+    /// refuses, the first one's change is undone: all or nothing.
+    fn set_change(&self, op: nfset::Op, set: &str, addrs: &[IpNet]) -> Result<(), FirewallError> {
+        let (v4, v6): (Vec<IpNet>, Vec<IpNet>) =
+            addrs.iter().partition(|a| matches!(a, IpNet::V4(_)));
+        let set6 = crate::plan::ruleset::set6(set);
+        let mut done: Option<(Vec<IpNet>, Vec<String>)> = None;
+        for (name, nets) in [(set, &v4), (set6.as_str(), &v6)] {
+            if nets.is_empty() {
+                continue;
+            }
+            // what was there before, so that an undo takes out only what this change put in
+            let before = if done.is_none() && !v4.is_empty() && !v6.is_empty() {
+                nfset::list(nfset::FAMILY_INET, TABLE, name).unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            match nfset::change(nfset::FAMILY_INET, TABLE, name, op, nets) {
+                Ok((deleted, added)) => {
+                    let els: Vec<String> = nets.iter().map(ip_text).collect();
+                    tracing::info!(set = %name, op = ?op, elements = %els.join(", "), deleted, added, "changed live set");
+                    done = Some((nets.clone(), before));
+                }
+                Err(e) => {
+                    if let Some((nets, before)) = done {
+                        undo(op, set, &nets, &before);
+                    }
+                    return Err(e);
+                }
+            }
         }
-        let nets: Vec<IpNet> = addrs.iter().map(|a| IpNet::V4(*a)).collect();
-        let (deleted, added) = nfset::change(nfset::FAMILY_INET, TABLE, set, op, &nets)?;
-        let els: Vec<String> = addrs.iter().map(net_text).collect();
-        tracing::info!(set = %set, op = ?op, elements = %els.join(", "), deleted, added, "changed live set");
         Ok(())
     }
 }
+
+/// `a` for a single address, `a/n` for a network.
+fn ip_text(n: &IpNet) -> String {
+    if n.prefix_len() == n.max_prefix_len() {
+        n.addr().to_string()
+    } else {
+        n.to_string()
+    }
+}
+
+/// Take back a change of `set` whose twin refused its part: a deletion is added back, an
+/// addition deleted except where the set held the element before (`before`, as listed).
+fn undo(op: nfset::Op, set: &str, nets: &[IpNet], before: &[String]) {
+    let had: Vec<nfset::Range> = before
+        .iter()
+        .filter_map(|t| nfset::parse_range(t).map(|(_, r)| r))
+        .collect();
+    let (back, nets): (nfset::Op, Vec<IpNet>) = match op {
+        nfset::Op::Del => (nfset::Op::Add, nets.to_vec()),
+        nfset::Op::Add => (
+            nfset::Op::Del,
+            nets.iter()
+                .filter(|n| {
+                    let (_, r) = nfset::range_of(n);
+                    !had.iter().any(|h| h.lo <= r.lo && r.hi <= h.hi)
+                })
+                .copied()
+                .collect(),
+        ),
+    };
+    if nets.is_empty() {
+        return;
+    }
+    match nfset::change(nfset::FAMILY_INET, TABLE, set, back, &nets) {
+        Ok(_) => tracing::info!(set, "the other family's part was refused: change undone"),
+        Err(e) => tracing::error!(set, "undoing a half-done set change failed: {e}"),
+    }
+}
+
+impl Nftables {}
 
 #[cfg(test)]
 mod tests {
