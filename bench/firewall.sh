@@ -71,6 +71,7 @@ gw_ns() { # fresh gateway namespace with the links the policy names
   for l in lan0 srv0 up0; do ip -n "$(nsname gw)" link add "$l" type veth peer name "${l}p"; ip -n "$(nsname gw)" link set "$l" up; ip -n "$(nsname gw)" link set "${l}p" up; done
 }
 inner() { inns gw "$BASH" "$BENCH_DIR/firewall.sh" --inner "$@"; }
+gw_ns; peer_text_as_applied gw "$W/a.nft" "$W/b.nft"
 
 declare -A R
 add() { R[$1]+="$2 "; }
@@ -118,8 +119,8 @@ printf '%-44s %s\n' \
   "  ratio apply / nft -f (medians)" "$(ratio "$(med repl_apply)" "$(med repl_nft)")x  (goal <= 1.2x)" \
   "no-op apply (unchanged policy)" "$(rng noop_apply)" \
   "steps of a replace, each alone:" "" \
-  "  nft list table inet bulkhead (apply: 3x)" "$(rng bd_list)" \
-  "  nft -c -f (apply: 1x)" "$(rng bd_check)" \
+  "  nft list table inet bulkhead (apply: 0x, netlink instead)" "$(rng bd_list)" \
+  "  nft -c -f (apply: 0x, one nft -f is the check)" "$(rng bd_check)" \
   "  nft -f (apply: 1x)" "$(rng bd_load)" \
   "  bulkhead check (parse + plan the config)" "$(rng bd_parse)" \
   "  bulkhead plan --only firewall" "$(rng bd_plan)" \

@@ -42,18 +42,10 @@ gw_ns() { # fresh gateway namespace with the links the policy names
   for l in lan0 srv0 up0; do ip -n "$(nsname gw)" link add "$l" type veth peer name "${l}p"; ip -n "$(nsname gw)" link set "$l" up; ip -n "$(nsname gw)" link set "${l}p" up; done
 }
 inner() { inns gw "$BASH" "$BENCH_DIR/firewall.sh" --inner "$@"; }
-# Where the kernel cannot hold a flowtable (no nf_flow_table), `bulkhead apply` loads the table
-# without its flowtable `ft` and the rule that adds flows to it; the peer loads the same text
+# the peer loads the text `bulkhead apply` loads (without the flowtable where the kernel has none)
 gw_ns
-if ! inns gw nft -f "$W/a.nft" 2>"$W/probe.err"; then
-  grep -q '@ft' "$W/probe.err" || { cat "$W/probe.err" >&2; die "nft -f of the rendered text failed"; }
-  for f in a b; do
-    awk '/^\tflowtable ft \{/ { skip = 1 } skip { if ($0 ~ /^\t\}/) skip = 0; next } /flow add @ft/ { next } { print }' \
-      "$W/$f.nft" > "$W/$f.noft" && mv "$W/$f.noft" "$W/$f.nft"
-  done
-  log "this kernel holds no flowtable: nft -f loads the rendered text without flowtable ft, as apply does"
-  gw_ns; inns gw nft -f "$W/a.nft" || die "nft -f of the rendered text without the flowtable failed"
-fi
+peer_text_as_applied gw "$W/a.nft" "$W/b.nft"
+inns gw nft -f "$W/a.nft" || die "nft -f of the rendered text failed"
 elements() { # the set elements the loaded table holds, IPv4 and IPv6
   inns gw nft -j list table inet bulkhead | python3 -c '
 import json, sys
