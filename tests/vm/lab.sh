@@ -41,8 +41,8 @@ for seg in dmz internal server mgmt guest; do
   grep -q "udhcpc: lease of .* obtained from" "/run/bulkhead-lab/$NAME/dhcp-$seg.log" ||
     { echo "FAIL: $seg client got no DHCP lease"; exit 1; }
 done
-echo "$out" | grep -qE "^mgmt +gateway@mgmt +tcp/22 +allow +allow" || { echo "FAIL: SSH from mgmt"; exit 1; }
-echo "$out" | grep -qE "^guest +internet +tcp/443 +allow +allow .*seen as 203.0.113.2" || { echo "FAIL: guest NAT"; exit 1; }
+grep -qE "^mgmt +gateway@mgmt +tcp/22 +allow +allow" <<<"$out" || { echo "FAIL: SSH from mgmt"; exit 1; }
+grep -qE "^guest +internet +tcp/443 +allow +allow .*seen as 203.0.113.2" <<<"$out" || { echo "FAIL: guest NAT"; exit 1; }
 echo "PASS: VLANs end to end"
 # flow offload: the image's kernel has nf_flow_table, so the policy matrix above ran with the
 # flowtable loaded over the trunk, its VLANs and the uplink, and status says so
