@@ -21,7 +21,7 @@ VM=${2:-}
 ns() { echo "bhl-$NAME-$1"; }
 ROOT=$(cd "$HERE/../.." && pwd)
 CONFIG6=$ROOT/tests/golden/dualstack.toml
-BH=${BULKHEAD:-$ROOT/target/x86_64-unknown-linux-gnu/release/bulkhead}
+BH=${BULKHEAD:-$ROOT/target/x86_64-unknown-linux-gnu/image/bulkhead}
 [ -x "$BH" ] || BH=$ROOT/target/release/bulkhead
 [ -x "$BH" ] || BH=$ROOT/target/debug/bulkhead
 [ -x "$BH" ] || { echo "tests/vm/ipv6-checks.sh: build bulkhead first (cargo build)"; exit 1; }

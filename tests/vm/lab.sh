@@ -16,7 +16,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 cd "$ROOT"
 # the binary the image was built with, unless told otherwise
-BH=${BULKHEAD:-$ROOT/target/x86_64-unknown-linux-gnu/release/bulkhead}
+BH=${BULKHEAD:-$ROOT/target/x86_64-unknown-linux-gnu/image/bulkhead}
 [ -x "$BH" ] || BH=$ROOT/target/release/bulkhead
 [ -x "$BH" ] || { echo "tests/vm/lab.sh: build bulkhead first (cargo build)"; exit 1; }
 # the test image, like every VM test (image/build --test)
