@@ -6,6 +6,76 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde::Serialize;
 
+/// What IPv4 and IPv6 ranges share: construction, parsing (with errors that name the family
+/// and the offending part) and comparisons.
+macro_rules! addr_range {
+    ($range:ident, $addr:ty, $net:ty, $family:literal, $example:literal) => {
+        impl $range {
+            pub fn single(a: $addr) -> Self {
+                $range { lo: a, hi: a }
+            }
+
+            pub fn from_net(n: $net) -> Self {
+                $range {
+                    lo: n.network(),
+                    hi: n.broadcast(),
+                }
+            }
+
+            #[doc = concat!("Parse an ", $family, " address, a CIDR block or a range `", $example, "`.")]
+            pub fn parse(s: &str) -> Result<Self, String> {
+                let s = s.trim();
+                if let Some((a, b)) = s.split_once('-') {
+                    let lo: $addr = a.trim().parse().map_err(|_| {
+                        format!(concat!("`{}` in range `{}` is not an ", $family, " address"), a, s)
+                    })?;
+                    let hi: $addr = b.trim().parse().map_err(|_| {
+                        format!(concat!("`{}` in range `{}` is not an ", $family, " address"), b, s)
+                    })?;
+                    if lo > hi {
+                        return Err(format!("range `{s}` ends before it starts"));
+                    }
+                    return Ok($range { lo, hi });
+                }
+                if s.contains('/') {
+                    let n: $net = s.parse().map_err(|_| {
+                        format!(concat!("`{}` is not an ", $family, " CIDR block"), s)
+                    })?;
+                    if n.network() != n.addr() {
+                        return Err(format!(
+                            "`{s}` has host bits set; did you mean `{}`?",
+                            n.trunc()
+                        ));
+                    }
+                    return Ok($range::from_net(n));
+                }
+                let a: $addr = s.parse().map_err(|_| {
+                    format!(
+                        concat!("`{}` is not an ", $family, " address, CIDR block or range (", $example, ")"),
+                        s
+                    )
+                })?;
+                Ok($range::single(a))
+            }
+
+            pub fn contains(&self, a: $addr) -> bool {
+                self.lo <= a && a <= self.hi
+            }
+
+            pub fn overlaps(&self, o: &$range) -> bool {
+                self.lo <= o.hi && o.lo <= self.hi
+            }
+
+            pub fn within(&self, n: &$net) -> bool {
+                n.contains(&self.lo) && n.contains(&self.hi)
+            }
+        }
+    };
+}
+
+addr_range!(AddrRange, Ipv4Addr, Ipv4Net, "IPv4", "a.b.c.d-e.f.g.h");
+addr_range!(AddrRange6, Ipv6Addr, Ipv6Net, "IPv6", "x::a-x::b");
+
 /// An inclusive IPv4 range; single addresses and CIDR blocks are ranges too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct AddrRange {
@@ -14,64 +84,6 @@ pub struct AddrRange {
 }
 
 impl AddrRange {
-    pub fn single(a: Ipv4Addr) -> Self {
-        AddrRange { lo: a, hi: a }
-    }
-
-    pub fn from_net(n: Ipv4Net) -> Self {
-        AddrRange {
-            lo: n.network(),
-            hi: n.broadcast(),
-        }
-    }
-
-    /// Parse `a.b.c.d`, `a.b.c.d/nn` or `a.b.c.d-e.f.g.h`.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        if let Some((a, b)) = s.split_once('-') {
-            let lo: Ipv4Addr = a
-                .trim()
-                .parse()
-                .map_err(|_| format!("`{a}` in range `{s}` is not an IPv4 address"))?;
-            let hi: Ipv4Addr = b
-                .trim()
-                .parse()
-                .map_err(|_| format!("`{b}` in range `{s}` is not an IPv4 address"))?;
-            if lo > hi {
-                return Err(format!("range `{s}` ends before it starts"));
-            }
-            return Ok(AddrRange { lo, hi });
-        }
-        if s.contains('/') {
-            let n: Ipv4Net = s
-                .parse()
-                .map_err(|_| format!("`{s}` is not an IPv4 CIDR block"))?;
-            if n.network() != n.addr() {
-                return Err(format!(
-                    "`{s}` has host bits set; did you mean `{}`?",
-                    n.trunc()
-                ));
-            }
-            return Ok(AddrRange::from_net(n));
-        }
-        let a: Ipv4Addr = s.parse().map_err(|_| {
-            format!("`{s}` is not an IPv4 address, CIDR block or range (a.b.c.d-e.f.g.h)")
-        })?;
-        Ok(AddrRange::single(a))
-    }
-
-    pub fn contains(&self, a: Ipv4Addr) -> bool {
-        self.lo <= a && a <= self.hi
-    }
-
-    pub fn overlaps(&self, o: &AddrRange) -> bool {
-        self.lo <= o.hi && o.lo <= self.hi
-    }
-
-    pub fn within(&self, n: &Ipv4Net) -> bool {
-        n.contains(&self.lo) && n.contains(&self.hi)
-    }
-
     pub fn len(&self) -> u64 {
         u64::from(u32::from(self.hi)) - u64::from(u32::from(self.lo)) + 1
     }
@@ -171,64 +183,6 @@ pub struct AddrRange6 {
 }
 
 impl AddrRange6 {
-    pub fn single(a: Ipv6Addr) -> Self {
-        AddrRange6 { lo: a, hi: a }
-    }
-
-    pub fn from_net(n: Ipv6Net) -> Self {
-        AddrRange6 {
-            lo: n.network(),
-            hi: n.broadcast(),
-        }
-    }
-
-    /// Parse `x::y`, `x::/nn` or `x::a-x::b`.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        if let Some((a, b)) = s.split_once('-') {
-            let lo: Ipv6Addr = a
-                .trim()
-                .parse()
-                .map_err(|_| format!("`{a}` in range `{s}` is not an IPv6 address"))?;
-            let hi: Ipv6Addr = b
-                .trim()
-                .parse()
-                .map_err(|_| format!("`{b}` in range `{s}` is not an IPv6 address"))?;
-            if lo > hi {
-                return Err(format!("range `{s}` ends before it starts"));
-            }
-            return Ok(AddrRange6 { lo, hi });
-        }
-        if s.contains('/') {
-            let n: Ipv6Net = s
-                .parse()
-                .map_err(|_| format!("`{s}` is not an IPv6 CIDR block"))?;
-            if n.network() != n.addr() {
-                return Err(format!(
-                    "`{s}` has host bits set; did you mean `{}`?",
-                    n.trunc()
-                ));
-            }
-            return Ok(AddrRange6::from_net(n));
-        }
-        let a: Ipv6Addr = s.parse().map_err(|_| {
-            format!("`{s}` is not an IPv6 address, CIDR block or range (x::a-x::b)")
-        })?;
-        Ok(AddrRange6::single(a))
-    }
-
-    pub fn contains(&self, a: Ipv6Addr) -> bool {
-        self.lo <= a && a <= self.hi
-    }
-
-    pub fn overlaps(&self, o: &AddrRange6) -> bool {
-        self.lo <= o.hi && o.lo <= self.hi
-    }
-
-    pub fn within(&self, n: &Ipv6Net) -> bool {
-        n.contains(&self.lo) && n.contains(&self.hi)
-    }
-
     /// The smallest list of CIDR blocks that covers exactly this range.
     pub fn to_cidrs(&self) -> Vec<Ipv6Net> {
         let mut out = Vec::new();
