@@ -472,6 +472,21 @@ fn policy_matrix_holds_for_both_families_and_ipv6_is_routed() {
         s.gw.sh("ip -6 route show default")
             .contains("via 2001:db8:3::fe dev bhup")
     );
+    // and the drift check sees it in place: nothing to do (before, the IPv6 default route
+    // was "to add" on every check, and `bulkhead run` re-applied every second)
+    let plan = plan::build(&s.m, Some(Backend::Nftables));
+    let diff = s.gw.run(|| {
+        Applier::new(s.state.path(), Backend::Nftables)
+            .unwrap()
+            .diff(&plan)
+            .unwrap()
+    });
+    let routes: Vec<_> = diff
+        .changes
+        .iter()
+        .filter(|c| c.object.contains("default"))
+        .collect();
+    assert!(routes.is_empty(), "drift in routes: {routes:?}");
 }
 
 #[test]

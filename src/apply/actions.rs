@@ -369,9 +369,15 @@ pub fn compute(net: &dyn Netlink, plan: &Plan, rec: &Created) -> Result<Actions,
     }
     // the IPv6 default route of a static uplink address6 (an existing one is kept: the
     // kernel answers EEXIST and the apply says so)
+    let defaults6 = if plan.routes6.is_empty() {
+        Vec::new()
+    } else {
+        net.default_routes6()?
+    };
     for rt in &plan.routes6 {
-        let exists = net.link(&rt.dev)?.is_some() || coming.contains(&rt.dev.as_str());
-        if !exists {
+        let idx = net.link(&rt.dev)?.map(|l| l.index);
+        let coming = coming.contains(&rt.dev.as_str());
+        if idx.is_none() && !coming {
             a.links.push(Action::Missing {
                 step: Step::Routes,
                 name: rt.dev.clone(),
@@ -379,9 +385,23 @@ pub fn compute(net: &dyn Netlink, plan: &Plan, rec: &Created) -> Result<Actions,
             });
             continue;
         }
-        a.links.push(Action::AddRoute {
-            via: IpAddr::V6(rt.via),
-            dev: rt.dev.clone(),
+        // in place already: nothing to do (and no drift)
+        if !coming
+            && defaults6
+                .iter()
+                .any(|d| d.via == Some(rt.via) && d.oif == idx)
+        {
+            continue;
+        }
+        // another default (one learned from the upstream's RAs, or set by hand) stays
+        let others = defaults6
+            .iter()
+            .any(|d| !(coming && idx.is_some() && d.oif == idx));
+        let (via, dev) = (IpAddr::V6(rt.via), rt.dev.clone());
+        a.links.push(if others {
+            Action::OtherRoute { via, dev }
+        } else {
+            Action::AddRoute { via, dev }
         });
     }
 

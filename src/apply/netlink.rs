@@ -66,6 +66,13 @@ pub struct DefaultRoute {
     pub oif: Option<u32>,
 }
 
+/// An IPv6 default route (`::/0`) in the main table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefaultRoute6 {
+    pub via: Option<Ipv6Addr>,
+    pub oif: Option<u32>,
+}
+
 /// Link side effects. Calls that create return `Ok(false)` when the object already existed
 /// (EEXIST is a fact about state, not a failure); calls that delete return `Ok(false)` when it
 /// was already gone.
@@ -87,6 +94,10 @@ pub trait Netlink {
     /// The IPv6 default route `::/0 via VIA dev OIF` (a static uplink address6).
     fn add_default_route6(&self, _via: Ipv6Addr, _oif: u32) -> Result<bool, NetlinkError> {
         Ok(false)
+    }
+    /// The IPv6 default routes of the main table (a static one, or one learned from RAs).
+    fn default_routes6(&self) -> Result<Vec<DefaultRoute6>, NetlinkError> {
+        Ok(Vec::new())
     }
 }
 
@@ -416,6 +427,26 @@ impl Netlink for RtNetlink {
     fn add_default_route6(&self, via: Ipv6Addr, oif: u32) -> Result<bool, NetlinkError> {
         self.add_default_route6_impl(via, oif)
     }
+
+    fn default_routes6(&self) -> Result<Vec<DefaultRoute6>, NetlinkError> {
+        let msg = RouteMessageBuilder::<Ipv6Addr>::new().build();
+        self.rt.block_on(async {
+            let mut s = self.handle.route().get(msg).execute();
+            let mut v = Vec::new();
+            loop {
+                match s.try_next().await {
+                    Ok(Some(m)) => {
+                        if let Some(r) = default_route6(&m) {
+                            v.push(r);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => return Err(failed("list routes", "main (IPv6)", e)),
+                }
+            }
+            Ok(v)
+        })
+    }
 }
 
 impl RtNetlink {
@@ -452,6 +483,29 @@ fn default_route(m: &RouteMessage) -> Option<DefaultRoute> {
     for a in &m.attributes {
         match a {
             RouteAttribute::Gateway(RouteAddress::Inet(g)) => r.via = Some(*g),
+            RouteAttribute::Oif(i) => r.oif = Some(*i),
+            RouteAttribute::Table(t) if *t != 254 => return None,
+            _ => {}
+        }
+    }
+    Some(r)
+}
+
+fn default_route6(m: &RouteMessage) -> Option<DefaultRoute6> {
+    if m.header.address_family != AddressFamily::Inet6
+        || m.header.destination_prefix_length != 0
+        || m.header.table != rtnetlink::packet_route::route::RouteHeader::RT_TABLE_MAIN
+        || m.header.kind != rtnetlink::packet_route::route::RouteType::Unicast
+    {
+        return None;
+    }
+    let mut r = DefaultRoute6 {
+        via: None,
+        oif: None,
+    };
+    for a in &m.attributes {
+        match a {
+            RouteAttribute::Gateway(RouteAddress::Inet6(g)) => r.via = Some(*g),
             RouteAttribute::Oif(i) => r.oif = Some(*i),
             RouteAttribute::Table(t) if *t != 254 => return None,
             _ => {}
