@@ -280,13 +280,25 @@ pub fn persist(state_dir: &Path, d: Option<&Delegation>) -> std::io::Result<()> 
 }
 
 /// Follow the hook's events: every new `event.env` is parsed and, when it changes the
-/// delegation, handed to `send` (`None`: lost). Runs until the task is dropped.
+/// delegation, handed to `send` (`None`: lost). The delegation in force (the kept one at the
+/// start, then each new one) is also dropped here when its valid lifetime runs out without a
+/// renewal, whatever dhcpcd reports: a prefix is never served past its valid lifetime. Runs
+/// until the task is dropped.
 pub async fn watch(state_dir: PathBuf, send: impl Fn(Option<Delegation>) + Send + 'static) {
     let path = event_path(&state_dir);
     let mut seen = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+    let mut current = load(&state_dir, crate::supervisor::gateway::now_unix());
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tick.tick().await;
+        let now = crate::supervisor::gateway::now_unix();
+        if let Some(d) = current
+            && !d.valid_at(now)
+        {
+            tracing::warn!(prefix = %d.prefix, valid = d.valid, "the uplink lost its delegated prefix: its valid lifetime ran out without a renewal");
+            current = None;
+            send(None);
+        }
         let Ok(modified) = std::fs::metadata(&path).and_then(|m| m.modified()) else {
             continue;
         };
@@ -297,10 +309,14 @@ pub async fn watch(state_dir: PathBuf, send: impl Fn(Option<Delegation>) + Send 
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
         };
-        match parse_event(&text, crate::supervisor::gateway::now_unix()) {
-            Ok(Event::Bound(d)) => send(Some(d)),
+        match parse_event(&text, now) {
+            Ok(Event::Bound(d)) => {
+                current = Some(d);
+                send(Some(d))
+            }
             Ok(Event::Lost { reason }) => {
                 tracing::warn!("the uplink lost its delegated prefix: {reason}");
+                current = None;
                 send(None)
             }
             Ok(Event::Keep) => {}
@@ -380,5 +396,65 @@ mod tests {
             "{c}"
         );
         assert!(c.contains("noipv6rs\n") && c.contains("ipv6only\n"), "{c}");
+    }
+
+    /// A delegation whose valid lifetime runs out with no renewal (dhcpcd silent: it keeps
+    /// soliciting after a release, with no hook event) is dropped by the watcher itself.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_delegation_is_dropped_when_its_valid_lifetime_runs_out() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(super::dir(dir.path())).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(watch(dir.path().to_path_buf(), move |d| {
+            let _ = tx.send(d);
+        }));
+        let ev = "reason=BOUND6\ninterface=wan0\n\
+                  new_dhcp6_ia_pd2_prefix1=2001:db8:100::\nnew_dhcp6_ia_pd2_prefix1_length=56\n\
+                  new_dhcp6_ia_pd2_prefix1_pltime=1\nnew_dhcp6_ia_pd2_prefix1_vltime=2\n";
+        // the watcher takes the file as it finds it at its start as seen: write after
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        std::fs::write(event_path(dir.path()), ev).unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.unwrap().prefix.to_string(), "2001:db8:100::/56");
+        let t = std::time::Instant::now();
+        let lost = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("not dropped within 10 s")
+            .unwrap();
+        assert_eq!(lost, None);
+        assert!(t.elapsed() >= Duration::from_secs(1), "dropped early");
+        task.abort();
+    }
+
+    /// A kept delegation found expired at the start is not used, and a kept one still valid is
+    /// dropped by the watcher when it runs out.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_kept_delegation_runs_out_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = crate::supervisor::gateway::now_unix();
+        let d = Delegation {
+            prefix: "2001:db8:100::/56".parse().unwrap(),
+            preferred: 1,
+            valid: 2,
+            at: now,
+        };
+        std::fs::create_dir_all(super::dir(dir.path())).unwrap();
+        persist(dir.path(), Some(&d)).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(watch(dir.path().to_path_buf(), move |d| {
+            let _ = tx.send(d);
+        }));
+        let lost = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("the kept delegation was not dropped within 10 s")
+            .unwrap();
+        assert_eq!(lost, None);
+        task.abort();
+        let old = Delegation { at: now - 10, ..d };
+        persist(dir.path(), Some(&old)).unwrap();
+        assert_eq!(load(dir.path(), now), None);
     }
 }
