@@ -802,3 +802,117 @@ fn explain_command_takes_ipv6() {
     );
     assert_ne!(o.status.code(), Some(0));
 }
+
+/// Echo loop on `addr` in `ns`: every connection gets back what it sends, until `stop`.
+fn echo(ns: &Ns, addr: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    let l = ns.run(|| TcpListener::bind(addr).unwrap());
+    l.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let mut conns: Vec<TcpStream> = Vec::new();
+        while !stop.load(Ordering::SeqCst) {
+            if let Ok((c, _)) = l.accept() {
+                c.set_nonblocking(true).unwrap();
+                conns.push(c);
+            }
+            for c in &mut conns {
+                let mut b = [0u8; 64];
+                if let Ok(n) = c.read(&mut b)
+                    && n > 0
+                {
+                    let _ = c.write_all(&b[..n]);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    })
+}
+
+/// A connection from `src` in `ns` to `dst`, kept open.
+fn open(ns: &Ns, src: &str, dst: SocketAddr) -> TcpStream {
+    let src: IpAddr = src.parse().unwrap();
+    ns.run(|| {
+        let s = Socket::new(Domain::for_address(dst), Type::STREAM, None).unwrap();
+        s.bind(&SockAddr::from(SocketAddr::new(src, 0))).unwrap();
+        s.connect_timeout(&SockAddr::from(dst), Duration::from_secs(3))
+            .unwrap();
+        let t: TcpStream = s.into();
+        t.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        t
+    })
+}
+
+/// Whether `c` still carries data both ways: one byte out, the same byte back.
+fn carries(c: &mut TcpStream, byte: u8) -> bool {
+    let mut b = [0u8; 1];
+    c.write_all(&[byte]).is_ok() && c.read_exact(&mut b).is_ok() && b[0] == byte
+}
+
+/// Quarantine cuts what a source already has, not only its new connections: the rulesets
+/// accept established traffic before the quarantine drop, so an open connection of a scanner
+/// kept working (and with flow offload it would not even pass the forward chain). Its tracked
+/// connections are deleted; the next packet is new and meets the drop. Its neighbour's open
+/// connection is untouched.
+#[test]
+fn quarantine_cuts_the_open_connections_of_the_source() {
+    let s = site();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut servers = Vec::new();
+    for a in ["198.18.3.254:8082", "[2001:db8:3::fe]:8082"] {
+        servers.push(echo(&s.up, a.parse().unwrap(), stop.clone()));
+    }
+    settle_echo(&s.cl, "fd00:db8:1::11", "[2001:db8:3::fe]:8082");
+    settle_echo(&s.cl, "198.18.1.11", "198.18.3.254:8082");
+    let v4: SocketAddr = "198.18.3.254:8082".parse().unwrap();
+    let v6: SocketAddr = "[2001:db8:3::fe]:8082".parse().unwrap();
+    let mut bad4 = open(&s.cl, "198.18.1.11", v4);
+    let mut bad6 = open(&s.cl, "fd00:db8:1::11", v6);
+    let mut good4 = open(&s.cl, "198.18.1.10", v4);
+    let mut good6 = open(&s.cl, "fd00:db8:1::10", v6);
+    for c in [&mut bad4, &mut bad6, &mut good4, &mut good6] {
+        assert!(
+            carries(c, b'a'),
+            "the open connection carries nothing before"
+        );
+    }
+    s.gw.run(|| {
+        let a = Applier::new(s.state.path(), Backend::Nftables).unwrap();
+        a.set_add(ruleset::QUARANTINE, &["198.18.1.11/32".parse().unwrap()])
+            .unwrap();
+        a.quarantine6("fd00:db8:1::11".parse().unwrap()).unwrap();
+    });
+    assert!(
+        !carries(&mut bad4, b'b'),
+        "the quarantined IPv4 source's open connection still carries data"
+    );
+    assert!(
+        !carries(&mut bad6, b'b'),
+        "the quarantined IPv6 source's open connection still carries data"
+    );
+    assert!(
+        carries(&mut good4, b'c'),
+        "the neighbour's IPv4 connection was cut"
+    );
+    assert!(
+        carries(&mut good6, b'c'),
+        "the neighbour's IPv6 connection was cut"
+    );
+    stop.store(true, Ordering::SeqCst);
+    for t in servers {
+        t.join().unwrap();
+    }
+}
+
+/// `settle` for the echo servers: one connection per path before the checks.
+fn settle_echo(ns: &Ns, src: &str, dst: &str) {
+    let d: SocketAddr = dst.parse().unwrap();
+    let src_ip: IpAddr = src.parse().unwrap();
+    let ok = (0..4).any(|_| {
+        ns.run(|| {
+            let s = Socket::new(Domain::for_address(d), Type::STREAM, None).unwrap();
+            s.bind(&SockAddr::from(SocketAddr::new(src_ip, 0))).unwrap();
+            s.connect_timeout(&SockAddr::from(d), Duration::from_millis(1500))
+                .is_ok()
+        })
+    });
+    assert!(ok, "{src} -> {dst} never got through");
+}

@@ -947,9 +947,14 @@ impl Applier {
     }
 
     /// Add addresses to a group's live set (no reload; the next apply resets groups to the
-    /// config, the quarantine set keeps its entries).
+    /// config, the quarantine set keeps its entries). Addresses put in quarantine also lose
+    /// the connections they already have (their conntrack entries are deleted).
     pub fn set_add(&self, group: &str, addrs: &[IpNet]) -> Result<(), ApplyError> {
-        Ok(self.fw.set_add(group, addrs)?)
+        self.fw.set_add(group, addrs)?;
+        if group == crate::plan::ruleset::QUARANTINE {
+            cut_connections(addrs);
+        }
+        Ok(())
     }
 
     pub fn set_del(&self, group: &str, addrs: &[IpNet]) -> Result<(), ApplyError> {
@@ -959,26 +964,8 @@ impl Applier {
     /// Put an IPv6 source into the IPv6 quarantine set (`quarantine_v6`, nftables only: the
     /// model refuses IPv6 with the iptables backend). It times out like the IPv4 set.
     pub fn quarantine6(&self, addr: std::net::Ipv6Addr) -> Result<(), ApplyError> {
-        let set = crate::plan::ruleset::set6(crate::plan::ruleset::QUARANTINE);
-        let body = format!("{{ {addr} }}");
-        cmd::run(
-            "nft",
-            &[
-                "add",
-                "element",
-                "inet",
-                crate::plan::ruleset::TABLE,
-                &set,
-                &body,
-            ],
-            None,
-        )
-        .map_err(|source| FirewallError::Command {
-            phase: "quarantine an IPv6 source",
-            source,
-        })?;
-        tracing::info!(set = %set, element = %addr, "changed live set");
-        Ok(())
+        let net = IpNet::V6(ipnet::Ipv6Net::new(addr, 128).expect("/128"));
+        self.set_add(crate::plan::ruleset::QUARANTINE, &[net])
     }
 
     /// After live set changes: the plan with the new members becomes the current generation's
@@ -1072,6 +1059,23 @@ impl std::fmt::Display for FlowOffload {
             FlowOffload::On => f.write_str("on"),
             FlowOffload::Off => f.write_str("off ([system] flow_offload = false)"),
             FlowOffload::Unavailable(why) => write!(f, "unavailable ({why})"),
+        }
+    }
+}
+
+/// Delete the tracked connections of addresses just put in quarantine: the rulesets accept
+/// established traffic before the quarantine drop, and offloaded flows skip the forward chain,
+/// so without this a quarantined host keeps the connections it has. A failure is logged: the
+/// quarantine itself is in place.
+fn cut_connections(addrs: &[IpNet]) {
+    for a in addrs {
+        match firewall::conntrack::cut(a) {
+            Ok(n) => {
+                tracing::info!(source = %a, connections = n, "quarantine: cut the source's tracked connections")
+            }
+            Err(e) => {
+                tracing::warn!(source = %a, "quarantine: cannot cut the source's tracked connections: {e}")
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 //! (`ipset restore`, then `iptables-restore --noflush` of Bulkhead's own chains, then the
 //! hook jumps from the built-in chains).
 
+pub mod conntrack;
 mod iptables;
 pub mod nfset;
 mod nft;

@@ -429,7 +429,7 @@ pub fn plan(info: &SetInfo, op: Op, present: &[Range], new: &[Range]) -> Result<
 
 // ---- message building ----
 
-fn put_attr(b: &mut Vec<u8>, ty: u16, payload: &[u8]) {
+pub(super) fn put_attr(b: &mut Vec<u8>, ty: u16, payload: &[u8]) {
     b.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
     b.extend_from_slice(&ty.to_ne_bytes());
     b.extend_from_slice(payload);
@@ -457,7 +457,14 @@ fn nest_end(b: &mut [u8], at: usize) {
 }
 
 /// nlmsghdr + nfgenmsg; returns where the message starts (its length is set by `msg_end`).
-fn msg_begin(b: &mut Vec<u8>, ty: u16, flags: u16, seq: u32, family: u8, res_id: u16) -> usize {
+pub(super) fn msg_begin(
+    b: &mut Vec<u8>,
+    ty: u16,
+    flags: u16,
+    seq: u32,
+    family: u8,
+    res_id: u16,
+) -> usize {
     let at = b.len();
     b.extend_from_slice(&0u32.to_ne_bytes());
     b.extend_from_slice(&ty.to_ne_bytes());
@@ -470,7 +477,7 @@ fn msg_begin(b: &mut Vec<u8>, ty: u16, flags: u16, seq: u32, family: u8, res_id:
     at
 }
 
-fn msg_end(b: &mut [u8], at: usize) {
+pub(super) fn msg_end(b: &mut [u8], at: usize) {
     let len = (b.len() - at) as u32;
     b[at..at + 4].copy_from_slice(&len.to_ne_bytes());
 }
@@ -685,7 +692,7 @@ pub fn parse_elems(payload: &[u8], out: &mut Vec<RawElem>) {
     }
 }
 
-fn error_code(payload: &[u8]) -> i32 {
+pub(super) fn error_code(payload: &[u8]) -> i32 {
     payload
         .get(..4)
         .map_or(0, |b| i32::from_ne_bytes(b.try_into().unwrap()))
