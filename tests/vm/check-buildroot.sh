@@ -252,7 +252,7 @@ declare -A SYM=(
   [nft_log]=NFT_LOG [nft_limit]=NFT_LIMIT [nft_quota]=NFT_QUOTA [nft_reject]=NFT_REJECT
   [nft_reject_inet]=NFT_REJECT_INET [nft_reject_ipv4]=NFT_REJECT_IPV4 [nft_reject_ipv6]=NFT_REJECT_IPV6
   [nft_fib_inet]=NFT_FIB_INET [nft_fib_ipv4]=NFT_FIB_IPV4 [nft_fib_ipv6]=NFT_FIB_IPV6
-  [nfnetlink_log]=NETFILTER_NETLINK_LOG [nf_log_syslog]=NF_LOG_SYSLOG [nft_compat]=NFT_COMPAT
+  [nfnetlink_log]=NETFILTER_NETLINK_LOG [nf_log_syslog]=NF_LOG_SYSLOG [nf_conntrack_netlink]=NF_CT_NETLINK [nft_compat]=NFT_COMPAT
   [x_tables]=NETFILTER_XTABLES [xt_tcpudp]=NETFILTER_XTABLES
   [xt_conntrack]=NETFILTER_XT_MATCH_CONNTRACK [xt_state]=NETFILTER_XT_MATCH_STATE
   [xt_MASQUERADE]=NETFILTER_XT_TARGET_MASQUERADE [xt_LOG]=NETFILTER_XT_TARGET_LOG
