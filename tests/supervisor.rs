@@ -460,8 +460,11 @@ fn the_uplink_takes_its_address_by_dhcp() {
         .contains("198.18.50.100/24")
     });
     eprintln!("uplink leased after {t:?}");
-    let routes = gw.ok(&["ip", "-4", "route", "show", "default"]);
-    assert!(routes.contains("via 198.18.50.1 dev eth1"), "{routes}");
+    // the client's script sets the address first, the default route right after it
+    wait_for("the uplink's default route", Duration::from_secs(5), || {
+        gw.ok(&["ip", "-4", "route", "show", "default"])
+            .contains("via 198.18.50.1 dev eth1")
+    });
     let leases = String::from_utf8_lossy(
         &Command::new(env!("CARGO_BIN_EXE_bulkhead"))
             .args([
