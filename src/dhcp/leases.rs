@@ -49,6 +49,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
+use std::future::Future;
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -408,6 +410,19 @@ impl CommitTicket {
             Ok(Err(e)) => Err(StoreError::CommitFailed(e)),
             Err(_) => Err(StoreError::Closed),
         }
+    }
+
+    /// Poll for durability without consuming the ticket (so that a loop can keep its pending
+    /// tickets in a queue and select on the oldest one).
+    pub fn poll_done(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), StoreError>> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|r| match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StoreError::CommitFailed(e)),
+            Err(_) => Err(StoreError::Closed),
+        })
     }
 
     /// Wait (blocking the thread) until the records are on disk.
