@@ -3,6 +3,7 @@
 #
 #   sudo bench/dhcp-profile.sh [disk|tmpfs]     (RATE=1000 leases/s for 10 s)
 #   OVER=6000 sudo bench/dhcp-profile.sh tmpfs  (the same after 5 s at OVER leases/s)
+#   STRACE=1 sudo bench/dhcp-profile.sh disk    (strace -c -f instead of perf: syscalls per lease)
 #
 # The rig of bench/dhcp.sh with `bulkhead run` only; `perf record` samples the server for
 # 8 s of the run; prints the top of `perf report` by DSO and by symbol.
@@ -30,6 +31,16 @@ if [ -n "${OVER:-}" ]; then # first OVER leases/s for 5 s, as bench/dhcp-overloa
 fi
 bg_in dcli taskset -c 0 perfdhcp -4 -l veth-cli -r "$RATE" -R 1000000 -p 10 10.0.0.1 > "$W/perf.out" 2>&1
 sleep 1
+if [ "${STRACE:-0}" = 1 ]; then
+  need strace strace
+  # 8 s at RATE leases/s; strace slows every syscall, so perfdhcp may get fewer of them
+  timeout -s INT 8 strace ${STRACE_OPTS:--c} -f -o "$W/strace.out" -p "$SRV" 2>/dev/null || true
+  wait "$BGPID" 2>/dev/null || true
+  grep -E '^Rate|^num of (sent|received)' "$W/perf.out"
+  echo "--- syscalls in 8 s (about $((RATE * 8)) leases offered)"
+  head -25 "$W/strace.out"
+  exit 0
+fi
 perf record -q -F 999 -g -p "$SRV" -o "$W/perf.data" -- sleep 8 2>/dev/null
 wait "$BGPID" 2>/dev/null || true
 grep -E '^Rate' "$W/perf.out"

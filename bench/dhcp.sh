@@ -136,7 +136,7 @@ done; done
 for store in $STORES; do
   if [ -n "${BEST[bulkhead/$store]:-}" ] && [ "${BEST[kea/$store]:-0}" -gt 0 ]; then
     awk -v b="${BEST[bulkhead/$store]}" -v k="${BEST[kea/$store]}" -v cb="${CPU[bulkhead/$store]}" -v ck="${CPU[kea/$store]}" -v st="$store" \
-      'BEGIN{printf "bulkhead/kea (%s): lease rate %.2fx, CPU per lease %.2fx (goal <= 0.5x)\n", st, b/k, cb/ck}'
+      'BEGIN{printf "bulkhead/kea (%s): lease rate %.2fx, CPU per lease %.2fx (goal <= 0.8x on disk)\n", st, b/k, cb/ck}'
   fi
   if [ -n "${BEST[bulkhead/$store]:-}" ] && [ -n "${BEST[dnsmasq/$store]:-}" ] && [ "${BEST[dnsmasq/$store]}" -gt 0 ]; then
     awk -v b="${BEST[bulkhead/$store]}" -v d="${BEST[dnsmasq/$store]}" -v st="$store" 'BEGIN{printf "bulkhead/dnsmasq (%s): lease rate %.2fx\n", st, b/d}'

@@ -34,6 +34,7 @@ fn opts() -> StoreOptions {
     StoreOptions {
         compact_threshold: u64::MAX,
         clock: fixed_clock,
+        ..StoreOptions::default()
     }
 }
 
@@ -128,6 +129,7 @@ fn compaction_keeps_every_live_lease() {
     let o = StoreOptions {
         compact_threshold: 16 * 1024,
         clock: fixed_clock,
+        ..StoreOptions::default()
     };
     let (store, _) = LeaseStore::open(dir.path(), o.clone()).unwrap();
     let mut expect = std::collections::BTreeMap::new();
@@ -237,6 +239,7 @@ fn a_store_bigger_than_the_threshold_does_not_compact_on_every_commit() {
     let o = StoreOptions {
         compact_threshold: 4 * 1024,
         clock: fixed_clock,
+        ..StoreOptions::default()
     };
     let (store, _) = LeaseStore::open(dir.path(), o).unwrap();
     // ~40 KiB of live leases: ten times the threshold
@@ -478,4 +481,50 @@ mod damage {
             prop_assert_eq!(again.leases, sc.leases);
         }
     }
+}
+
+/// Commits that follow each other closely (here one every 0.3 ms, as a steady stream of
+/// REQUESTs does) while the journal is busy share one write and one fdatasync: the committer
+/// waits a short window (`commit_window`) after the first of them for more, instead of syncing
+/// each one as it arrives. A commit after a quiet spell is written at once (it does not count
+/// as a windowed group).
+#[test]
+fn commits_arriving_within_the_window_share_one_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = StoreOptions {
+        commit_window: std::time::Duration::from_millis(20),
+        ..opts()
+    };
+    let (store, _) = LeaseStore::open(dir.path(), o).unwrap();
+    // after a quiet spell: written at once, no window
+    store
+        .commit(vec![lease("lan", 1000, LeaseState::Bound, FAR)])
+        .wait_blocking()
+        .unwrap();
+    let idle = store.stats();
+    assert_eq!((idle.fsyncs, idle.windowed), (1, 0), "{idle:?}");
+    // the store is busy now (a sync just ended): five commits 0.3 ms apart, well inside the
+    // window, are one group
+    const N: u32 = 5;
+    let mut tickets = Vec::new();
+    for n in 0..N {
+        tickets.push(store.commit(vec![lease("lan", n, LeaseState::Bound, FAR)]));
+        std::thread::sleep(std::time::Duration::from_micros(300));
+    }
+    for t in tickets {
+        t.wait_blocking().unwrap();
+    }
+    let s = store.stats();
+    println!(
+        "{N} commits 0.3 ms apart: {} fsyncs",
+        s.fsyncs - idle.fsyncs
+    );
+    assert_eq!(s.commits - idle.commits, u64::from(N));
+    assert_eq!(s.records - idle.records, u64::from(N));
+    assert_eq!(s.fsyncs - idle.fsyncs, 1, "{s:?}");
+    assert_eq!(s.writes - idle.writes, 1, "{s:?}");
+    assert_eq!(s.windowed, 1, "{s:?}");
+    drop(store);
+    let (_s, loaded) = LeaseStore::open(dir.path(), opts()).unwrap();
+    assert_eq!(loaded.len(), N as usize + 1);
 }

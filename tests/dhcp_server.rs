@@ -289,3 +289,158 @@ fn a_burst_of_requests_is_one_commit_and_one_fsync() {
     assert!(commits <= 2, "{N} REQUESTs took {commits} commits");
     assert!(fsyncs <= 2, "{N} REQUESTs took {fsyncs} fdatasyncs");
 }
+
+/// A REQUEST whose lease is on its way to disk holds back its ACK without a task of its own:
+/// the segment's loop waits for the commit itself (no spawn and hand-over per lease). The
+/// journal is made slow on purpose with a long commit window: the second REQUEST comes right
+/// after the first one's sync, so its commit waits out the window (500 ms) and the ACK with it.
+/// Meanwhile the runtime holds no more tasks than while idle, and the ACK still comes only once
+/// the lease is on disk.
+#[test]
+fn a_pending_ack_is_no_extra_task() {
+    use bulkhead::dhcp::leases::StoreOptions;
+    use dhcproto::v4::{DhcpOption, Message, MessageType};
+    use dhcproto::{Decodable, Decoder, Encodable, Encoder};
+    common::require_root_and(&["ip"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let pid = std::process::id();
+    let srv = Netns::new(format!("bhd-tsrv-{pid}"));
+    let cli = Netns::new(format!("bhd-tcli-{pid}"));
+    sh(&[
+        "ip", "link", "add", "ts", "netns", &srv.0, "type", "veth", "peer", "name", "tc", "netns",
+        &cli.0,
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &srv.0,
+        "addr",
+        "add",
+        "198.18.33.1/24",
+        "dev",
+        "ts",
+    ]);
+    sh(&["ip", "-n", &srv.0, "link", "set", "ts", "up"]);
+    sh(&[
+        "ip",
+        "-n",
+        &cli.0,
+        "addr",
+        "add",
+        "198.18.33.2/24",
+        "dev",
+        "tc",
+    ]);
+    sh(&["ip", "-n", &cli.0, "link", "set", "tc", "up"]);
+    let server = std::net::SocketAddr::from(([198, 18, 33, 1], 67));
+    let relay = Ipv4Addr::new(198, 18, 33, 2);
+    let client = common::in_netns(&cli.0, move || {
+        std::net::UdpSocket::bind(std::net::SocketAddr::from((relay, 67))).unwrap()
+    })
+    .join()
+    .unwrap();
+    client.set_nonblocking(true).unwrap();
+    let mut pool = PoolConfig::new(
+        "slow",
+        "ts",
+        Ipv4Addr::new(198, 18, 33, 1),
+        "198.18.33.0/24".parse().unwrap(),
+        vec![(
+            Ipv4Addr::new(198, 18, 33, 100),
+            Ipv4Addr::new(198, 18, 33, 199),
+        )],
+    );
+    pool.relays = vec![relay];
+    let state = tmp.path().join("state");
+    let msg = move |mt: MessageType, n: u8, req: Option<Ipv4Addr>| {
+        let mut m = Message::new_with_id(
+            0x3300 + u32::from(n),
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            relay,
+            &[0x02, 0, 0, 0, 0x33, n],
+        );
+        m.opts_mut().insert(DhcpOption::MessageType(mt));
+        if let Some(a) = req {
+            m.opts_mut().insert(DhcpOption::RequestedIpAddress(a));
+            m.opts_mut()
+                .insert(DhcpOption::ServerIdentifier(Ipv4Addr::new(198, 18, 33, 1)));
+        }
+        let mut buf = Vec::new();
+        m.encode(&mut Encoder::new(&mut buf)).unwrap();
+        buf
+    };
+    // the next reply at the relay (xid, type, yiaddr), waiting up to 10 s; the most tasks
+    // alive in the runtime seen meanwhile
+    async fn reply(s: &std::net::UdpSocket) -> (Option<(u32, MessageType, Ipv4Addr)>, usize) {
+        let mut buf = [0u8; 1500];
+        let mut most = 0;
+        for _ in 0..1000 {
+            most = most.max(
+                tokio::runtime::Handle::current()
+                    .metrics()
+                    .num_alive_tasks(),
+            );
+            if let Ok((n, _)) = s.recv_from(&mut buf) {
+                let m = Message::decode(&mut Decoder::new(&buf[..n])).unwrap();
+                return (
+                    Some((m.xid(), m.opts().msg_type().unwrap(), m.yiaddr())),
+                    most,
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        (None, most)
+    }
+    let opts = StoreOptions {
+        commit_window: std::time::Duration::from_millis(500),
+        ..StoreOptions::default()
+    };
+    let (idle, most, ack, stats) = common::in_netns(&srv.0, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let h = bulkhead::dhcp::serve_with(vec![pool], &state, None, opts)
+                .await
+                .unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let mut offers = Vec::new();
+            for n in 0..2 {
+                client
+                    .send_to(&msg(MessageType::Discover, n, None), server)
+                    .unwrap();
+                offers.push(reply(&client).await.0.unwrap());
+            }
+            client
+                .send_to(&msg(MessageType::Request, 0, Some(offers[0].2)), server)
+                .unwrap();
+            let first = reply(&client).await.0.unwrap();
+            assert_eq!(first.1, MessageType::Ack);
+            let idle = tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks();
+            // right after the first sync: this commit waits out the window
+            client
+                .send_to(&msg(MessageType::Request, 1, Some(offers[1].2)), server)
+                .unwrap();
+            let (ack, most) = reply(&client).await;
+            let stats = h.store_stats();
+            h.shutdown().await.unwrap();
+            (idle, most, ack, stats)
+        })
+    })
+    .join()
+    .unwrap();
+    let ack = ack.expect("no ACK for the second REQUEST");
+    assert_eq!(ack.1, MessageType::Ack, "{ack:?}");
+    assert_eq!(stats.windowed, 1, "{stats:?}");
+    assert_eq!(stats.records, 2, "{stats:?}");
+    eprintln!("tasks alive: {idle} idle, at most {most} while an ACK waited for its commit");
+    assert!(
+        most <= idle,
+        "a pending ACK took a task of its own: {most} tasks alive, {idle} when idle"
+    );
+}

@@ -13,7 +13,11 @@
 //! Records are appended; the latest record for a `(segment, addr)` wins.
 //! Every commit is written and `fdatasync`ed before the caller is told it is
 //! durable; commits that arrive while a sync is running are written together
-//! with one write and one sync (group commit). When the journal grows past a
+//! with one write and one sync (group commit). While commits keep coming (one
+//! arrives less than `commit_window`, 2 ms by default, after the last sync
+//! ended), the committer waits out that window after the first of them, so a
+//! steady stream of leases shares its syncs too; a commit after a quiet spell
+//! is written at once. When the journal grows past a
 //! threshold it is rewritten as a snapshot of the live leases: temp file,
 //! fsync, rename, fsync of the directory.
 //!
@@ -44,6 +48,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+
+use std::future::Future;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -320,6 +326,11 @@ pub struct StoreOptions {
     /// Clock used to drop expired leases on load and compaction (Unix
     /// seconds).
     pub clock: fn() -> u64,
+    /// Group commit window: when a commit arrives while the journal is busy (the previous
+    /// group's sync ended less than this long ago), the committer waits until this long after
+    /// that commit's arrival for more, and writes them all with one write and one fdatasync.
+    /// A commit after a quiet spell is written at once. Zero: never wait.
+    pub commit_window: std::time::Duration,
 }
 
 impl Default for StoreOptions {
@@ -327,6 +338,7 @@ impl Default for StoreOptions {
         StoreOptions {
             compact_threshold: 4 * 1024 * 1024,
             clock: unix_now,
+            commit_window: std::time::Duration::from_millis(2),
         }
     }
 }
@@ -352,6 +364,8 @@ pub struct StoreStats {
     pub fsyncs: u64,
     /// Compactions done.
     pub compactions: u64,
+    /// Groups that waited for the commit window (the journal was busy).
+    pub windowed: u64,
 }
 
 #[derive(Default)]
@@ -361,6 +375,7 @@ struct AtomicStats {
     writes: AtomicU64,
     fsyncs: AtomicU64,
     compactions: AtomicU64,
+    windowed: AtomicU64,
 }
 
 impl AtomicStats {
@@ -371,6 +386,7 @@ impl AtomicStats {
             writes: self.writes.load(Ordering::Relaxed),
             fsyncs: self.fsyncs.load(Ordering::Relaxed),
             compactions: self.compactions.load(Ordering::Relaxed),
+            windowed: self.windowed.load(Ordering::Relaxed),
         }
     }
 }
@@ -394,6 +410,19 @@ impl CommitTicket {
             Ok(Err(e)) => Err(StoreError::CommitFailed(e)),
             Err(_) => Err(StoreError::Closed),
         }
+    }
+
+    /// Poll for durability without consuming the ticket (so that a loop can keep its pending
+    /// tickets in a queue and select on the oldest one).
+    pub fn poll_done(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), StoreError>> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|r| match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StoreError::CommitFailed(e)),
+            Err(_) => Err(StoreError::Closed),
+        })
     }
 
     /// Wait (blocking the thread) until the records are on disk.
@@ -960,12 +989,27 @@ struct Committer<R: JournalRecord> {
 impl<R: JournalRecord> Committer<R> {
     fn run(&mut self, rx: mpsc::Receiver<Cmd<R>>) {
         let mut shutdown = false;
+        // When the last group's sync ended: a commit arriving within the window after it
+        // finds the journal busy.
+        let mut last_sync: Option<std::time::Instant> = None;
         while !shutdown {
             let Ok(first) = rx.recv() else { break };
+            let arrived = std::time::Instant::now();
             let mut batch: Vec<(Vec<R>, Done)> = Vec::new();
             match first {
                 Cmd::Commit(r, d) => batch.push((r, d)),
                 Cmd::Shutdown => shutdown = true,
+            }
+            // Busy (a steady stream of commits): sleep out the window once, so that the
+            // commits arriving meanwhile share this group's write and fdatasync. The senders
+            // do not wake this thread while it sleeps; one wake-up per group.
+            let window = self.opts.commit_window;
+            if !shutdown
+                && !window.is_zero()
+                && last_sync.is_some_and(|t| arrived.duration_since(t) < window)
+            {
+                std::thread::sleep(window);
+                self.stats.windowed.fetch_add(1, Ordering::Relaxed);
             }
             // Everything that queued up while the last sync ran goes into
             // this group.
@@ -980,6 +1024,7 @@ impl<R: JournalRecord> Committer<R> {
             }
             let t = std::time::Instant::now();
             let result = self.write_group(&batch);
+            last_sync = Some(std::time::Instant::now());
             tracing::trace!(
                 commits = batch.len(),
                 micros = t.elapsed().as_micros() as u64,

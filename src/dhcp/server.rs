@@ -14,7 +14,7 @@
 //! entry yiaddr -> chaddr on the segment interface with SIOCSARP and sends a
 //! normal UDP datagram to yiaddr:68. If that fails the reply is broadcast.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::Path;
@@ -30,7 +30,9 @@ use tokio::task::JoinHandle;
 use super::DhcpError;
 use super::config::PoolConfig;
 use super::core::{Destination, Outcome, Reply, RxInfo, Server};
-use super::leases::{Lease, LeaseEvent, LeaseStore, StoreOptions, StoreStats, unix_now};
+use super::leases::{
+    CommitTicket, Lease, LeaseEvent, LeaseStore, StoreError, StoreOptions, StoreStats, unix_now,
+};
 use dhcproto::v4::MessageType;
 
 /// Where lease events go (bound, released, declined, expired).
@@ -326,9 +328,23 @@ async fn run_segment(
 ) {
     let mut bufs = vec![vec![0u8; 4096]; BATCH];
     let mut got: Vec<(usize, SocketAddrV4)> = Vec::with_capacity(BATCH);
+    // Commits on their way to disk, oldest first (the store makes them durable in order), with
+    // the replies and events each one holds back. Waited for here rather than by a task per
+    // batch: no spawn and no hand-over to another worker per lease.
+    let mut pending: VecDeque<Pending> = VecDeque::new();
     loop {
         tokio::select! {
+            biased;
             _ = stop.notified() => break,
+            r = std::future::poll_fn(|cx| pending.front_mut().map_or(
+                std::task::Poll::Pending,
+                |p| p.ticket.poll_done(cx),
+            )), if !pending.is_empty() => {
+                if let Some(p) = pending.pop_front() {
+                    p.finish(r, &shared, &sock, &iface).await;
+                }
+                continue;
+            }
             r = sock.readable() => if let Err(e) = r {
                 tracing::warn!(segment = %seg, error = %e, "recv failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -394,20 +410,44 @@ async fn run_segment(
         }
         shared.emit(now_events);
         if let Some(ticket) = ticket {
-            // Wait for durability off the receive loop so that other requests keep coming in
-            // and share the next fsync.
-            let (shared, sock, iface) = (shared.clone(), sock.clone(), iface.clone());
-            tokio::spawn(async move {
-                match ticket.wait().await {
-                    Ok(()) => {
-                        send_all(&sock, &iface, &durable_replies).await;
-                        shared.emit(durable_events);
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "lease not durable; reply withheld");
-                    }
-                }
+            // Durability is waited for by this loop's select, so that other requests keep
+            // coming in meanwhile and share the next fsync.
+            pending.push_back(Pending {
+                ticket,
+                replies: durable_replies,
+                events: durable_events,
             });
+        }
+    }
+    // Stopping: what was already decided is still answered once it is on disk.
+    for mut p in pending {
+        let r = std::future::poll_fn(|cx| p.ticket.poll_done(cx)).await;
+        p.finish(r, &shared, &sock, &iface).await;
+    }
+}
+
+/// A commit on its way to disk and what waits for it.
+struct Pending {
+    ticket: CommitTicket,
+    replies: Vec<Reply>,
+    events: Vec<LeaseEvent>,
+}
+
+impl Pending {
+    /// The commit is done: send its replies and report its events once it is durable.
+    async fn finish(
+        self,
+        r: Result<(), StoreError>,
+        shared: &Shared,
+        sock: &UdpSocket,
+        iface: &str,
+    ) {
+        match r {
+            Ok(()) => {
+                send_all(sock, iface, &self.replies).await;
+                shared.emit(self.events);
+            }
+            Err(e) => tracing::error!(error = %e, "lease not durable; reply withheld"),
         }
     }
 }

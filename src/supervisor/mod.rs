@@ -35,6 +35,14 @@ enum Job {
     Shutdown,
 }
 
+/// Whether a job can change the running config, and so the DHCP pools, the IPv6 services, the
+/// API's listener and the uplink's client that follow it (each check builds the plan again).
+/// A lease event or a quarantine changes only live set members, none of which those depend on:
+/// under a stream of leases, that rebuild after every lease was most of the engine's CPU.
+fn may_change_config(job: &Job) -> bool {
+    !matches!(job, Job::Lease(_) | Job::Quarantine(_))
+}
+
 /// Who asked for a request: a name (`token NAME`, `uid 0 (root)`) and the way it came
 /// (`api`, `control-socket`).
 #[derive(Debug, Clone)]
@@ -143,6 +151,7 @@ fn engine(
         if !set_change {
             gw.flush_amend();
         }
+        let follow = may_change_config(&job);
         match job {
             Job::Shutdown => break,
             Job::Quarantine(std::net::IpAddr::V4(addr)) => {
@@ -228,6 +237,9 @@ fn engine(
                 crate::logship::audit(&who.name, who.via, &req, &resp);
                 let _ = reply.send(resp);
             }
+        }
+        if !follow {
+            continue;
         }
         // the config may have changed the segments: the DHCP server follows
         let now = gw.pools();
@@ -551,4 +563,36 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     let _ = std::fs::remove_file(crate::control::socket_path(&state_dir));
     let _ = std::fs::remove_file(state_dir.join("ready"));
     Ok(())
+}
+
+#[cfg(test)]
+mod follow_tests {
+    use super::*;
+
+    /// A lease event (the stream a busy DHCP server sends) is handled without building the
+    /// plan again for the followers; jobs that can change the config still are followed.
+    #[test]
+    fn lease_events_are_not_followed_by_a_plan_rebuild() {
+        let lease = crate::dhcp::Lease {
+            segment: "lan".into(),
+            addr: std::net::Ipv4Addr::new(198, 18, 0, 10),
+            mac: [2, 0, 0, 0, 0, 1],
+            client_id: None,
+            hostname: None,
+            group: None,
+            expires: 4_000_000_000,
+            state: crate::dhcp::LeaseState::Bound,
+        };
+        let ev = crate::dhcp::LeaseEvent {
+            kind: crate::dhcp::LeaseEventKind::Bound,
+            lease,
+        };
+        assert!(!may_change_config(&Job::Lease(ev)));
+        assert!(!may_change_config(&Job::Quarantine(
+            std::net::Ipv4Addr::new(198, 18, 0, 11).into()
+        )));
+        assert!(may_change_config(&Job::Reload));
+        assert!(may_change_config(&Job::Check));
+        assert!(may_change_config(&Job::Delegated(None)));
+    }
 }
