@@ -7,6 +7,7 @@
 
 pub mod control;
 pub mod gateway;
+pub mod livesets;
 pub mod ipv6;
 pub mod ntp;
 pub mod uplink;
@@ -363,6 +364,10 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             let start = || -> Result<Gateway, RunError> {
                 let mut gw = Gateway::open(&config, state_override, lab)?;
                 let _ = std::fs::remove_file(gw.state_dir.join("ready"));
+                // the live set changes journaled before a crash: into live-sets.json, once
+                if let Err(e) = gw.fold_live_sets() {
+                    tracing::warn!("folding the journal of live set changes failed (it is kept): {e}");
+                }
                 // an apply left unconfirmed: rolled back when overdue, else still waiting
                 let r = gw.resume().inspect_err(|e| {
                     crate::logship::outcome(crate::logship::Kind::Apply, "start", Err(&e.to_string()))
