@@ -212,3 +212,73 @@ fn a_torn_journal_line_is_named_and_the_changes_before_it_are_kept() {
     let l = s.ok(&["set", "list", "web_clients"]);
     assert!(l.contains("198.18.1.30") && l.contains("198.18.1.34"), "{l}");
 }
+
+/// After a set change the daemon neither lists the table with `nft` (the kernel's ruleset
+/// generation says nothing else changed) nor delays the record: once the changes stop, the
+/// applied state has the new members and the journal is folded into `live-sets.json`.
+#[test]
+fn a_set_change_needs_no_nft_listing_and_is_folded_after_the_burst() {
+    let mut s = Site::new("sjnft");
+    let shim = s.dir.path().join("bin");
+    std::fs::create_dir_all(&shim).unwrap();
+    let calls = s.dir.path().join("nft-calls");
+    let real = sh("command -v nft").trim().to_string();
+    std::fs::write(
+        shim.join("nft"),
+        format!(
+            "#!/bin/sh\necho \"$*\" >> {}\nexec {real} \"$@\"\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    sh(&format!("chmod 755 {}", shim.join("nft").display()));
+    s.path_first = Some(shim);
+    let _run = s.start();
+    let listed = || {
+        std::fs::read_to_string(&calls)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("list table"))
+            .count()
+    };
+    // the first check after the apply lists the table once (the shim sees the daemon's nft)
+    wait_for("the first listing after the apply", Duration::from_secs(20), || {
+        listed() >= 1
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = listed();
+    // (every other address: adjacent ones would merge into a range)
+    for i in (40..=50).step_by(2) {
+        s.ok(&["set", "add", "web_clients", &format!("198.18.1.{i}")]);
+    }
+    s.ok(&["set", "del", "web_clients", "198.18.1.50"]);
+    // the burst is over: a few drift checks (one a second), and the record of the changes
+    std::thread::sleep(Duration::from_millis(3000));
+    assert_eq!(
+        listed(),
+        before,
+        "the daemon listed the table after set changes: {}",
+        std::fs::read_to_string(&calls).unwrap_or_default()
+    );
+    let st = s.state();
+    wait_for("the journal folded after the burst", Duration::from_secs(20), || {
+        std::fs::metadata(journal(&st)).is_ok_and(|m| m.len() == 0)
+    });
+    let snap = std::fs::read_to_string(st.join("live-sets.json")).unwrap();
+    for i in (40..=48).step_by(2) {
+        assert!(snap.contains(&format!("198.18.1.{i}/32")), "{snap}");
+    }
+    let applied = std::fs::read_to_string(st.join("apply/current/firewall.json")).unwrap();
+    assert!(applied.contains("198.18.1.48"), "the applied state lacks the members");
+    assert!(!applied.contains("198.18.1.50"), "the applied state kept a deleted member");
+    let log = s.log();
+    assert!(
+        !log
+            .lines()
+            .any(|l| l.contains("drift:") && l.contains("table inet bulkhead")),
+        "a set change counted as drift of the firewall:\n{log}"
+    );
+    // nothing was missed: the kernel agrees
+    let k = s.kernel_set("web_clients");
+    assert!(k.contains("198.18.1.48") && !k.contains("198.18.1.50"), "{k}");
+}

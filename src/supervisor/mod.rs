@@ -133,16 +133,27 @@ fn engine(
     let mut v6 = ipv6::key(gw.model(), gw.delegated_now());
     let mut uplink = runtime_key(gw.model());
     api.update(gw.model());
+    // Live set changes are recorded in the applied state once per burst (they are durable in
+    // their journal before each answer): before any other request looks at that state, and by
+    // the first drift check after a quiet moment; until then the checks wait.
+    const QUIET: Duration = Duration::from_millis(500);
+    const DEFER_AT_MOST: Duration = Duration::from_secs(10);
+    let mut burst: Option<(std::time::Instant, std::time::Instant)> = None; // (first, last)
     while let Ok(job) = jobs.recv() {
-        // live set changes are recorded before anything else looks at the applied state
         let set_change = matches!(
             job,
             Job::Lease(_)
                 | Job::Quarantine(_)
                 | Job::Client(Request::SetAdd { .. } | Request::SetDel { .. }, ..)
         );
-        if !set_change {
+        let defer_check = matches!(job, Job::Check)
+            && gw.amend_pending()
+            && burst.is_some_and(|(first, last)| {
+                last.elapsed() < QUIET && first.elapsed() < DEFER_AT_MOST
+            });
+        if !set_change && !defer_check {
             gw.flush_amend();
+            burst = None;
         }
         match job {
             Job::Shutdown => break,
@@ -209,7 +220,7 @@ fn engine(
                     ),
                     Ok(None) => {}
                 }
-                match gw.drift() {
+                match if defer_check { Ok(Vec::new()) } else { gw.drift() } {
                     Ok(ch) if ch.is_empty() => {}
                     Ok(ch) => {
                         for c in &ch {
@@ -229,6 +240,15 @@ fn engine(
                 crate::logship::audit(&who.name, who.via, &req, &resp);
                 let _ = reply.send(resp);
             }
+        }
+        if set_change {
+            if gw.amend_pending() {
+                let now = std::time::Instant::now();
+                burst = Some((burst.map_or(now, |b| b.0), now));
+            }
+            // a set change changes no segment, pool, uplink or API address: nothing below
+            // follows it (each of them plans the whole config)
+            continue;
         }
         // the config may have changed the segments: the DHCP server follows
         let now = gw.pools();
