@@ -167,14 +167,20 @@ fn an_answered_set_change_survives_kill_9_and_a_lost_ruleset() {
     let _run = s.start();
     let k = s.kernel_set("web_clients");
     for a in ["198.18.1.20", "198.18.1.22"] {
-        assert!(k.contains(a), "{a} is not in the kernel set after the restart: {k}");
+        assert!(
+            k.contains(a),
+            "{a} is not in the kernel set after the restart: {k}"
+        );
     }
     assert!(
         !k.contains("198.18.1.10 ") && !k.contains("198.18.1.10,") && !k.contains("198.18.1.10}"),
         "the deleted member is back after the restart: {k}"
     );
     let l = s.ok(&["set", "list", "web_clients"]);
-    assert!(l.contains("198.18.1.20") && l.contains("198.18.1.22"), "{l}");
+    assert!(
+        l.contains("198.18.1.20") && l.contains("198.18.1.22"),
+        "{l}"
+    );
     assert!(!l.contains("198.18.1.10\n"), "{l}");
 }
 
@@ -202,7 +208,10 @@ fn a_torn_journal_line_is_named_and_the_changes_before_it_are_kept() {
         "the torn line is not named with its file and line:\n{log}"
     );
     let k = s.kernel_set("web_clients");
-    assert!(k.contains("198.18.1.30"), "the change before the torn line is lost: {k}");
+    assert!(
+        k.contains("198.18.1.30"),
+        "the change before the torn line is lost: {k}"
+    );
     assert!(
         !k.contains("198.18.1.3 ") && !k.contains("198.18.1.3,") && !k.contains("198.18.1.3}"),
         "{k}"
@@ -210,7 +219,10 @@ fn a_torn_journal_line_is_named_and_the_changes_before_it_are_kept() {
     // and the journal works on: the next change is recorded and kept
     s.ok(&["set", "add", "web_clients", "198.18.1.34"]);
     let l = s.ok(&["set", "list", "web_clients"]);
-    assert!(l.contains("198.18.1.30") && l.contains("198.18.1.34"), "{l}");
+    assert!(
+        l.contains("198.18.1.30") && l.contains("198.18.1.34"),
+        "{l}"
+    );
 }
 
 /// After a set change the daemon neither lists the table with `nft` (the kernel's ruleset
@@ -242,9 +254,11 @@ fn a_set_change_needs_no_nft_listing_and_is_folded_after_the_burst() {
             .count()
     };
     // the first check after the apply lists the table once (the shim sees the daemon's nft)
-    wait_for("the first listing after the apply", Duration::from_secs(20), || {
-        listed() >= 1
-    });
+    wait_for(
+        "the first listing after the apply",
+        Duration::from_secs(20),
+        || listed() >= 1,
+    );
     std::thread::sleep(Duration::from_millis(1500));
     let before = listed();
     // (every other address: adjacent ones would merge into a range)
@@ -261,24 +275,34 @@ fn a_set_change_needs_no_nft_listing_and_is_folded_after_the_burst() {
         std::fs::read_to_string(&calls).unwrap_or_default()
     );
     let st = s.state();
-    wait_for("the journal folded after the burst", Duration::from_secs(20), || {
-        std::fs::metadata(journal(&st)).is_ok_and(|m| m.len() == 0)
-    });
+    wait_for(
+        "the journal folded after the burst",
+        Duration::from_secs(20),
+        || std::fs::metadata(journal(&st)).is_ok_and(|m| m.len() == 0),
+    );
     let snap = std::fs::read_to_string(st.join("live-sets.json")).unwrap();
     for i in (40..=48).step_by(2) {
         assert!(snap.contains(&format!("198.18.1.{i}/32")), "{snap}");
     }
     let applied = std::fs::read_to_string(st.join("apply/current/firewall.json")).unwrap();
-    assert!(applied.contains("198.18.1.48"), "the applied state lacks the members");
-    assert!(!applied.contains("198.18.1.50"), "the applied state kept a deleted member");
+    assert!(
+        applied.contains("198.18.1.48"),
+        "the applied state lacks the members"
+    );
+    assert!(
+        !applied.contains("198.18.1.50"),
+        "the applied state kept a deleted member"
+    );
     let log = s.log();
     assert!(
-        !log
-            .lines()
+        !log.lines()
             .any(|l| l.contains("drift:") && l.contains("table inet bulkhead")),
         "a set change counted as drift of the firewall:\n{log}"
     );
     // nothing was missed: the kernel agrees
     let k = s.kernel_set("web_clients");
-    assert!(k.contains("198.18.1.48") && !k.contains("198.18.1.50"), "{k}");
+    assert!(
+        k.contains("198.18.1.48") && !k.contains("198.18.1.50"),
+        "{k}"
+    );
 }

@@ -426,7 +426,12 @@ impl Gateway {
     }
 
     /// Append a live set change to the journal, durably, before it is answered.
-    fn journal(&mut self, op: super::livesets::Op, group: &str, addrs: &[IpNet]) -> Result<(), GwError> {
+    fn journal(
+        &mut self,
+        op: super::livesets::Op,
+        group: &str,
+        addrs: &[IpNet],
+    ) -> Result<(), GwError> {
         if self.journal.is_none() {
             self.journal = Some(
                 super::livesets::Journal::open(&self.state_dir)

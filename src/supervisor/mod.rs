@@ -7,8 +7,8 @@
 
 pub mod control;
 pub mod gateway;
-pub mod livesets;
 pub mod ipv6;
+pub mod livesets;
 pub mod ntp;
 pub mod uplink;
 pub mod uplink6;
@@ -220,7 +220,11 @@ fn engine(
                     ),
                     Ok(None) => {}
                 }
-                match if defer_check { Ok(Vec::new()) } else { gw.drift() } {
+                match if defer_check {
+                    Ok(Vec::new())
+                } else {
+                    gw.drift()
+                } {
                     Ok(ch) if ch.is_empty() => {}
                     Ok(ch) => {
                         for c in &ch {
