@@ -399,6 +399,22 @@ fn a_corrupt_live_sets_file_is_set_aside_with_a_warning_event() {
     g.start();
     g.ok(&["set", "add", "web_nodes", "192.168.30.50"]);
     let p = g.state.join("live-sets.json");
+    // a change is recorded in the journal first, folded into live-sets.json after the burst
+    let journal = g.state.join("live-sets.journal");
+    let recorded = || {
+        std::fs::read_to_string(&p).unwrap_or_default()
+            + &std::fs::read_to_string(&journal).unwrap_or_default()
+    };
+    assert!(recorded().contains("192.168.30.50"));
+    // once the burst is over the journal is folded in: the change is in live-sets.json alone
+    let t0 = Instant::now();
+    while std::fs::metadata(&journal).is_ok_and(|m| m.len() > 0) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the journal was never folded"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(
         std::fs::read_to_string(&p)
             .unwrap()
@@ -432,7 +448,7 @@ fn a_corrupt_live_sets_file_is_set_aside_with_a_warning_event() {
     );
     // the daemon goes on: set changes work and are kept again
     g.ok(&["set", "add", "web_nodes", "192.168.30.51"]);
-    let l = std::fs::read_to_string(&p).unwrap();
+    let l = recorded();
     assert!(l.contains("192.168.30.51"), "{l}");
     assert!(
         g.ok(&["set", "list", "web_nodes"])

@@ -849,8 +849,12 @@ impl Applier {
             if let Some(d) = &differs {
                 push(Step::Firewall, obj.clone(), d.clone());
             }
-            if g.snapshot.is_none() || g.snapshot_stale {
-                // the listing after an apply or a live set change, taken once, here
+            // A snapshot made stale by live set changes is not listed again here: the stamp
+            // recorded with those changes says that nothing else changed since, and the
+            // listing of a large table would hold up the next set change. It is renewed by
+            // the next load (a stale one and a moved stamp count as drift).
+            if g.snapshot.is_none() {
+                // the listing after an apply, taken once, here
                 if let Some(live) = self.fw.snapshot()?
                     && self.kernel_stamp() == stamp
                 {

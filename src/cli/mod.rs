@@ -800,7 +800,44 @@ fn state_dir_of(g: &Global) -> Result<PathBuf, ExitCode> {
     if let Some(d) = &g.state_dir {
         return Ok(d.clone());
     }
+    // only the one key is needed to reach a running daemon: the whole config (thousands of
+    // group members) is parsed and validated only where it is used
+    if let Some(d) = std::fs::read_to_string(&g.config)
+        .ok()
+        .and_then(|t| quick_state_dir(&t))
+    {
+        return Ok(d);
+    }
     load_as(&g.config, g.lab_mode()).map(|(m, _)| m.state_dir)
+}
+
+/// `[system] state_dir` of a config's text without parsing the rest, when that is certain:
+/// the key is written once, as `state_dir = "..."` in the `[system]` table, with an absolute
+/// path (or not at all: the default). Anything else (`None`) takes the full parse.
+fn quick_state_dir(text: &str) -> Option<PathBuf> {
+    match text.matches("state_dir").count() {
+        0 if !text.lines().any(|l| l.trim_start().starts_with("system")) => {
+            return Some(PathBuf::from("/var/lib/bulkhead"));
+        }
+        1 => {}
+        _ => return None,
+    }
+    let mut table = "";
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            table = t;
+        } else if t.starts_with("state_dir") {
+            #[derive(serde::Deserialize)]
+            struct Key {
+                state_dir: String,
+            }
+            let k: Key = toml::from_str(t).ok()?;
+            let p = PathBuf::from(k.state_dir);
+            return (table == "[system]" && p.is_absolute()).then_some(p);
+        }
+    }
+    None
 }
 
 fn parse_addrs(v: &[String]) -> Result<Vec<ipnet::IpNet>, CliError> {
@@ -1376,5 +1413,37 @@ fn watchdog(g: &Global, state_dir: &std::path::Path) -> Result<ExitCode, CliErro
         std::thread::sleep(std::time::Duration::from_millis(
             ((p.deadline - now) * 1000).min(500),
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The state directory comes from the one key when it is certain, else from a full parse.
+    #[test]
+    fn quick_state_dir_reads_the_one_key_or_gives_up() {
+        let q = |t: &str| quick_state_dir(t);
+        assert_eq!(
+            q(
+                "[system]\nhostname = \"a\"\nstate_dir = \"/srv/bh\" # here\n[groups.g]\nmembers = []\n"
+            ),
+            Some(PathBuf::from("/srv/bh"))
+        );
+        assert_eq!(
+            q("[system]\nhostname = \"a\"\n"),
+            Some(PathBuf::from("/var/lib/bulkhead"))
+        );
+        // anything less certain: the full parse decides (and reports errors)
+        for t in [
+            "[segments.x]\nstate_dir = \"/srv/bh\"\n",
+            "[system]\nstate_dir = \"relative\"\n",
+            "[system]\nstate_dir = \"/a\"\n# state_dir = \"/b\"\n",
+            "system = { state_dir = \"/srv/bh\" }\n",
+            "system.hostname = \"a\"\n",
+            "[system]\nstate_dir = '''/srv\n'''\n",
+        ] {
+            assert_eq!(q(t), None, "{t}");
+        }
     }
 }

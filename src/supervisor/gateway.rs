@@ -168,6 +168,8 @@ pub struct Gateway {
     dhcp_members: BTreeMap<String, std::collections::BTreeSet<std::net::Ipv4Addr>>,
     /// Live set changes not yet recorded in the applied state (see [`Gateway::flush_amend`]).
     amend_pending: bool,
+    /// The journal of live set changes, open for appending (see [`super::livesets`]).
+    journal: Option<super::livesets::Journal>,
     /// The prefix delegated to the uplink (DHCPv6 IA_PD) that the running plan is numbered
     /// from; kept in the state directory across restarts (see [`super::uplink6`]).
     delegated: Option<super::uplink6::Delegation>,
@@ -300,6 +302,7 @@ impl Gateway {
             last,
             dhcp_members: BTreeMap::new(),
             amend_pending: false,
+            journal: None,
             delegated: super::uplink6::load(&state_dir, now_unix()),
             state_dir,
         })
@@ -414,32 +417,83 @@ impl Gateway {
         }
     }
 
-    /// The live set changes; an unreadable `live-sets.json` is set aside (with a warning:
-    /// the groups are as configured until the next `set add`/`set del`).
+    /// The live set changes: `live-sets.json` with the journal of the changes since replayed
+    /// over it. An unreadable `live-sets.json` is set aside (with a warning: the groups are as
+    /// configured but for the journal's changes); a torn or unreadable journal line is named
+    /// with its file and line and skipped.
     pub fn live_sets(&self) -> LiveSets {
-        let f = self.state_dir.join("live-sets.json");
-        let Ok(b) = std::fs::read(&f) else {
-            return LiveSets::default();
-        };
-        match serde_json::from_slice(&b) {
-            Ok(l) => l,
-            Err(e) => {
-                match set_aside(&f, "corrupt") {
-                    Ok(to) => tracing::warn!(
-                        file = %f.display(),
-                        aside = %to.display(),
-                        "unreadable live set changes ({e}) set aside; the groups are as configured"
-                    ),
-                    Err(re) => tracing::error!(
-                        file = %f.display(),
-                        "unreadable live set changes ({e}) could not be set aside: {re}"
-                    ),
-                }
-                LiveSets::default()
-            }
-        }
+        super::livesets::load(&self.state_dir, read_snapshot).sets
     }
 
+    /// Append a live set change to the journal, durably, before it is answered.
+    fn journal(
+        &mut self,
+        op: super::livesets::Op,
+        group: &str,
+        addrs: &[IpNet],
+    ) -> Result<(), GwError> {
+        if self.journal.is_none() {
+            self.journal = Some(
+                super::livesets::Journal::open(&self.state_dir)
+                    .map_err(io("opening the journal of live set changes"))?,
+            );
+        }
+        let j = self.journal.as_mut().expect("opened above");
+        j.append(&super::livesets::Record {
+            op,
+            group: group.to_string(),
+            addrs: addrs.to_vec(),
+        })
+        .map_err(io(format!("writing {}", j.path().display())))
+    }
+
+    /// Fold the journal into `live-sets.json` and empty it (a no-op when it is empty).
+    pub fn fold_live_sets(&mut self) -> Result<(), GwError> {
+        let j = self.state_dir.join(super::livesets::JOURNAL);
+        if std::fs::metadata(&j).map_or(true, |m| m.len() == 0) {
+            return Ok(());
+        }
+        let l = self.live_sets();
+        self.save_live_sets(&l)?;
+        if self.journal.is_none() {
+            self.journal = Some(
+                super::livesets::Journal::open(&self.state_dir)
+                    .map_err(io("opening the journal of live set changes"))?,
+            );
+        }
+        self.journal
+            .as_mut()
+            .expect("opened above")
+            .truncate()
+            .map_err(io(format!("emptying {}", j.display())))
+    }
+}
+
+/// `live-sets.json`; an unreadable one is set aside with a warning.
+fn read_snapshot(f: &Path) -> LiveSets {
+    let Ok(b) = std::fs::read(f) else {
+        return LiveSets::default();
+    };
+    match serde_json::from_slice(&b) {
+        Ok(l) => l,
+        Err(e) => {
+            match set_aside(f, "corrupt") {
+                Ok(to) => tracing::warn!(
+                    file = %f.display(),
+                    aside = %to.display(),
+                    "unreadable live set changes ({e}) set aside; the groups are as configured"
+                ),
+                Err(re) => tracing::error!(
+                    file = %f.display(),
+                    "unreadable live set changes ({e}) could not be set aside: {re}"
+                ),
+            }
+            LiveSets::default()
+        }
+    }
+}
+
+impl Gateway {
     fn save_live_sets(&self, l: &LiveSets) -> Result<(), GwError> {
         crate::sys::fs::write_atomic(
             &self.state_dir.join("live-sets.json"),
@@ -944,6 +998,8 @@ impl Gateway {
     /// Quarantine an IPv6 source (set `quarantine_v6`).
     pub fn quarantine6(&mut self, addr: std::net::Ipv6Addr) -> Result<(), GwError> {
         self.applier.quarantine6(addr)?;
+        // the kernel stamp moved: recorded with the next amend (no listing needed)
+        self.amend();
         Ok(())
     }
 
@@ -953,17 +1009,11 @@ impl Gateway {
         self.check_family(group, addrs)?;
         self.applier.set_add(group, addrs)?;
         if group != crate::plan::ruleset::QUARANTINE {
-            let mut l = self.live_sets();
-            let e = l.groups.entry(group.to_string()).or_default();
-            for a in addrs {
-                e.removed.retain(|x| x != a);
-                if !e.added.contains(a) {
-                    e.added.push(*a);
-                }
-            }
-            self.save_live_sets(&l)?;
-            self.amend();
+            self.journal(super::livesets::Op::Add, group, addrs)?;
         }
+        // the applied state (and the kernel stamp, which the change moved) follows once the
+        // burst of changes is over (see `flush_amend`)
+        self.amend();
         tracing::info!(group, addrs = ?addrs, "added to live set");
         Ok(())
     }
@@ -973,17 +1023,9 @@ impl Gateway {
         self.check_family(group, addrs)?;
         self.applier.set_del(group, addrs)?;
         if group != crate::plan::ruleset::QUARANTINE {
-            let mut l = self.live_sets();
-            let e = l.groups.entry(group.to_string()).or_default();
-            for a in addrs {
-                e.added.retain(|x| x != a);
-                if !e.removed.contains(a) {
-                    e.removed.push(*a);
-                }
-            }
-            self.save_live_sets(&l)?;
-            self.amend();
+            self.journal(super::livesets::Op::Del, group, addrs)?;
         }
+        self.amend();
         tracing::info!(group, addrs = ?addrs, "removed from live set");
         Ok(())
     }
@@ -1022,6 +1064,8 @@ impl Gateway {
 
     /// Record live set members in the applied state, so that a check does not call them drift
     /// (and reload). Failing that, the next check reloads the same members: log and go on.
+    /// The journal of live set changes is folded into `live-sets.json` then (it is replayed
+    /// on every read until then, so nothing depends on when this runs).
     pub fn flush_amend(&mut self) {
         if !std::mem::take(&mut self.amend_pending) {
             return;
@@ -1029,6 +1073,14 @@ impl Gateway {
         if let Err(e) = self.applier.amend(&self.plan_for(&self.model)) {
             tracing::warn!("recording the live set change failed (the next check reloads): {e}");
         }
+        if let Err(e) = self.fold_live_sets() {
+            tracing::warn!("folding the journal of live set changes failed (it is kept): {e}");
+        }
+    }
+
+    /// Whether live set changes wait to be recorded in the applied state.
+    pub fn amend_pending(&self) -> bool {
+        self.amend_pending
     }
 
     /// The DHCP pools of the running config.

@@ -8,6 +8,7 @@
 pub mod control;
 pub mod gateway;
 pub mod ipv6;
+pub mod livesets;
 pub mod ntp;
 pub mod uplink;
 pub mod uplink6;
@@ -37,10 +38,16 @@ enum Job {
 
 /// Whether a job can change the running config, and so the DHCP pools, the IPv6 services, the
 /// API's listener and the uplink's client that follow it (each check builds the plan again).
-/// A lease event or a quarantine changes only live set members, none of which those depend on:
-/// under a stream of leases, that rebuild after every lease was most of the engine's CPU.
+/// A lease event, a quarantine or a set change changes only live set members, none of which
+/// those depend on: under a stream of leases, that rebuild after every lease was most of the
+/// engine's CPU.
 fn may_change_config(job: &Job) -> bool {
-    !matches!(job, Job::Lease(_) | Job::Quarantine(_))
+    !matches!(
+        job,
+        Job::Lease(_)
+            | Job::Quarantine(_)
+            | Job::Client(Request::SetAdd { .. } | Request::SetDel { .. }, ..)
+    )
 }
 
 /// Who asked for a request: a name (`token NAME`, `uid 0 (root)`) and the way it came
@@ -140,18 +147,23 @@ fn engine(
     let mut v6 = ipv6::key(gw.model(), gw.delegated_now());
     let mut uplink = runtime_key(gw.model());
     api.update(gw.model());
+    // Live set changes are recorded in the applied state once per burst (they are durable in
+    // their journal before each answer): before any other request looks at that state, and by
+    // the first drift check after a quiet moment; until then the checks wait.
+    const QUIET: Duration = Duration::from_millis(500);
+    const DEFER_AT_MOST: Duration = Duration::from_secs(10);
+    let mut burst: Option<(std::time::Instant, std::time::Instant)> = None; // (first, last)
     while let Ok(job) = jobs.recv() {
-        // live set changes are recorded before anything else looks at the applied state
-        let set_change = matches!(
-            job,
-            Job::Lease(_)
-                | Job::Quarantine(_)
-                | Job::Client(Request::SetAdd { .. } | Request::SetDel { .. }, ..)
-        );
-        if !set_change {
+        let set_change = !may_change_config(&job);
+        let defer_check = matches!(job, Job::Check)
+            && gw.amend_pending()
+            && burst.is_some_and(|(first, last)| {
+                last.elapsed() < QUIET && first.elapsed() < DEFER_AT_MOST
+            });
+        if !set_change && !defer_check {
             gw.flush_amend();
+            burst = None;
         }
-        let follow = may_change_config(&job);
         match job {
             Job::Shutdown => break,
             Job::Quarantine(std::net::IpAddr::V4(addr)) => {
@@ -217,7 +229,11 @@ fn engine(
                     ),
                     Ok(None) => {}
                 }
-                match gw.drift() {
+                match if defer_check {
+                    Ok(Vec::new())
+                } else {
+                    gw.drift()
+                } {
                     Ok(ch) if ch.is_empty() => {}
                     Ok(ch) => {
                         for c in &ch {
@@ -238,7 +254,13 @@ fn engine(
                 let _ = reply.send(resp);
             }
         }
-        if !follow {
+        if set_change {
+            if gw.amend_pending() {
+                let now = std::time::Instant::now();
+                burst = Some((burst.map_or(now, |b| b.0), now));
+            }
+            // a set change changes no segment, pool, uplink or API address: nothing below
+            // follows it (each of them plans the whole config)
             continue;
         }
         // the config may have changed the segments: the DHCP server follows
@@ -375,6 +397,10 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             let start = || -> Result<Gateway, RunError> {
                 let mut gw = Gateway::open(&config, state_override, lab)?;
                 let _ = std::fs::remove_file(gw.state_dir.join("ready"));
+                // the live set changes journaled before a crash: into live-sets.json, once
+                if let Err(e) = gw.fold_live_sets() {
+                    tracing::warn!("folding the journal of live set changes failed (it is kept): {e}");
+                }
                 // an apply left unconfirmed: rolled back when overdue, else still waiting
                 let r = gw.resume().inspect_err(|e| {
                     crate::logship::outcome(crate::logship::Kind::Apply, "start", Err(&e.to_string()))
