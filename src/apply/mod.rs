@@ -459,9 +459,15 @@ impl Applier {
             (snapshot, stamp)
         };
 
-        // The other backend's ruleset, left over from a config that used it.
+        // The other backend's ruleset, left over from a config that used it: looked for when
+        // the last applied generation was the other backend's or is not known (the first
+        // apply, a lost state); an apply on top of one of this backend's found none already.
+        let other_may_linger = cur
+            .as_ref()
+            .is_none_or(|g| g.text.backend() != self.fw.backend());
         if let Some(o) = &self.other
             && o.backend() != self.fw.backend()
+            && other_may_linger
         {
             match o.is_loaded() {
                 Ok(true) => {
