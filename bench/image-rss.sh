@@ -31,7 +31,7 @@ VARIANTS=${VARIANTS:-init mmapthr arena2}
 ns_add vmh
 TAP="bhb${BHID}t"
 CON=$W/vm.console CTL=$W/vm.ctl; : > "$CON"
-ip netns exec "$(nsname vmh)" "$ROOT/image/run" --out "$OUT" --mode elf --mem 512 \
+ip netns exec "$(nsname vmh)" "$ROOT/image/run" --out "$OUT" --mode elf --mem 512 --watchdog none \
   --uplink "tap:$TAP" --serial "file:$CON" --ctl "$CTL" --timeout 3600 --no-reboot > "$W/qemu.log" 2>&1 &
 QPID=$!; BH_PIDS+=("$QPID")
 g() { python3 "$ROOT/tests/vm/guestctl.py" --timeout "${GT:-120}" "$CTL" "$@"; }
