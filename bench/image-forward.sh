@@ -16,7 +16,8 @@
 #              continued and reloads the policy afterwards).
 # DAEMON=stop (default): `bulkhead run` is stopped during every measurement, so the figures
 # compare the forwarding paths alone; DAEMON=run leaves it running in the policy variants.
-# The guest runs without its hardware watchdog (image/run --watchdog none): a stopped
+# The guest runs without a watchdog (image/run --watchdog none, bulkhead.watchdog=0, else the
+# init falls back to softdog): a stopped
 # `bulkhead run` no longer pets it, and the reset would end qemu (--no-reboot) mid-run.
 # TCP: iperf3 -t SECS from cli to srv, Mbit/s received. Offloads (TSO/GSO/GRO) are off on
 # the host's side, so that every packet crosses the guest's forwarding path.
@@ -38,7 +39,7 @@ grep -q '"eth0"' "$W/offload.toml" && grep -q '"eth2"' "$W/offload.toml" || die 
 ns_add vmh; ns_add cli; ns_add srv
 TA="bhb${BHID}a" TB="bhb${BHID}b"
 CON=$W/vm.console CTL=$W/vm.ctl; : > "$CON"
-ip netns exec "$(nsname vmh)" "$ROOT/image/run" --out "$OUT" --mode elf --mem 512 --watchdog none \
+ip netns exec "$(nsname vmh)" "$ROOT/image/run" --out "$OUT" --mode elf --mem 512 --watchdog none --append bulkhead.watchdog=0 \
   --trunk "tap:$TA" --uplink "tap:$TB" --serial "file:$CON" --ctl "$CTL" --timeout 3600 --no-reboot \
   -- -netdev hubport,id=up3,hubid=9 -device virtio-net-pci,netdev=up3,mac=52:54:00:b4:00:03,addr=0x9,romfile= \
   > "$W/qemu.log" 2>&1 &
