@@ -154,7 +154,9 @@ fn status_calls_with_a_churned_lease_journal_do_not_keep_its_size_resident() {
     let state = dir.path().join("state");
     // 10,000 leases renewed until the journal holds ~3.5 MiB (below the 4 MiB at which the
     // daemon's store would compact it): what a lease test leaves between two compactions
-    let journal = state.join("dhcp").join(bulkhead::dhcp::leases::JOURNAL_FILE);
+    let journal = state
+        .join("dhcp")
+        .join(bulkhead::dhcp::leases::JOURNAL_FILE);
     {
         use bulkhead::dhcp::leases::{Lease, LeaseState, LeaseStore, StoreOptions, unix_now};
         let opts = StoreOptions {
