@@ -16,6 +16,9 @@
 #              continued and reloads the policy afterwards).
 # DAEMON=stop (default): `bulkhead run` is stopped during every measurement, so the figures
 # compare the forwarding paths alone; DAEMON=run leaves it running in the policy variants.
+# The guest runs without a watchdog (image/run --watchdog none, bulkhead.watchdog=0, else the
+# init falls back to softdog): a stopped
+# `bulkhead run` no longer pets it, and the reset would end qemu (--no-reboot) mid-run.
 # TCP: iperf3 -t SECS from cli to srv, Mbit/s received. Offloads (TSO/GSO/GRO) are off on
 # the host's side, so that every packet crosses the guest's forwarding path.
 set -euo pipefail
@@ -36,9 +39,9 @@ grep -q '"eth0"' "$W/offload.toml" && grep -q '"eth2"' "$W/offload.toml" || die 
 ns_add vmh; ns_add cli; ns_add srv
 TA="bhb${BHID}a" TB="bhb${BHID}b"
 CON=$W/vm.console CTL=$W/vm.ctl; : > "$CON"
-ip netns exec "$(nsname vmh)" "$ROOT/image/run" --out "$OUT" --mode elf --mem 512 \
+ip netns exec "$(nsname vmh)" "$ROOT/image/run" --out "$OUT" --mode elf --mem 512 --watchdog none --append bulkhead.watchdog=0 \
   --trunk "tap:$TA" --uplink "tap:$TB" --serial "file:$CON" --ctl "$CTL" --timeout 3600 --no-reboot \
-  -- -netdev hubport,id=up3,hubid=9 -device virtio-net-pci,netdev=up3,mac=52:54:00:b4:00:03,addr=0x8,romfile= \
+  -- -netdev hubport,id=up3,hubid=9 -device virtio-net-pci,netdev=up3,mac=52:54:00:b4:00:03,addr=0x9,romfile= \
   > "$W/qemu.log" 2>&1 &
 QPID=$!; BH_PIDS+=("$QPID")
 g() { python3 "$ROOT/tests/vm/guestctl.py" --timeout "${GT:-120}" "$CTL" "$@"; }
@@ -91,6 +94,26 @@ inns srv iperf3 -s -D -I "$W/iperf3.pid" --logfile "$W/iperf3.log"
 sleep 0.5; BH_PIDS+=("$(cat "$W/iperf3.pid")")
 tcp() { inns cli iperf3 -c 10.2.0.2 -t "$SECS" -J > "$W/tcp.json"
   python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print("%.0f" % (j["end"]["sum_received"]["bits_per_second"]/1e6))' "$W/tcp.json"; }
+# packets counted by the forward chain's "builtin:established" rule (0 without the table)
+estab() { g 'nft list chain inet bulkhead forward 2>/dev/null | sed -n "s/.*counter packets \([0-9]*\) .*builtin:established.*/\1/p"' 2>/dev/null | tr -d '\r' | head -1; }
+# offload evidence for variant V (policy variants): the guest reads its conntrack entry of the
+# iperf3 data connection half-way through the transfer (a background job writing to a file,
+# so the control channel stays free), and the forward chain's established counter is read
+# before and after: a flow in the flowtable no longer crosses the forward chain.
+CT=${CT:-1}
+tcp_ct() { local v=$1 e0 e1 mbit ct segs
+  e0=$(estab)
+  g "rm -f /tmp/ct.txt; (sleep $((SECS / 2)); grep 'dport=5201' /proc/net/nf_conntrack > /tmp/ct.txt 2>&1) </dev/null >/dev/null 2>&1 &" >/dev/null
+  mbit=$(tcp); e1=$(estab)
+  ct=$(g 'cat /tmp/ct.txt' 2>/dev/null | tr -d '\r')
+  segs=$(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(int(j["end"]["sum_sent"]["bytes"]/1448))' "$W/tcp.json")
+  {
+    echo "$v: conntrack half-way through the transfer:"
+    printf '%s\n' "$ct" | sed 's/^/    /'
+    echo "$v: [OFFLOAD] entries: $(grep -c 'OFFLOAD' <<<"$ct" || true); forward chain established packets during the transfer: $(( ${e1:-0} - ${e0:-0} )) (iperf3 data segments sent: ~$segs)"
+  } >> "$W/ct.log"
+  tail -1 "$W/ct.log" >&2
+  echo "$mbit"; }
 
 declare -A R
 for rep in $(seq "$REPS"); do
@@ -103,7 +126,7 @@ for rep in $(seq "$REPS"); do
     # DAEMON=stop (the default): bulkhead run is stopped (SIGSTOP) during every measurement,
     # so that its work on the guest's one CPU does not count against the policy variants
     [ "$DAEMON" = stop ] && g 'kill -STOP $(cat /run/bulkhead/bulkhead.pid)' >/dev/null
-    R[$v]+="$(tcp) "
+    if [ "$CT" = 1 ] && [ "$v" != none ]; then R[$v]+="$(tcp_ct "$v") "; else R[$v]+="$(tcp) "; fi
     log "run $rep $v: TCP Mbit/s ${R[$v]}"
   done
 done
@@ -120,3 +143,4 @@ for v in offload nooffload none; do printf '%-40s %s\n' "$v" "$(rng "$v")"; done
 printf '%-40s %s\n' "offload / none (medians)" "$(pct offload none)  (goal >= 95 %)"
 printf '%-40s %s\n' "nooffload / none (medians)" "$(pct nooffload none)"
 printf '%-40s %s\n' "offload / nooffload (medians)" "$(pct offload nooffload)"
+[ -f "$W/ct.log" ] && { echo "offload evidence per policy run (CT=1):"; cat "$W/ct.log"; }

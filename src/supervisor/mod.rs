@@ -378,6 +378,8 @@ fn mark_ready(state_dir: &Path) {
 
 /// Run the supervisor until SIGTERM/SIGINT.
 pub fn run(opts: RunOptions) -> Result<(), RunError> {
+    // large buffers (lease journal reads) go back to the kernel when freed (issue 13)
+    crate::sys::proc::bound_malloc();
     // The gateway lives on the engine thread (its netlink handle is not Send); the first
     // apply happens there and its outcome comes back before anything else starts.
     let (tx, rx) = std::sync::mpsc::channel::<Job>();
