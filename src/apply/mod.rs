@@ -1022,7 +1022,15 @@ impl Applier {
     /// an event the first time.
     fn flowtable_support(&self) -> &Result<(), String> {
         self.flowtable.get_or_init(|| {
+            let cache = self.store.root.join("flowtable-probe");
+            let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .map(|b| b.trim().to_string())
+                .unwrap_or_default();
+            if let Some(r) = probe_cached(&cache, &boot) {
+                return r;
+            }
             let r = self.fw.flowtable_support();
+            probe_keep(&cache, &boot, &r);
             if let Err(why) = &r {
                 tracing::warn!(reason = %why, "flow offload unavailable: the firewall is loaded without the flowtable");
                 crate::logship::emit(
@@ -1070,6 +1078,42 @@ impl std::fmt::Display for FlowOffload {
             FlowOffload::Off => f.write_str("off ([system] flow_offload = false)"),
             FlowOffload::Unavailable(why) => write!(f, "unavailable ({why})"),
         }
+    }
+}
+
+/// The flowtable probe's answer kept for this boot (`STATE/apply/flowtable-probe`: boot id,
+/// then `ok` or the reason): what the kernel can do does not change until it reboots, and
+/// the probe is an `nft` process (~20 ms) that every CLI apply would otherwise run again.
+fn probe_cached(path: &std::path::Path, boot: &str) -> Option<Result<(), String>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let (b, answer) = text.split_once('\n')?;
+    if boot.is_empty() || b != boot {
+        return None;
+    }
+    Some(match answer.trim_end() {
+        "ok" => Ok(()),
+        why if why == firewall::offload::NO_FLOW_TABLE => Err(why.to_string()),
+        _ => return None,
+    })
+}
+
+/// Keep a definite answer of the probe (not a failure of the probe itself) for this boot.
+fn probe_keep(path: &std::path::Path, boot: &str, r: &Result<(), String>) {
+    let answer = match r {
+        Ok(()) => "ok",
+        Err(why) if why == firewall::offload::NO_FLOW_TABLE => why.as_str(),
+        Err(_) => return,
+    };
+    if boot.is_empty() {
+        return;
+    }
+    if let Some(d) = path.parent() {
+        let _ = std::fs::create_dir_all(d);
+    }
+    let tmp = path.with_extension("tmp");
+    // a cache: no fsync (a lost file only means one more probe)
+    if std::fs::write(&tmp, format!("{boot}\n{answer}\n")).is_ok() {
+        let _ = std::fs::rename(&tmp, path);
     }
 }
 
