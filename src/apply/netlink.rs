@@ -387,23 +387,11 @@ impl Netlink for RtNetlink {
     }
 
     fn default_routes(&self) -> Result<Vec<DefaultRoute>, NetlinkError> {
-        let msg = RouteMessageBuilder::<Ipv4Addr>::new().build();
-        self.rt.block_on(async {
-            let mut s = self.handle.route().get(msg).execute();
-            let mut v = Vec::new();
-            loop {
-                match s.try_next().await {
-                    Ok(Some(m)) => {
-                        if let Some(r) = default_route(&m) {
-                            v.push(r);
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => return Err(failed("list routes", "main", e)),
-                }
-            }
-            Ok(v)
-        })
+        self.dump_routes(
+            RouteMessageBuilder::<Ipv4Addr>::new().build(),
+            "main",
+            default_route,
+        )
     }
 
     fn add_default_route(&self, via: Ipv4Addr, oif: u32) -> Result<bool, NetlinkError> {
@@ -429,27 +417,36 @@ impl Netlink for RtNetlink {
     }
 
     fn default_routes6(&self) -> Result<Vec<DefaultRoute6>, NetlinkError> {
-        let msg = RouteMessageBuilder::<Ipv6Addr>::new().build();
+        self.dump_routes(
+            RouteMessageBuilder::<Ipv6Addr>::new().build(),
+            "main (IPv6)",
+            default_route6,
+        )
+    }
+}
+
+impl RtNetlink {
+    /// The routes of a dump (`msg` names the family) that `pick` keeps.
+    fn dump_routes<T>(
+        &self,
+        msg: RouteMessage,
+        table: &'static str,
+        pick: fn(&RouteMessage) -> Option<T>,
+    ) -> Result<Vec<T>, NetlinkError> {
         self.rt.block_on(async {
             let mut s = self.handle.route().get(msg).execute();
             let mut v = Vec::new();
             loop {
                 match s.try_next().await {
-                    Ok(Some(m)) => {
-                        if let Some(r) = default_route6(&m) {
-                            v.push(r);
-                        }
-                    }
+                    Ok(Some(m)) => v.extend(pick(&m)),
                     Ok(None) => break,
-                    Err(e) => return Err(failed("list routes", "main (IPv6)", e)),
+                    Err(e) => return Err(failed("list routes", table, e)),
                 }
             }
             Ok(v)
         })
     }
-}
 
-impl RtNetlink {
     fn add_default_route6_impl(&self, via: Ipv6Addr, oif: u32) -> Result<bool, NetlinkError> {
         let msg = RouteMessageBuilder::<Ipv6Addr>::new()
             .gateway(via)
