@@ -14,12 +14,10 @@
 
 use std::io;
 use std::net::IpAddr;
-use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::nfset::{attrs, error_code, messages, msg_begin, msg_end, put_attr};
-use crate::sys::{netlink, socket};
+use super::nfset::{Conn, attrs, put_attr};
 
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_GET: u16 = 1;
@@ -34,9 +32,6 @@ const CTA_IP_V4_DST: u16 = 2;
 const CTA_IP_V6_SRC: u16 = 3;
 const CTA_IP_V6_DST: u16 = 4;
 
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_DUMP: u16 = 0x300;
 const NLA_F_NESTED: u16 = 0x8000;
@@ -92,68 +87,6 @@ fn matching(payload: &[u8], net: &IpNet) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
     })
 }
 
-struct Sock {
-    fd: std::os::fd::OwnedFd,
-    seq: u32,
-    buf: Vec<u8>,
-}
-
-impl Sock {
-    fn open() -> io::Result<Sock> {
-        let fd = netlink::netfilter_socket()?;
-        netlink::bind_auto(&fd)?;
-        socket::set_recv_timeout(&fd, Duration::from_secs(5))?;
-        Ok(Sock {
-            fd,
-            seq: 1,
-            buf: vec![0; 64 * 1024],
-        })
-    }
-
-    /// Send one request; `each` sees every answer payload until the kernel is done (its ack,
-    /// error or NLMSG_DONE).
-    fn request(
-        &mut self,
-        msg: u16,
-        flags: u16,
-        family: u8,
-        body: &[u8],
-        mut each: impl FnMut(&[u8]),
-    ) -> io::Result<()> {
-        self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
-        let mut m = Vec::with_capacity(20 + body.len());
-        let at = msg_begin(&mut m, ct_type(msg), NLM_F_REQUEST | flags, seq, family, 0);
-        m.extend_from_slice(body);
-        msg_end(&mut m, at);
-        if netlink::send_to_kernel(&self.fd, &m)? != m.len() {
-            return Err(io::Error::other("short netlink send"));
-        }
-        loop {
-            let n = socket::recv(&self.fd, &mut self.buf)?;
-            if n == 0 {
-                return Err(io::Error::other("netlink socket closed"));
-            }
-            for r in messages(&self.buf[..n]) {
-                if r.seq != seq {
-                    continue;
-                }
-                match r.ty {
-                    NLMSG_ERROR | NLMSG_DONE => {
-                        let e = error_code(r.payload);
-                        return if e < 0 {
-                            Err(io::Error::from_raw_os_error(-e))
-                        } else {
-                            Ok(())
-                        };
-                    }
-                    _ => each(r.payload),
-                }
-            }
-        }
-    }
-}
-
 /// Delete every tracked connection an address of `net` takes part in (in the calling thread's
 /// network namespace); returns how many were deleted.
 pub fn cut(net: &IpNet) -> io::Result<usize> {
@@ -161,13 +94,12 @@ pub fn cut(net: &IpNet) -> io::Result<usize> {
         IpNet::V4(_) => AF_INET,
         IpNet::V6(_) => AF_INET6,
     };
-    let mut s = Sock::open()?;
-    let mut doomed = Vec::new();
-    s.request(IPCTNL_MSG_CT_GET, NLM_F_DUMP, family, &[], |p| {
-        if let Some(m) = matching(p, net) {
-            doomed.push(m);
-        }
-    })?;
+    let mut c = Conn::open()?;
+    let doomed: Vec<_> = c
+        .request_typed(ct_type(IPCTNL_MSG_CT_GET), NLM_F_DUMP, family, &[])?
+        .iter()
+        .filter_map(|p| matching(p, net))
+        .collect();
     let mut n = 0;
     for (orig, zone) in doomed {
         let mut body = Vec::with_capacity(orig.len() + 16);
@@ -175,8 +107,8 @@ pub fn cut(net: &IpNet) -> io::Result<usize> {
         if let Some(z) = zone {
             put_attr(&mut body, CTA_ZONE, &z);
         }
-        match s.request(IPCTNL_MSG_CT_DELETE, NLM_F_ACK, family, &body, |_| {}) {
-            Ok(()) => n += 1,
+        match c.request_typed(ct_type(IPCTNL_MSG_CT_DELETE), NLM_F_ACK, family, &body) {
+            Ok(_) => n += 1,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => n += 1,
             Err(e) => return Err(e),
         }

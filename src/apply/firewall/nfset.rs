@@ -743,9 +743,21 @@ impl Conn {
         family: u8,
         attrs: &[u8],
     ) -> io::Result<Vec<Vec<u8>>> {
+        self.request_typed(nft_type(ty), flags, family, attrs)
+    }
+
+    /// [`Conn::request`] with the whole nfnetlink message type (subsystem and message), for
+    /// the other nfnetlink subsystems (conntrack).
+    pub(super) fn request_typed(
+        &mut self,
+        ty: u16,
+        flags: u16,
+        family: u8,
+        attrs: &[u8],
+    ) -> io::Result<Vec<Vec<u8>>> {
         let seq = self.next_seq();
         let mut m = Vec::with_capacity(20 + attrs.len());
-        let at = msg_begin(&mut m, nft_type(ty), NLM_F_REQUEST | flags, seq, family, 0);
+        let at = msg_begin(&mut m, ty, NLM_F_REQUEST | flags, seq, family, 0);
         m.extend_from_slice(attrs);
         msg_end(&mut m, at);
         self.send(&m)?;
