@@ -261,6 +261,7 @@ declare -A SYM=(
   [xt_mark]=NETFILTER_XT_MARK [xt_addrtype]=NETFILTER_XT_MATCH_ADDRTYPE [xt_set]=NETFILTER_XT_SET
   [ip_set]=IP_SET [ip_set_hash_ip]=IP_SET_HASH_IP [ip_set_hash_net]=IP_SET_HASH_NET
   [nf_flow_table]=NF_FLOW_TABLE [nf_flow_table_inet]=NF_FLOW_TABLE_INET [nft_flow_offload]=NFT_FLOW_OFFLOAD
+  [i6300esb]=I6300ESB_WDT [softdog]=SOFT_WATCHDOG
 )
 frag_has() { grep -qE "^CONFIG_$1=[ym]$" "$FRAG"; }
 DEBCFG=$(ls "$ROOT"/image/cache/kroot-*/boot/config-* 2>/dev/null | head -1)
@@ -274,8 +275,8 @@ while read -r m _; do
   if [ -z "$s" ]; then notok "module $m has no Kconfig mapping in check-buildroot.sh"; continue; fi
   if frag_has "$s"; then ok "module $m: CONFIG_$s in linux.fragment"; else notok "module $m: CONFIG_$s not =m/=y in linux.fragment"; fi
   if [ -n "$DEBCFG" ]; then deb_has "$s" || notok "module $m: CONFIG_$s is not set in the Debian kernel config (wrong mapping?)"; fi
-done < "$MODLIST"
-[ "$nmods" -gt 0 ] && ok "$nmods modules in overlay/etc/bulkhead/modules checked" || notok "empty module list"
+done < <(cat "$MODLIST" "$(dirname "$MODLIST")/modules.watchdog")
+[ "$nmods" -gt 0 ] && ok "$nmods modules in overlay/etc/bulkhead/modules and modules.watchdog checked" || notok "empty module list"
 if [ -n "$DEBCFG" ]; then
   bad=
   for s in $(sed -n 's/^CONFIG_\([A-Z0-9_]*\)=[ym]$/\1/p' "$FRAG"); do deb_has "$s" || bad="$bad $s"; done
