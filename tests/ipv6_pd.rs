@@ -439,6 +439,10 @@ fn delegated_prefix_numbers_the_segments_and_renumbering_moves_them_in_one_apply
         log.contains("delegated prefix applied"),
         "no renumbering in the log:\n{log}"
     );
+    // bulkhead run dies (kill -9): its dhcpcd is left running
+    unsafe {
+        libc_kill(run.0.id() as i32, 9);
+    }
     drop(run);
     drop(_k2);
 
@@ -451,6 +455,15 @@ fn delegated_prefix_numbers_the_segments_and_renumbering_moves_them_in_one_apply
         set.contains("2001:db8:200:1::/64"),
         "kept prefix not used at start: {set}\n{}",
         b.log("run2.log")
+    );
+    // the new run's own dhcpcd is in charge: the one left behind was stopped first (before,
+    // the new one handed its arguments to the old one and exited, and was started again
+    // every second)
+    std::thread::sleep(Duration::from_secs(3));
+    let log = b.log("run2.log");
+    assert!(
+        !log.contains("DHCPv6 client exited"),
+        "the new dhcpcd gave way to the one left running:\n{log}"
     );
 
     // The upstream stays silent: dhcpcd's Rebind of the kept delegation goes unanswered, it
