@@ -112,17 +112,6 @@ pub fn start(m: &Model, state_dir: &Path, lab: bool) -> Option<Child> {
         );
         return None;
     }
-    // A dhcpcd of this interface still running (left by a `bulkhead run` killed with -9, or
-    // one still shutting down) would take our start as commands for itself and exit 0 at once,
-    // leaving the old process in charge with its old state: ask it to exit first (`-x` waits
-    // for it). Without one this only says "dhcpcd not running".
-    let _ = Command::new("dhcpcd")
-        .args(["-6", "-x"])
-        .arg(&m.uplink.interface)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
     // -B: foreground; -6: DHCPv6 only; -f/-c: our config and hook, nothing of the system's
     match Command::new("dhcpcd")
         .args(["-B", "-6", "-f"])
