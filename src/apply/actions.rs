@@ -226,6 +226,40 @@ pub fn wanted_link(plan: &Plan, c: &CreatedLink) -> bool {
     })
 }
 
+/// What a planned default route `via` on `dev` needs, given the kernel's default routes of its
+/// family (gateway, output interface): nothing when it is in place (no drift), the route, or
+/// "left alone" when another default route is there (the kernel refuses a second one with
+/// EEXIST: one learned from the upstream's RAs or set by hand stays).
+fn default_route(
+    net: &dyn Netlink,
+    coming: &[&str],
+    via: IpAddr,
+    dev: &str,
+    defaults: &[(Option<IpAddr>, Option<u32>)],
+) -> Result<Option<Action>, NetlinkError> {
+    let idx = net.link(dev)?.map(|l| l.index);
+    let coming = coming.contains(&dev);
+    if idx.is_none() && !coming {
+        return Ok(Some(Action::Missing {
+            step: Step::Routes,
+            name: dev.to_string(),
+            role: "route device".into(),
+        }));
+    }
+    if !coming && defaults.contains(&(Some(via), idx)) {
+        return Ok(None);
+    }
+    let others = defaults
+        .iter()
+        .any(|d| !(coming && idx.is_some() && d.1 == idx));
+    let dev = dev.to_string();
+    Ok(Some(if others {
+        Action::OtherRoute { via, dev }
+    } else {
+        Action::AddRoute { via, dev }
+    }))
+}
+
 /// Compare the plan with the live links, addresses and routes (reads only).
 pub fn compute(net: &dyn Netlink, plan: &Plan, rec: &Created) -> Result<Actions, NetlinkError> {
     let mut a = Actions::default();
@@ -333,76 +367,41 @@ pub fn compute(net: &dyn Netlink, plan: &Plan, rec: &Created) -> Result<Actions,
         }
     }
 
-    let defaults = net.default_routes()?;
+    let defaults: Vec<_> = net
+        .default_routes()?
+        .into_iter()
+        .map(|d| (d.via.map(IpAddr::V4), d.oif))
+        .collect();
     for rt in &plan.routes {
         if rt.dst.prefix_len() != 0 {
             tracing::warn!(route = %rt.dst, "only default routes are applied");
             continue;
         }
-        let idx = net.link(&rt.dev)?.map(|l| l.index);
-        let coming = coming.contains(&rt.dev.as_str());
-        if idx.is_none() && !coming {
-            a.links.push(Action::Missing {
-                step: Step::Routes,
-                name: rt.dev.clone(),
-                role: "route device".into(),
-            });
-            continue;
-        }
-        let (via, dev) = (IpAddr::V4(rt.via), rt.dev.clone());
-        if !coming
-            && defaults
-                .iter()
-                .any(|d| d.via == Some(rt.via) && d.oif == idx)
-        {
-            continue;
-        }
-        // the kernel refuses a second default route (EEXIST): it stays as it is
-        let others = defaults
-            .iter()
-            .any(|d| !(coming && idx.is_some() && d.oif == idx));
-        a.links.push(if others {
-            Action::OtherRoute { via, dev }
-        } else {
-            Action::AddRoute { via, dev }
-        });
+        a.links.extend(default_route(
+            net,
+            &coming,
+            IpAddr::V4(rt.via),
+            &rt.dev,
+            &defaults,
+        )?);
     }
-    // the IPv6 default route of a static uplink address6 (an existing one is kept: the
-    // kernel answers EEXIST and the apply says so)
-    let defaults6 = if plan.routes6.is_empty() {
+    // the IPv6 default route of a static uplink address6
+    let defaults6: Vec<_> = if plan.routes6.is_empty() {
         Vec::new()
     } else {
         net.default_routes6()?
+            .into_iter()
+            .map(|d| (d.via.map(IpAddr::V6), d.oif))
+            .collect()
     };
     for rt in &plan.routes6 {
-        let idx = net.link(&rt.dev)?.map(|l| l.index);
-        let coming = coming.contains(&rt.dev.as_str());
-        if idx.is_none() && !coming {
-            a.links.push(Action::Missing {
-                step: Step::Routes,
-                name: rt.dev.clone(),
-                role: "route device".into(),
-            });
-            continue;
-        }
-        // in place already: nothing to do (and no drift)
-        if !coming
-            && defaults6
-                .iter()
-                .any(|d| d.via == Some(rt.via) && d.oif == idx)
-        {
-            continue;
-        }
-        // another default (one learned from the upstream's RAs, or set by hand) stays
-        let others = defaults6
-            .iter()
-            .any(|d| !(coming && idx.is_some() && d.oif == idx));
-        let (via, dev) = (IpAddr::V6(rt.via), rt.dev.clone());
-        a.links.push(if others {
-            Action::OtherRoute { via, dev }
-        } else {
-            Action::AddRoute { via, dev }
-        });
+        a.links.extend(default_route(
+            net,
+            &coming,
+            IpAddr::V6(rt.via),
+            &rt.dev,
+            &defaults6,
+        )?);
     }
 
     // removed after the firewall: what Bulkhead created and the plan no longer lists (a
