@@ -275,9 +275,9 @@ impl Applier {
     fn kernel_stamp(&self) -> Option<String> {
         use std::os::unix::fs::MetadataExt;
         let g = self.fw.generation()?;
-        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let boot = boot_id()?;
         let ns = std::fs::metadata("/proc/self/ns/net").ok()?.ino();
-        Some(format!("{} {ns} {g}", boot.trim()))
+        Some(format!("{boot} {ns} {g}"))
     }
 
     /// Apply the plan: sysctls → fail-closed firewall (only when no Bulkhead ruleset is
@@ -1023,9 +1023,7 @@ impl Applier {
     fn flowtable_support(&self) -> &Result<(), String> {
         self.flowtable.get_or_init(|| {
             let cache = self.store.root.join("flowtable-probe");
-            let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-                .map(|b| b.trim().to_string())
-                .unwrap_or_default();
+            let boot = boot_id().unwrap_or_default();
             if let Some(r) = probe_cached(&cache, &boot) {
                 return r;
             }
@@ -1079,6 +1077,13 @@ impl std::fmt::Display for FlowOffload {
             FlowOffload::Unavailable(why) => write!(f, "unavailable ({why})"),
         }
     }
+}
+
+/// This boot's id (the kernel's random one): what is kept per boot is keyed by it.
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|b| b.trim().to_string())
 }
 
 /// The flowtable probe's answer kept for this boot (`STATE/apply/flowtable-probe`: boot id,
